@@ -1,0 +1,20 @@
+//! Our own differentiable Stable Diffusion stack on candle: tokenizer, CLIP
+//! text encoder (embeddings in), UNet, VAE, noise schedule and samplers, and the
+//! loaders for diffusers folders. Nothing here prints or touches the terminal.
+
+pub mod blocks;
+pub mod clip;
+pub mod config;
+pub mod error;
+pub mod model;
+pub mod nn;
+pub mod scheduler;
+pub mod tokenizer;
+pub mod unet;
+pub mod vae;
+pub mod weights;
+
+pub use error::{LoadError, SdError, SdResult};
+pub use model::{LoadOptions, ModelSpec, StableDiffusion};
+pub use scheduler::{NoiseSchedule, Sampler, SamplerKind};
+pub use tokenizer::{ClipTokenizer, Piece, PseudoWord};

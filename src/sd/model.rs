@@ -1,0 +1,245 @@
+//! Loading a whole Stable Diffusion pipeline: a local diffusers folder, or
+//! `hf:org/name[@revision]` resolved offline from the Hugging Face cache.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use candle_core::{DType, Device};
+
+use super::clip::ClipTextEncoder;
+use super::config::{read_json, ClipTextConfig, Prediction, SchedulerConfig, UNetConfig, VaeConfig};
+use super::error::LoadError;
+use super::scheduler::NoiseSchedule;
+use super::tokenizer::ClipTokenizer;
+use super::unet::UNet;
+use super::vae::Vae;
+use super::weights::{SafetensorsFiles, TensorSource, Weights};
+
+/// Where a model comes from, as the user wrote it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelSpec {
+    Folder(PathBuf),
+    HfCache { repo: String, revision: Option<String> },
+}
+
+impl ModelSpec {
+    pub fn parse(spec: &str) -> Self {
+        if let Some(rest) = spec.strip_prefix("hf:") {
+            let (repo, revision) = match rest.split_once('@') {
+                Some((r, v)) => (r.to_string(), Some(v.to_string())),
+                None => (rest.to_string(), None),
+            };
+            ModelSpec::HfCache { repo, revision }
+        } else {
+            ModelSpec::Folder(PathBuf::from(spec))
+        }
+    }
+
+    /// The local folder holding the pipeline.
+    pub fn resolve(&self) -> Result<PathBuf, LoadError> {
+        match self {
+            ModelSpec::Folder(p) => {
+                if !p.is_dir() {
+                    return Err(LoadError::MissingFile {
+                        path: p.clone(),
+                        what: "a diffusers model folder here".into(),
+                    });
+                }
+                Ok(p.clone())
+            }
+            ModelSpec::HfCache { repo, revision } => {
+                let cache = hf_cache();
+                let r = match revision {
+                    Some(rev) => hf_hub::Repo::with_revision(
+                        repo.clone(),
+                        hf_hub::RepoType::Model,
+                        rev.clone(),
+                    ),
+                    None => hf_hub::Repo::model(repo.clone()),
+                };
+                let found = cache.repo(r).get("model_index.json");
+                match found.and_then(|p| p.parent().map(Path::to_path_buf)) {
+                    Some(dir) => Ok(dir),
+                    None => Err(LoadError::NotInHfCache {
+                        spec: format!("hf:{repo}"),
+                        repo: repo.clone(),
+                        cache: cache.path().clone(),
+                    }),
+                }
+            }
+        }
+    }
+}
+
+/// The offline Hugging Face cache: `$HF_HUB_CACHE`, else `$HF_HOME/hub`, else `~/.cache/huggingface/hub`.
+pub fn hf_cache() -> hf_hub::Cache {
+    match std::env::var_os("HF_HUB_CACHE") {
+        Some(p) => hf_hub::Cache::new(PathBuf::from(p)),
+        None => hf_hub::Cache::from_env(),
+    }
+}
+
+/// Finds a component's weights: plain, sharded, or `.fp16` variant safetensors.
+pub fn open_component_weights(dir: &Path, base: &str) -> Result<Arc<dyn TensorSource>, LoadError> {
+    let candidates = [
+        format!("{base}.safetensors"),
+        format!("{base}.safetensors.index.json"),
+        format!("{base}.fp16.safetensors"),
+        format!("{base}.fp16.safetensors.index.json"),
+    ];
+    for c in &candidates {
+        let p = dir.join(c);
+        if p.exists() {
+            let src = if c.ends_with(".json") {
+                SafetensorsFiles::open_index(&p)?
+            } else {
+                SafetensorsFiles::open(&p)?
+            };
+            return Ok(Arc::new(src));
+        }
+    }
+    let bin = dir.join(format!("{base}.bin"));
+    if bin.exists() {
+        return Err(LoadError::UnsupportedLayout {
+            path: bin,
+            message: "PyTorch pickle weights; convert them to safetensors (diffusers saves safetensors by default)".into(),
+        });
+    }
+    Err(LoadError::MissingFile {
+        path: dir.join(format!("{base}.safetensors")),
+        what: format!("{base}.safetensors (or a sharded/.fp16 variant)"),
+    })
+}
+
+/// How to load: run dtype and device.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub dtype: DType,
+    pub device: Device,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            dtype: DType::F32,
+            device: Device::Cpu,
+        }
+    }
+}
+
+/// Every piece of a Stable Diffusion pipeline that this tool runs.
+pub struct StableDiffusion {
+    pub root: PathBuf,
+    pub name: String,
+    pub tokenizer: ClipTokenizer,
+    pub text_encoder: ClipTextEncoder,
+    pub unet: UNet,
+    pub vae: Vae,
+    pub schedule: NoiseSchedule,
+    pub dtype: DType,
+    pub device: Device,
+}
+
+impl StableDiffusion {
+    pub fn load(spec: &str, opts: &LoadOptions) -> Result<Self, LoadError> {
+        let root = ModelSpec::parse(spec).resolve()?;
+        Self::load_folder(&root, opts)
+    }
+
+    pub fn load_folder(root: &Path, opts: &LoadOptions) -> Result<Self, LoadError> {
+        let tokenizer = load_tokenizer(root)?;
+        let text_encoder = load_text_encoder(root, opts)?;
+        let unet = load_unet(root, opts)?;
+        let vae = load_vae(root, opts)?;
+        let schedule = load_schedule(root)?;
+        let name = root
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_else(|| "model".into());
+        Ok(Self {
+            root: root.to_path_buf(),
+            name,
+            tokenizer,
+            text_encoder,
+            unet,
+            vae,
+            schedule,
+            dtype: opts.dtype,
+            device: opts.device.clone(),
+        })
+    }
+
+    pub fn prediction(&self) -> Prediction {
+        self.schedule.prediction
+    }
+}
+
+pub fn load_tokenizer(root: &Path) -> Result<ClipTokenizer, LoadError> {
+    let dir = root.join("tokenizer");
+    if !dir.is_dir() {
+        return Err(LoadError::MissingFile {
+            path: dir,
+            what: "tokenizer/ with vocab.json and merges.txt".into(),
+        });
+    }
+    ClipTokenizer::from_dir(&dir)
+}
+
+pub fn load_text_encoder(root: &Path, opts: &LoadOptions) -> Result<ClipTextEncoder, LoadError> {
+    let dir = root.join("text_encoder");
+    let cfg_path = dir.join("config.json");
+    let cfg: ClipTextConfig = read_json(&cfg_path)?;
+    let w = Weights::new(open_component_weights(&dir, "model")?, "text encoder", opts.dtype, &opts.device);
+    ClipTextEncoder::load(&w, &cfg).map_err(|e| with_config_path(e, &cfg_path))
+}
+
+pub fn load_unet(root: &Path, opts: &LoadOptions) -> Result<UNet, LoadError> {
+    let dir = root.join("unet");
+    let cfg_path = dir.join("config.json");
+    let cfg: UNetConfig = read_json(&cfg_path)?;
+    let w = Weights::new(
+        open_component_weights(&dir, "diffusion_pytorch_model")?,
+        "UNet",
+        opts.dtype,
+        &opts.device,
+    );
+    UNet::load(&w, &cfg, &cfg_path).map_err(|e| with_config_path(e, &cfg_path))
+}
+
+pub fn load_vae(root: &Path, opts: &LoadOptions) -> Result<Vae, LoadError> {
+    let dir = root.join("vae");
+    let cfg_path = dir.join("config.json");
+    let cfg: VaeConfig = read_json(&cfg_path)?;
+    let w = Weights::new(
+        open_component_weights(&dir, "diffusion_pytorch_model")?,
+        "VAE",
+        opts.dtype,
+        &opts.device,
+    );
+    Vae::load(&w, &cfg, &cfg_path).map_err(|e| with_config_path(e, &cfg_path))
+}
+
+pub fn load_schedule(root: &Path) -> Result<NoiseSchedule, LoadError> {
+    let path = root.join("scheduler").join("scheduler_config.json");
+    let cfg: SchedulerConfig = read_json(&path)?;
+    NoiseSchedule::from_config(&cfg, &path)
+}
+
+/// Blocks report config problems against a placeholder name; give them the real path.
+fn with_config_path(e: LoadError, cfg_path: &Path) -> LoadError {
+    match e {
+        LoadError::BadConfig { path, message } if path.is_relative() && !path.exists() => {
+            LoadError::BadConfig {
+                path: cfg_path.to_path_buf(),
+                message,
+            }
+        }
+        LoadError::UnsupportedLayout { path, message } if path.is_relative() && !path.exists() => {
+            LoadError::UnsupportedLayout {
+                path: cfg_path.to_path_buf(),
+                message,
+            }
+        }
+        other => other,
+    }
+}

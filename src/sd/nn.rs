@@ -1,0 +1,215 @@
+//! Building blocks shared by the text encoder, UNet and VAE.
+//!
+//! Stock candle's fused `softmax_last_dim` and `layer_norm` kernels have no
+//! backward pass: gradients through them are silently dropped. Every norm and
+//! softmax here therefore checks whether its input tracks gradients
+//! ([`Tensor::track_op`]) and takes a composite, differentiable path when it
+//! does and the fused kernel when it does not (sampling, frozen prefixes).
+
+use candle_core::{DType, Module, Result, Tensor, D};
+
+use super::error::LoadError;
+use super::weights::Weights;
+
+/// A dense layer `y = x Wᵀ + b` over the last dimension.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    inner: candle_nn::Linear,
+}
+
+impl Linear {
+    pub fn load(w: &Weights, in_dim: usize, out_dim: usize, bias: bool) -> std::result::Result<Self, LoadError> {
+        let weight = w.get(&[out_dim, in_dim], "weight")?;
+        let bias = if bias {
+            Some(w.get(&[out_dim], "bias")?)
+        } else {
+            None
+        };
+        Ok(Self {
+            inner: candle_nn::Linear::new(weight, bias),
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.inner.forward(x)
+    }
+}
+
+/// A 2-D convolution with square kernel, stride and symmetric padding.
+#[derive(Debug, Clone)]
+pub struct Conv2d {
+    weight: Tensor,
+    bias: Option<Tensor>,
+    padding: usize,
+    stride: usize,
+}
+
+impl Conv2d {
+    pub fn load(
+        w: &Weights,
+        in_ch: usize,
+        out_ch: usize,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+    ) -> std::result::Result<Self, LoadError> {
+        let weight = w.get(&[out_ch, in_ch, kernel, kernel], "weight")?;
+        let bias = Some(w.get(&[out_ch], "bias")?);
+        Ok(Self {
+            weight,
+            bias,
+            padding,
+            stride,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?;
+        match &self.bias {
+            Some(b) => y.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?),
+            None => Ok(y),
+        }
+    }
+}
+
+/// Group normalisation over `[B, C, H, W]` (statistics in f32).
+#[derive(Debug, Clone)]
+pub struct GroupNorm {
+    weight: Tensor,
+    bias: Tensor,
+    groups: usize,
+    eps: f64,
+}
+
+impl GroupNorm {
+    pub fn load(
+        w: &Weights,
+        groups: usize,
+        channels: usize,
+        eps: f64,
+    ) -> std::result::Result<Self, LoadError> {
+        if groups == 0 || channels % groups != 0 {
+            return Err(LoadError::UnsupportedLayout {
+                path: "config.json".into(),
+                message: format!("{channels} channels cannot be split into {groups} norm groups"),
+            });
+        }
+        Ok(Self {
+            weight: w.get(&[channels], "weight")?,
+            bias: w.get(&[channels], "bias")?,
+            groups,
+            eps,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dtype = x.dtype();
+        let (b, c, h, w) = x.dims4()?;
+        let xs = x
+            .to_dtype(DType::F32)?
+            .reshape((b, self.groups, (c / self.groups) * h * w))?;
+        let mean = xs.mean_keepdim(D::Minus1)?;
+        let centered = xs.broadcast_sub(&mean)?;
+        let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
+        let normed = centered.broadcast_div(&(var + self.eps)?.sqrt()?)?;
+        let normed = normed.reshape((b, c, h, w))?.to_dtype(dtype)?;
+        normed
+            .broadcast_mul(&self.weight.reshape((1, c, 1, 1))?)?
+            .broadcast_add(&self.bias.reshape((1, c, 1, 1))?)
+    }
+}
+
+/// Layer normalisation over the last dimension.
+#[derive(Debug, Clone)]
+pub struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f64,
+}
+
+impl LayerNorm {
+    pub fn load(w: &Weights, dim: usize, eps: f64) -> std::result::Result<Self, LoadError> {
+        Ok(Self {
+            weight: w.get(&[dim], "weight")?,
+            bias: w.get(&[dim], "bias")?,
+            eps,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if !x.track_op() && x.dtype() == DType::F32 {
+            let x = x.contiguous()?;
+            return candle_nn::ops::layer_norm(&x, &self.weight, &self.bias, self.eps as f32);
+        }
+        let dtype = x.dtype();
+        let xs = x.to_dtype(DType::F32)?;
+        let mean = xs.mean_keepdim(D::Minus1)?;
+        let centered = xs.broadcast_sub(&mean)?;
+        let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
+        let normed = centered
+            .broadcast_div(&(var + self.eps)?.sqrt()?)?
+            .to_dtype(dtype)?;
+        normed
+            .broadcast_mul(&self.weight)?
+            .broadcast_add(&self.bias)
+    }
+}
+
+/// Softmax over the last dimension, differentiable when the input tracks gradients.
+pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+    if !x.track_op() {
+        return candle_nn::ops::softmax_last_dim(&x.contiguous()?);
+    }
+    // The max is only a numerical shift; softmax is invariant to it, so no
+    // gradient needs to flow through it.
+    let max = x.max_keepdim(D::Minus1)?.detach();
+    let e = x.broadcast_sub(&max)?.exp()?;
+    let sum = e.sum_keepdim(D::Minus1)?;
+    e.broadcast_div(&sum)
+}
+
+/// `x * sigmoid(1.702 x)`, CLIP's activation.
+pub fn quick_gelu(x: &Tensor) -> Result<Tensor> {
+    x * candle_nn::ops::sigmoid(&(x * 1.702)?)?
+}
+
+/// Multi-head scaled dot-product attention on `[B, H, N, d]` tensors.
+///
+/// `upcast` computes the scores and softmax in f32 for half-precision runs
+/// (diffusers' `upcast_attention`, needed by SD 2.x). `mask`, if given, is added
+/// to the scores (broadcast over batch and heads).
+pub fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    scale: f64,
+    upcast: bool,
+    mask: Option<&Tensor>,
+) -> Result<Tensor> {
+    let dtype = q.dtype();
+    let (q, k) = if upcast && dtype != DType::F32 {
+        (q.to_dtype(DType::F32)?, k.to_dtype(DType::F32)?)
+    } else {
+        (q.clone(), k.clone())
+    };
+    let mut scores = (q.matmul(&k.t()?)? * scale)?;
+    if let Some(m) = mask {
+        scores = scores.broadcast_add(&m.to_dtype(scores.dtype())?)?;
+    }
+    let probs = softmax_last_dim(&scores)?.to_dtype(dtype)?;
+    probs.matmul(v)
+}
+
+/// `[B, N, H*d]` → `[B, H, N, d]`.
+pub fn split_heads(x: &Tensor, heads: usize) -> Result<Tensor> {
+    let (b, n, c) = x.dims3()?;
+    x.reshape((b, n, heads, c / heads))?
+        .transpose(1, 2)?
+        .contiguous()
+}
+
+/// `[B, H, N, d]` → `[B, N, H*d]`.
+pub fn merge_heads(x: &Tensor) -> Result<Tensor> {
+    let (b, h, n, d) = x.dims4()?;
+    x.transpose(1, 2)?.reshape((b, n, h * d))
+}

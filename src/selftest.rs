@@ -1,0 +1,478 @@
+//! `selftest`: runs every case of a golden fixture folder (see the fixtures'
+//! README for the schema) against this build and reports per-case errors.
+//!
+//! `max_rel` is the largest absolute difference divided by the largest
+//! magnitude in the expected tensor: a scale-aware measure that does not blow up
+//! on entries that happen to be near zero.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use candle_core::{DType, Device, Tensor};
+
+use crate::generate::{denoise, GuidedContext, StepControl};
+use crate::sd::{LoadOptions, Piece, PseudoWord, Sampler, SamplerKind, StableDiffusion};
+
+/// Every case kind of the fixture schema, in the order they are reported.
+pub const ALL_KINDS: [&str; 10] = [
+    "tokenize",
+    "text_encode",
+    "unet",
+    "vae_encode",
+    "vae_decode",
+    "timesteps",
+    "txt2img",
+    "img2img",
+    "cpt_loss",
+    "train_steps",
+];
+
+/// Kinds this build can check.
+pub const SUPPORTED_KINDS: [&str; 8] = [
+    "tokenize",
+    "text_encode",
+    "unet",
+    "vae_encode",
+    "vae_decode",
+    "timesteps",
+    "txt2img",
+    "img2img",
+];
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Pass { max_abs: f64, max_rel: f64 },
+    Fail { max_abs: f64, max_rel: f64, detail: String },
+    Skip,
+}
+
+#[derive(Debug, Clone)]
+pub struct CaseResult {
+    pub name: String,
+    pub kind: String,
+    pub outcome: Outcome,
+}
+
+impl CaseResult {
+    /// The line `selftest` prints for this case.
+    pub fn line(&self) -> String {
+        match &self.outcome {
+            Outcome::Pass { max_abs, max_rel } => {
+                format!("PASS {} max_abs={max_abs:.3e} max_rel={max_rel:.3e}", self.name)
+            }
+            Outcome::Fail {
+                max_abs,
+                max_rel,
+                detail,
+            } => {
+                let mut s = format!("FAIL {} max_abs={max_abs:.3e} max_rel={max_rel:.3e}", self.name);
+                if !detail.is_empty() {
+                    s.push_str(&format!(" ({detail})"));
+                }
+                s
+            }
+            Outcome::Skip => format!("SKIP {} ({})", self.name, self.kind),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SelftestOptions {
+    /// Only run these kinds (all supported kinds when `None`).
+    pub kinds: Option<Vec<String>>,
+    pub device: Device,
+    pub dtype: DType,
+}
+
+impl Default for SelftestOptions {
+    fn default() -> Self {
+        Self {
+            kinds: None,
+            device: Device::Cpu,
+            dtype: DType::F32,
+        }
+    }
+}
+
+/// Totals over a run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub passed: usize,
+    pub failed: usize,
+    pub skipped: usize,
+}
+
+impl Summary {
+    pub fn of(results: &[CaseResult]) -> Self {
+        let mut s = Summary::default();
+        for r in results {
+            match r.outcome {
+                Outcome::Pass { .. } => s.passed += 1,
+                Outcome::Fail { .. } => s.failed += 1,
+                Outcome::Skip => s.skipped += 1,
+            }
+        }
+        s
+    }
+}
+
+struct Fixture {
+    cases: Vec<toml::Table>,
+    goldens: HashMap<String, Tensor>,
+    model_dir: PathBuf,
+}
+
+fn load_fixture(dir: &Path) -> Result<Fixture> {
+    let cases_path = dir.join("cases.toml");
+    let text = std::fs::read_to_string(&cases_path)
+        .with_context(|| format!("{}: cannot read the fixture's case list", cases_path.display()))?;
+    let doc: toml::Table = text
+        .parse()
+        .with_context(|| format!("{}: invalid TOML", cases_path.display()))?;
+    let model = doc.get("model").and_then(|v| v.as_str()).unwrap_or("model");
+    let tensors = doc
+        .get("tensors")
+        .and_then(|v| v.as_str())
+        .unwrap_or("goldens.safetensors");
+    let cases = doc
+        .get("case")
+        .and_then(|v| v.as_array())
+        .ok_or_else(|| anyhow!("{}: no [[case]] entries", cases_path.display()))?
+        .iter()
+        .map(|c| {
+            c.as_table()
+                .cloned()
+                .ok_or_else(|| anyhow!("{}: a [[case]] is not a table", cases_path.display()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let golden_path = dir.join(tensors);
+    let goldens = candle_core::safetensors::load(&golden_path, &Device::Cpu)
+        .with_context(|| format!("{}: cannot read the golden tensors", golden_path.display()))?;
+    Ok(Fixture {
+        cases,
+        goldens,
+        model_dir: dir.join(model),
+    })
+}
+
+/// Runs a fixture folder; `report` sees each result as soon as it is known.
+pub fn run_fixture(
+    dir: &Path,
+    opts: &SelftestOptions,
+    mut report: impl FnMut(&CaseResult),
+) -> Result<Vec<CaseResult>> {
+    let fx = load_fixture(dir)?;
+    if let Some(kinds) = &opts.kinds {
+        for k in kinds {
+            if !ALL_KINDS.contains(&k.as_str()) {
+                bail!("unknown case kind `{k}` (known: {})", ALL_KINDS.join(", "));
+            }
+        }
+    }
+    let wanted = |kind: &str| match &opts.kinds {
+        Some(ks) => ks.iter().any(|k| k == kind),
+        None => true,
+    };
+    let needs_model = fx.cases.iter().any(|c| {
+        let kind = c.get("kind").and_then(|v| v.as_str()).unwrap_or("");
+        wanted(kind) && SUPPORTED_KINDS.contains(&kind)
+    });
+    let sd = if needs_model {
+        Some(StableDiffusion::load_folder(
+            &fx.model_dir,
+            &LoadOptions {
+                dtype: opts.dtype,
+                device: opts.device.clone(),
+            },
+        )?)
+    } else {
+        None
+    };
+    let mut results = Vec::new();
+    for case in &fx.cases {
+        let name = case
+            .get("name")
+            .and_then(|v| v.as_str())
+            .unwrap_or("<unnamed>")
+            .to_string();
+        let kind = case.get("kind").and_then(|v| v.as_str()).unwrap_or("").to_string();
+        if !wanted(&kind) {
+            continue;
+        }
+        let outcome = match (&sd, SUPPORTED_KINDS.contains(&kind.as_str())) {
+            (Some(sd), true) => {
+                let runner = CaseRunner {
+                    sd,
+                    case,
+                    name: &name,
+                    goldens: &fx.goldens,
+                    device: &opts.device,
+                };
+                match runner.run(&kind) {
+                    Ok(o) => o,
+                    Err(e) => Outcome::Fail {
+                        max_abs: f64::NAN,
+                        max_rel: f64::NAN,
+                        detail: format!("error: {e:#}"),
+                    },
+                }
+            }
+            _ => Outcome::Skip,
+        };
+        let r = CaseResult {
+            name,
+            kind,
+            outcome,
+        };
+        report(&r);
+        results.push(r);
+    }
+    Ok(results)
+}
+
+/// Compares two tensors; passes when `max_rel <= tol`.
+pub fn compare(actual: &Tensor, expected: &Tensor, tol: f64) -> Result<Outcome> {
+    if actual.dims() != expected.dims() {
+        return Ok(Outcome::Fail {
+            max_abs: f64::NAN,
+            max_rel: f64::NAN,
+            detail: format!("shape {:?}, expected {:?}", actual.dims(), expected.dims()),
+        });
+    }
+    let a = actual.to_device(&Device::Cpu)?.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
+    let e = expected.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
+    let mut max_abs = 0f64;
+    let mut scale = 0f64;
+    for (x, y) in a.iter().zip(&e) {
+        let d = (x - y).abs();
+        max_abs = if d.is_nan() { f64::NAN } else { max_abs.max(d) };
+        scale = scale.max(y.abs());
+    }
+    let max_rel = max_abs / scale.max(1e-12);
+    Ok(if max_rel <= tol {
+        Outcome::Pass { max_abs, max_rel }
+    } else {
+        Outcome::Fail {
+            max_abs,
+            max_rel,
+            detail: format!("tolerance {tol:.0e}"),
+        }
+    })
+}
+
+/// Tolerances of the fixture README: single passes ~1e-4, loops and gradients 1e-3.
+const TOL_PASS: f64 = 1e-4;
+const TOL_LOOP: f64 = 1e-3;
+
+struct CaseRunner<'a> {
+    sd: &'a StableDiffusion,
+    case: &'a toml::Table,
+    name: &'a str,
+    goldens: &'a HashMap<String, Tensor>,
+    device: &'a Device,
+}
+
+impl CaseRunner<'_> {
+    fn golden(&self, field: &str) -> Result<Tensor> {
+        let key = format!("{}/{}", self.name, field);
+        self.goldens
+            .get(&key)
+            .cloned()
+            .ok_or_else(|| anyhow!("golden tensor `{key}` is missing"))
+    }
+
+    /// A golden input, on the run device in the run dtype.
+    fn input(&self, field: &str) -> Result<Tensor> {
+        Ok(self
+            .golden(field)?
+            .to_device(self.device)?
+            .to_dtype(self.sd.dtype)?)
+    }
+
+    fn str_field(&self, key: &str) -> Result<String> {
+        self.case
+            .get(key)
+            .and_then(|v| v.as_str())
+            .map(String::from)
+            .ok_or_else(|| anyhow!("case field `{key}` is missing"))
+    }
+
+    fn num_field(&self, key: &str) -> Result<f64> {
+        match self.case.get(key) {
+            Some(toml::Value::Float(f)) => Ok(*f),
+            Some(toml::Value::Integer(i)) => Ok(*i as f64),
+            Some(toml::Value::String(s)) => s
+                .parse()
+                .map_err(|_| anyhow!("case field `{key}` is not a number: {s}")),
+            _ => Err(anyhow!("case field `{key}` is missing")),
+        }
+    }
+
+    fn words(&self) -> Result<Vec<PseudoWord>> {
+        let Some(list) = self.case.get("words").and_then(|v| v.as_array()) else {
+            return Ok(Vec::new());
+        };
+        list.iter()
+            .map(|w| {
+                let name = w
+                    .get("name")
+                    .and_then(|v| v.as_str())
+                    .ok_or_else(|| anyhow!("a word has no name"))?;
+                let vectors = w
+                    .get("vectors")
+                    .and_then(|v| v.as_integer())
+                    .ok_or_else(|| anyhow!("word {name} has no vector count"))?;
+                Ok(PseudoWord {
+                    name: name.to_string(),
+                    vectors: vectors as usize,
+                })
+            })
+            .collect()
+    }
+
+    fn vectors(&self, words: &[PseudoWord]) -> Result<Option<Tensor>> {
+        if words.is_empty() {
+            Ok(None)
+        } else {
+            Ok(Some(self.input("vectors")?))
+        }
+    }
+
+    fn encode(&self, prompt: &str, words: &[PseudoWord], vectors: Option<&Tensor>) -> Result<Tensor> {
+        let ids = self.sd.tokenizer.tokenize(prompt, words);
+        Ok(self.sd.text_encoder.encode(&[ids], vectors)?)
+    }
+
+    fn run(&self, kind: &str) -> Result<Outcome> {
+        match kind {
+            "tokenize" => {
+                let words = self.words()?;
+                let ids: Vec<i64> = self
+                    .sd
+                    .tokenizer
+                    .tokenize(&self.str_field("prompt")?, &words)
+                    .iter()
+                    .map(Piece::as_i64)
+                    .collect();
+                let expected = self.golden("ids")?.to_vec1::<i64>()?;
+                let mismatches = ids.iter().zip(&expected).filter(|(a, b)| a != b).count()
+                    + ids.len().abs_diff(expected.len());
+                Ok(if mismatches == 0 {
+                    Outcome::Pass {
+                        max_abs: 0.0,
+                        max_rel: 0.0,
+                    }
+                } else {
+                    Outcome::Fail {
+                        max_abs: mismatches as f64,
+                        max_rel: 1.0,
+                        detail: format!("ids {ids:?}, expected {expected:?}"),
+                    }
+                })
+            }
+            "text_encode" => {
+                let words = self.words()?;
+                let vectors = self.vectors(&words)?;
+                let hidden = self.encode(&self.str_field("prompt")?, &words, vectors.as_ref())?;
+                compare(&hidden.squeeze(0)?, &self.golden("hidden")?, TOL_PASS)
+            }
+            "unet" => {
+                let ts: Vec<f64> = self
+                    .golden("timesteps")?
+                    .to_vec1::<i64>()?
+                    .into_iter()
+                    .map(|t| t as f64)
+                    .collect();
+                let out = self.sd.unet.forward(&self.input("latents")?, &ts, &self.input("context")?)?;
+                compare(&out, &self.golden("out")?, TOL_PASS)
+            }
+            "vae_encode" => {
+                let dist = self.sd.vae.encode(&self.input("image")?)?;
+                let m = compare(&dist.mean, &self.golden("mean")?, TOL_PASS)?;
+                let s = compare(&dist.std, &self.golden("std")?, TOL_PASS)?;
+                Ok(worst(m, s))
+            }
+            "vae_decode" => {
+                let img = self.sd.vae.decode(&self.input("latents")?)?;
+                compare(&img, &self.golden("image")?, TOL_PASS)
+            }
+            "timesteps" => {
+                let kind = self.sampler_kind()?;
+                let steps = self.num_field("steps")? as usize;
+                let s = Sampler::new(&self.sd.schedule, kind, steps)?;
+                let ts = Tensor::new(s.timesteps(), &Device::Cpu)?;
+                compare(&ts, &self.golden("timesteps")?, 1e-9)
+            }
+            "txt2img" | "img2img" => self.sample(kind),
+            other => bail!("kind `{other}` is not supported"),
+        }
+    }
+
+    fn sampler_kind(&self) -> Result<SamplerKind> {
+        let s = self.str_field("scheduler")?;
+        SamplerKind::parse(&s).ok_or_else(|| anyhow!("unknown scheduler `{s}`"))
+    }
+
+    fn sample(&self, kind: &str) -> Result<Outcome> {
+        let words = self.words()?;
+        let vectors = self.vectors(&words)?;
+        let cond = self.encode(&self.str_field("prompt")?, &words, vectors.as_ref())?;
+        let negative = self.str_field("negative_prompt").unwrap_or_default();
+        let uncond = self.encode(&negative, &words, vectors.as_ref())?;
+        let steps = self.num_field("steps")? as usize;
+        let mut sampler = Sampler::new(&self.sd.schedule, self.sampler_kind()?, steps)?;
+        let noise = self.input("noise")?;
+        let (latents, start) = if kind == "img2img" {
+            let strength = self.num_field("strength")?;
+            let init_steps = ((steps as f64 * strength) as usize).min(steps);
+            let start = steps - init_steps;
+            if start >= steps {
+                bail!("strength {strength} leaves no steps to run");
+            }
+            let init = self.input("init_latents")?;
+            (sampler.add_noise(&init, &noise, start)?, start)
+        } else {
+            ((noise * sampler.init_noise_sigma())?, 0)
+        };
+        let ctx = GuidedContext {
+            cond: &cond,
+            uncond: &uncond,
+            cfg: self.num_field("cfg")?,
+        };
+        let latents = denoise(&self.sd.unet, &mut sampler, latents, start, &ctx, |_, _| {
+            StepControl::Continue
+        })?
+        .ok_or_else(|| anyhow!("sampling was cancelled"))?;
+        let lat = compare(&latents, &self.golden("latents")?, TOL_LOOP)?;
+        if kind == "img2img" {
+            return Ok(lat);
+        }
+        let image = self.sd.vae.decode(&self.sd.vae.unscale_latents(&latents)?)?;
+        let image = ((image / 2.0)? + 0.5)?.clamp(0f32, 1f32)?;
+        let img = compare(&image, &self.golden("image")?, TOL_LOOP)?;
+        Ok(worst(lat, img))
+    }
+}
+
+/// The worse of two outcomes (a failure, else the larger error).
+fn worst(a: Outcome, b: Outcome) -> Outcome {
+    match (&a, &b) {
+        (Outcome::Fail { .. }, _) => a,
+        (_, Outcome::Fail { .. }) => b,
+        (
+            Outcome::Pass {
+                max_abs: a1,
+                max_rel: r1,
+            },
+            Outcome::Pass {
+                max_abs: a2,
+                max_rel: r2,
+            },
+        ) => Outcome::Pass {
+            max_abs: a1.max(*a2),
+            max_rel: r1.max(*r2),
+        },
+        _ => a,
+    }
+}
