@@ -10,7 +10,11 @@ use clap::{Parser, Subcommand};
 use crate::selftest::{run_fixture, SelftestOptions, Summary, ALL_KINDS};
 
 #[derive(Debug, Parser)]
-#[command(name = "dreamartist", version, about = "One-shot concept learning on Stable Diffusion (DreamArtist), in the terminal")]
+#[command(
+    name = "dreamartist",
+    version,
+    about = "One-shot concept learning on Stable Diffusion (DreamArtist), in the terminal"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -42,8 +42,15 @@ pub const SUPPORTED_KINDS: [&str; 8] = [
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
-    Pass { max_abs: f64, max_rel: f64 },
-    Fail { max_abs: f64, max_rel: f64, detail: String },
+    Pass {
+        max_abs: f64,
+        max_rel: f64,
+    },
+    Fail {
+        max_abs: f64,
+        max_rel: f64,
+        detail: String,
+    },
     Skip,
 }
 
@@ -59,14 +66,20 @@ impl CaseResult {
     pub fn line(&self) -> String {
         match &self.outcome {
             Outcome::Pass { max_abs, max_rel } => {
-                format!("PASS {} max_abs={max_abs:.3e} max_rel={max_rel:.3e}", self.name)
+                format!(
+                    "PASS {} max_abs={max_abs:.3e} max_rel={max_rel:.3e}",
+                    self.name
+                )
             }
             Outcome::Fail {
                 max_abs,
                 max_rel,
                 detail,
             } => {
-                let mut s = format!("FAIL {} max_abs={max_abs:.3e} max_rel={max_rel:.3e}", self.name);
+                let mut s = format!(
+                    "FAIL {} max_abs={max_abs:.3e} max_rel={max_rel:.3e}",
+                    self.name
+                );
                 if !detail.is_empty() {
                     s.push_str(&format!(" ({detail})"));
                 }
@@ -125,8 +138,12 @@ struct Fixture {
 
 fn load_fixture(dir: &Path) -> Result<Fixture> {
     let cases_path = dir.join("cases.toml");
-    let text = std::fs::read_to_string(&cases_path)
-        .with_context(|| format!("{}: cannot read the fixture's case list", cases_path.display()))?;
+    let text = std::fs::read_to_string(&cases_path).with_context(|| {
+        format!(
+            "{}: cannot read the fixture's case list",
+            cases_path.display()
+        )
+    })?;
     let doc: toml::Table = text
         .parse()
         .with_context(|| format!("{}: invalid TOML", cases_path.display()))?;
@@ -196,7 +213,11 @@ pub fn run_fixture(
             .and_then(|v| v.as_str())
             .unwrap_or("<unnamed>")
             .to_string();
-        let kind = case.get("kind").and_then(|v| v.as_str()).unwrap_or("").to_string();
+        let kind = case
+            .get("kind")
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_string();
         if !wanted(&kind) {
             continue;
         }
@@ -240,8 +261,15 @@ pub fn compare(actual: &Tensor, expected: &Tensor, tol: f64) -> Result<Outcome> 
             detail: format!("shape {:?}, expected {:?}", actual.dims(), expected.dims()),
         });
     }
-    let a = actual.to_device(&Device::Cpu)?.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
-    let e = expected.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
+    let a = actual
+        .to_device(&Device::Cpu)?
+        .to_dtype(DType::F64)?
+        .flatten_all()?
+        .to_vec1::<f64>()?;
+    let e = expected
+        .to_dtype(DType::F64)?
+        .flatten_all()?
+        .to_vec1::<f64>()?;
     let mut max_abs = 0f64;
     let mut scale = 0f64;
     for (x, y) in a.iter().zip(&e) {
@@ -339,7 +367,12 @@ impl CaseRunner<'_> {
         }
     }
 
-    fn encode(&self, prompt: &str, words: &[PseudoWord], vectors: Option<&Tensor>) -> Result<Tensor> {
+    fn encode(
+        &self,
+        prompt: &str,
+        words: &[PseudoWord],
+        vectors: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let ids = self.sd.tokenizer.tokenize(prompt, words);
         Ok(self.sd.text_encoder.encode(&[ids], vectors)?)
     }
@@ -384,7 +417,10 @@ impl CaseRunner<'_> {
                     .into_iter()
                     .map(|t| t as f64)
                     .collect();
-                let out = self.sd.unet.forward(&self.input("latents")?, &ts, &self.input("context")?)?;
+                let out =
+                    self.sd
+                        .unet
+                        .forward(&self.input("latents")?, &ts, &self.input("context")?)?;
                 compare(&out, &self.golden("out")?, TOL_PASS)
             }
             "vae_encode" => {
@@ -448,7 +484,10 @@ impl CaseRunner<'_> {
         if kind == "img2img" {
             return Ok(lat);
         }
-        let image = self.sd.vae.decode(&self.sd.vae.unscale_latents(&latents)?)?;
+        let image = self
+            .sd
+            .vae
+            .decode(&self.sd.vae.unscale_latents(&latents)?)?;
         let image = ((image / 2.0)? + 0.5)?.clamp(0f32, 1f32)?;
         let img = compare(&image, &self.golden("image")?, TOL_LOOP)?;
         Ok(worst(lat, img))

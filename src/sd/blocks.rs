@@ -42,7 +42,14 @@ impl ResnetBlock {
             norm2: GroupNorm::load(&w.pp("norm2"), s.groups, s.out_ch, s.eps)?,
             conv2: Conv2d::load(&w.pp("conv2"), s.out_ch, s.out_ch, 3, 1, 1)?,
             shortcut: if s.in_ch != s.out_ch {
-                Some(Conv2d::load(&w.pp("conv_shortcut"), s.in_ch, s.out_ch, 1, 1, 0)?)
+                Some(Conv2d::load(
+                    &w.pp("conv_shortcut"),
+                    s.in_ch,
+                    s.out_ch,
+                    1,
+                    1,
+                    0,
+                )?)
             } else {
                 None
             },
@@ -126,7 +133,13 @@ struct TransformerBlock {
 }
 
 impl TransformerBlock {
-    fn load(w: &Weights, dim: usize, ctx_dim: usize, heads: usize, upcast: bool) -> LoadResult<Self> {
+    fn load(
+        w: &Weights,
+        dim: usize,
+        ctx_dim: usize,
+        heads: usize,
+        upcast: bool,
+    ) -> LoadResult<Self> {
         let inner = dim * 4;
         Ok(Self {
             norm1: LayerNorm::load(&w.pp("norm1"), dim, 1e-5)?,
@@ -141,7 +154,10 @@ impl TransformerBlock {
 
     fn forward(&self, x: &Tensor, context: &Tensor) -> Result<Tensor> {
         let x = (self.attn1.forward(&self.norm1.forward(x)?, None)? + x)?;
-        let x = (self.attn2.forward(&self.norm2.forward(&x)?, Some(context))? + &x)?;
+        let x = (self
+            .attn2
+            .forward(&self.norm2.forward(&x)?, Some(context))?
+            + &x)?;
         let h = self.ff_proj.forward(&self.norm3.forward(&x)?)?;
         let half = h.dim(2)? / 2;
         let geglu = (h.narrow(2, 0, half)? * h.narrow(2, half, half)?.gelu_erf()?)?;
@@ -181,7 +197,10 @@ impl SpatialTransformer {
         if s.heads == 0 || c % s.heads != 0 {
             return Err(LoadError::BadConfig {
                 path: "unet/config.json".into(),
-                message: format!("{c} channels cannot be split into {} attention heads", s.heads),
+                message: format!(
+                    "{c} channels cannot be split into {} attention heads",
+                    s.heads
+                ),
             });
         }
         let (proj_in, proj_out) = if s.linear_projection {
@@ -229,9 +248,8 @@ impl SpatialTransformer {
         for block in &self.blocks {
             x = block.forward(&x, context)?;
         }
-        let to_image = |t: &Tensor| -> Result<Tensor> {
-            t.reshape((b, h, w, c))?.permute((0, 3, 1, 2))
-        };
+        let to_image =
+            |t: &Tensor| -> Result<Tensor> { t.reshape((b, h, w, c))?.permute((0, 3, 1, 2)) };
         let out = match &self.proj_out {
             Projection::Conv(conv) => conv.forward(&to_image(&x)?.contiguous()?)?,
             Projection::Linear(lin) => to_image(&lin.forward(&x)?)?,

@@ -68,7 +68,9 @@ struct ClipLayer {
 impl ClipLayer {
     fn forward(&self, x: &Tensor, mask: &Tensor, act: Activation) -> Result<Tensor> {
         let h = (x + self.attn.forward(&self.ln1.forward(x)?, mask)?)?;
-        let m = self.fc2.forward(&act.apply(&self.fc1.forward(&self.ln2.forward(&h)?)?)?)?;
+        let m = self
+            .fc2
+            .forward(&act.apply(&self.fc1.forward(&self.ln2.forward(&h)?)?)?)?;
         h + m
     }
 }
@@ -112,8 +114,10 @@ impl ClipTextEncoder {
         let tm = w.pp("text_model");
         let emb = tm.pp("embeddings");
         let token_embedding = emb.get(&[cfg.vocab_size, d], "token_embedding.weight")?;
-        let position_embedding =
-            emb.get(&[cfg.max_position_embeddings, d], "position_embedding.weight")?;
+        let position_embedding = emb.get(
+            &[cfg.max_position_embeddings, d],
+            "position_embedding.weight",
+        )?;
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
         for i in 0..cfg.num_hidden_layers {
             let lw = tm.pp(format!("encoder.layers.{i}"));
@@ -168,7 +172,9 @@ impl ClipTextEncoder {
             let has_slots = seq.iter().any(|p| matches!(p, Piece::Slot(_)));
             let row = match (has_slots, vectors) {
                 (false, _) => tokens,
-                (true, None) => candle_core::bail!("prompt uses pseudo-words but no vectors were given"),
+                (true, None) => {
+                    candle_core::bail!("prompt uses pseudo-words but no vectors were given")
+                }
                 (true, Some(v)) => {
                     let n = v.dim(0)?;
                     let mut idx = Vec::with_capacity(seq.len());

@@ -21,9 +21,7 @@ pub enum LoadError {
     MissingFile { path: PathBuf, what: String },
     #[error("{path}: invalid config: {message}. Fix the file or re-download it from the model's repository")]
     BadConfig { path: PathBuf, message: String },
-    #[error(
-        "{path}: unsupported model layout: {message}"
-    )]
+    #[error("{path}: unsupported model layout: {message}")]
     UnsupportedLayout { path: PathBuf, message: String },
     #[error("{path}: not a readable safetensors file ({message}); the download may be truncated")]
     BadWeights { path: PathBuf, message: String },

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use candle_core::{DType, Device};
 
 use super::clip::ClipTextEncoder;
-use super::config::{read_json, ClipTextConfig, Prediction, SchedulerConfig, UNetConfig, VaeConfig};
+use super::config::{
+    read_json, ClipTextConfig, Prediction, SchedulerConfig, UNetConfig, VaeConfig,
+};
 use super::error::LoadError;
 use super::scheduler::NoiseSchedule;
 use super::tokenizer::ClipTokenizer;
@@ -19,7 +21,10 @@ use super::weights::{SafetensorsFiles, TensorSource, Weights};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ModelSpec {
     Folder(PathBuf),
-    HfCache { repo: String, revision: Option<String> },
+    HfCache {
+        repo: String,
+        revision: Option<String>,
+    },
 }
 
 impl ModelSpec {
@@ -35,8 +40,13 @@ impl ModelSpec {
         }
     }
 
-    /// The local folder holding the pipeline.
+    /// The local folder holding the pipeline (HF specs from [`hf_cache`]).
     pub fn resolve(&self) -> Result<PathBuf, LoadError> {
+        self.resolve_with_cache(&hf_cache())
+    }
+
+    /// As [`ModelSpec::resolve`], looking `hf:` specs up in the given cache.
+    pub fn resolve_with_cache(&self, cache: &hf_hub::Cache) -> Result<PathBuf, LoadError> {
         match self {
             ModelSpec::Folder(p) => {
                 if !p.is_dir() {
@@ -48,7 +58,6 @@ impl ModelSpec {
                 Ok(p.clone())
             }
             ModelSpec::HfCache { repo, revision } => {
-                let cache = hf_cache();
                 let r = match revision {
                     Some(rev) => hf_hub::Repo::with_revision(
                         repo.clone(),
@@ -189,7 +198,12 @@ pub fn load_text_encoder(root: &Path, opts: &LoadOptions) -> Result<ClipTextEnco
     let dir = root.join("text_encoder");
     let cfg_path = dir.join("config.json");
     let cfg: ClipTextConfig = read_json(&cfg_path)?;
-    let w = Weights::new(open_component_weights(&dir, "model")?, "text encoder", opts.dtype, &opts.device);
+    let w = Weights::new(
+        open_component_weights(&dir, "model")?,
+        "text encoder",
+        opts.dtype,
+        &opts.device,
+    );
     ClipTextEncoder::load(&w, &cfg).map_err(|e| with_config_path(e, &cfg_path))
 }
 

@@ -18,7 +18,12 @@ pub struct Linear {
 }
 
 impl Linear {
-    pub fn load(w: &Weights, in_dim: usize, out_dim: usize, bias: bool) -> std::result::Result<Self, LoadError> {
+    pub fn load(
+        w: &Weights,
+        in_dim: usize,
+        out_dim: usize,
+        bias: bool,
+    ) -> std::result::Result<Self, LoadError> {
         let weight = w.get(&[out_dim, in_dim], "weight")?;
         let bias = if bias {
             Some(w.get(&[out_dim], "bias")?)
@@ -72,7 +77,16 @@ impl Conv2d {
     }
 }
 
-/// Group normalisation over `[B, C, H, W]` (statistics in f32).
+/// Normalisation statistics are computed in f32 for half-precision runs and
+/// in the run dtype otherwise (f64 runs stay f64, which the gradient tests need).
+fn stats_dtype(dtype: DType) -> DType {
+    match dtype {
+        DType::F16 | DType::BF16 => DType::F32,
+        other => other,
+    }
+}
+
+/// Group normalisation over `[B, C, H, W]` (statistics in f32 or wider).
 #[derive(Debug, Clone)]
 pub struct GroupNorm {
     weight: Tensor,
@@ -105,9 +119,9 @@ impl GroupNorm {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let dtype = x.dtype();
         let (b, c, h, w) = x.dims4()?;
-        let xs = x
-            .to_dtype(DType::F32)?
-            .reshape((b, self.groups, (c / self.groups) * h * w))?;
+        let xs =
+            x.to_dtype(stats_dtype(dtype))?
+                .reshape((b, self.groups, (c / self.groups) * h * w))?;
         let mean = xs.mean_keepdim(D::Minus1)?;
         let centered = xs.broadcast_sub(&mean)?;
         let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
@@ -142,7 +156,7 @@ impl LayerNorm {
             return candle_nn::ops::layer_norm(&x, &self.weight, &self.bias, self.eps as f32);
         }
         let dtype = x.dtype();
-        let xs = x.to_dtype(DType::F32)?;
+        let xs = x.to_dtype(stats_dtype(dtype))?;
         let mean = xs.mean_keepdim(D::Minus1)?;
         let centered = xs.broadcast_sub(&mean)?;
         let var = centered.sqr()?.mean_keepdim(D::Minus1)?;

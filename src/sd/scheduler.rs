@@ -145,7 +145,12 @@ impl NoiseSchedule {
     }
 
     /// The clean-latent estimate from a model output at `z_t`.
-    pub fn predict_x0(&self, z_t: &Tensor, model_out: &Tensor, timesteps: &[usize]) -> Result<Tensor> {
+    pub fn predict_x0(
+        &self,
+        z_t: &Tensor,
+        model_out: &Tensor,
+        timesteps: &[usize],
+    ) -> Result<Tensor> {
         let (a, s) = self.coefs(timesteps, z_t.device())?;
         let dt = z_t.dtype();
         let (a, s) = (a.to_dtype(dt)?, s.to_dtype(dt)?);
@@ -448,7 +453,11 @@ impl Sampler {
         let h = lambda_t - lambda_s0;
         let last = i + 1 == self.timesteps.len();
         let first_order = self.lower_order_nums < 1 || last || i == 0 || self.prev_x0.is_none();
-        let ratio = if sigma_s0 == 0.0 { 0.0 } else { sigma_t / sigma_s0 };
+        let ratio = if sigma_s0 == 0.0 {
+            0.0
+        } else {
+            sigma_t / sigma_s0
+        };
         let phi = alpha_t * ((-h).exp() - 1.0);
         let next = if first_order {
             ((x * ratio)? - (&x0 * phi)?)?

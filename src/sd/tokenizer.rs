@@ -20,7 +20,8 @@ use tokenizers::{AddedToken, SplitDelimiterBehavior, Tokenizer};
 use super::error::LoadError;
 
 /// CLIP's pre-tokenisation regex (from the reference tokenizer).
-const CLIP_SPLIT: &str = r"<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+";
+const CLIP_SPLIT: &str =
+    r"<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+";
 
 /// A pseudo-word known to the tokenizer: `name` (written literally in prompts,
 /// e.g. `<cat-toy>`) stands for `vectors` consecutive embedding slots.
@@ -71,7 +72,10 @@ impl ClipTokenizer {
     pub fn from_dir(dir: &Path) -> Result<Self, LoadError> {
         let vocab = dir.join("vocab.json");
         let merges = dir.join("merges.txt");
-        for (f, what) in [(&vocab, "tokenizer/vocab.json"), (&merges, "tokenizer/merges.txt")] {
+        for (f, what) in [
+            (&vocab, "tokenizer/vocab.json"),
+            (&merges, "tokenizer/merges.txt"),
+        ] {
             if !f.exists() {
                 return Err(LoadError::MissingFile {
                     path: f.clone(),
@@ -132,11 +136,13 @@ impl ClipTokenizer {
         let to_err = |e: tokenizers::Error| bad(&vocab.to_path_buf(), e.to_string());
         let normalizer = Sequence::new(vec![
             NormalizerWrapper::NFC(NFC),
-            NormalizerWrapper::Replace(Replace::new(
-                tokenizers::normalizers::replace::ReplacePattern::Regex(r"\s+".into()),
-                " ",
-            )
-            .map_err(to_err)?),
+            NormalizerWrapper::Replace(
+                Replace::new(
+                    tokenizers::normalizers::replace::ReplacePattern::Regex(r"\s+".into()),
+                    " ",
+                )
+                .map_err(to_err)?,
+            ),
             NormalizerWrapper::Lowercase(Lowercase),
         ]);
         tok.with_normalizer(Some(normalizer)).map_err(to_err)?;
@@ -216,7 +222,9 @@ impl ClipTokenizer {
                 if let Some(pos) = rest.find(&w.name) {
                     let better = match best {
                         None => true,
-                        Some((bp, bi)) => pos < bp || (pos == bp && w.name.len() > words[bi].name.len()),
+                        Some((bp, bi)) => {
+                            pos < bp || (pos == bp && w.name.len() > words[bi].name.len())
+                        }
                     };
                     if better {
                         best = Some((pos, i));

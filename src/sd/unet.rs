@@ -79,10 +79,16 @@ impl UNet {
             ));
         }
         if cfg.class_embed_type.is_some() || cfg.num_class_embeds.is_some() {
-            return Err(unsupported(config_path, "class-conditioned UNets (upscalers) are not supported".into()));
+            return Err(unsupported(
+                config_path,
+                "class-conditioned UNets (upscalers) are not supported".into(),
+            ));
         }
         if cfg.time_cond_proj_dim.is_some() {
-            return Err(unsupported(config_path, "time_cond_proj_dim (LCM distilled UNets) is not supported".into()));
+            return Err(unsupported(
+                config_path,
+                "time_cond_proj_dim (LCM distilled UNets) is not supported".into(),
+            ));
         }
         if cfg.resnet_time_scale_shift != "default" {
             return Err(unsupported(
@@ -97,32 +103,54 @@ impl UNet {
             ));
         }
         if cfg.only_cross_attention.any() || cfg.dual_cross_attention {
-            return Err(unsupported(config_path, "only/dual cross-attention blocks".into()));
+            return Err(unsupported(
+                config_path,
+                "only/dual cross-attention blocks".into(),
+            ));
         }
         if cfg.encoder_hid_dim.is_some() {
-            return Err(unsupported(config_path, "encoder_hid_dim projections".into()));
+            return Err(unsupported(
+                config_path,
+                "encoder_hid_dim projections".into(),
+            ));
         }
         let boc = &cfg.block_out_channels;
         // diffusers' historic naming: `attention_head_dim` is the number of heads
         // unless `num_attention_heads` is given.
         let heads = match &cfg.num_attention_heads {
             Some(h) => h.expand(n, "num_attention_heads", config_path)?,
-            None => cfg.attention_head_dim.expand(n, "attention_head_dim", config_path)?,
+            None => cfg
+                .attention_head_dim
+                .expand(n, "attention_head_dim", config_path)?,
         };
-        let layers = cfg.layers_per_block.expand(n, "layers_per_block", config_path)?;
-        let ctx_dims = cfg.cross_attention_dim.expand(n, "cross_attention_dim", config_path)?;
-        let tlayers = cfg
-            .transformer_layers_per_block
-            .expand(n, "transformer_layers_per_block", config_path)?;
+        let layers = cfg
+            .layers_per_block
+            .expand(n, "layers_per_block", config_path)?;
+        let ctx_dims = cfg
+            .cross_attention_dim
+            .expand(n, "cross_attention_dim", config_path)?;
+        let tlayers = cfg.transformer_layers_per_block.expand(
+            n,
+            "transformer_layers_per_block",
+            config_path,
+        )?;
         let groups = cfg.norm_num_groups;
         let eps = cfg.norm_eps;
         let time_proj_dim = boc[0];
         let temb = cfg.time_embedding_dim.unwrap_or(boc[0] * 4);
 
-        let time_linear_1 = Linear::load(&w.pp("time_embedding.linear_1"), time_proj_dim, temb, true)?;
+        let time_linear_1 =
+            Linear::load(&w.pp("time_embedding.linear_1"), time_proj_dim, temb, true)?;
         let time_linear_2 = Linear::load(&w.pp("time_embedding.linear_2"), temb, temb, true)?;
         let k_in = cfg.conv_in_kernel;
-        let conv_in = Conv2d::load(&w.pp("conv_in"), cfg.in_channels, boc[0], k_in, 1, (k_in - 1) / 2)?;
+        let conv_in = Conv2d::load(
+            &w.pp("conv_in"),
+            cfg.in_channels,
+            boc[0],
+            k_in,
+            1,
+            (k_in - 1) / 2,
+        )?;
 
         let transformer = |w: &Weights, ch: usize, i: usize| {
             SpatialTransformer::load(
@@ -160,7 +188,12 @@ impl UNet {
             let cross = match kind.as_str() {
                 "CrossAttnDownBlock2D" => true,
                 "DownBlock2D" => false,
-                other => return Err(unsupported(config_path, format!("down block type `{other}`"))),
+                other => {
+                    return Err(unsupported(
+                        config_path,
+                        format!("down block type `{other}`"),
+                    ))
+                }
             };
             let bw = w.pp(format!("down_blocks.{i}"));
             let mut resnets = Vec::new();
@@ -173,7 +206,11 @@ impl UNet {
                 }
             }
             let downsample = if i + 1 < n {
-                Some(Downsample::load(&bw.pp("downsamplers.0"), out_ch, cfg.downsample_padding)?)
+                Some(Downsample::load(
+                    &bw.pp("downsamplers.0"),
+                    out_ch,
+                    cfg.downsample_padding,
+                )?)
             } else {
                 None
             };
@@ -201,7 +238,12 @@ impl UNet {
                     attentions,
                 })
             }
-            Some(other) => return Err(unsupported(config_path, format!("mid block type `{other}`"))),
+            Some(other) => {
+                return Err(unsupported(
+                    config_path,
+                    format!("mid block type `{other}`"),
+                ))
+            }
         };
 
         let rev_boc: Vec<usize> = boc.iter().rev().copied().collect();
@@ -224,7 +266,12 @@ impl UNet {
             for j in 0..num {
                 let skip = if j == num - 1 { in_ch } else { out_ch };
                 let rin = if j == 0 { prev_out } else { out_ch };
-                resnets.push(resnet(&bw.pp(format!("resnets.{j}")), rin + skip, out_ch, 1.0)?);
+                resnets.push(resnet(
+                    &bw.pp(format!("resnets.{j}")),
+                    rin + skip,
+                    out_ch,
+                    1.0,
+                )?);
                 if cross {
                     attentions.push(transformer(&bw.pp(format!("attentions.{j}")), out_ch, bi)?);
                 }
@@ -250,7 +297,14 @@ impl UNet {
             mid,
             up,
             norm_out: GroupNorm::load(&w.pp("conv_norm_out"), groups, boc[0], eps)?,
-            conv_out: Conv2d::load(&w.pp("conv_out"), boc[0], cfg.out_channels, k_out, 1, (k_out - 1) / 2)?,
+            conv_out: Conv2d::load(
+                &w.pp("conv_out"),
+                boc[0],
+                cfg.out_channels,
+                k_out,
+                1,
+                (k_out - 1) / 2,
+            )?,
             config: cfg.clone(),
             time_proj_dim,
             dtype: w.dtype(),
@@ -305,7 +359,9 @@ impl UNet {
             vec![timesteps[0]; b]
         };
         let temb = self.time_features(&ts)?;
-        let temb = self.time_linear_2.forward(&self.time_linear_1.forward(&temb)?.silu()?)?;
+        let temb = self
+            .time_linear_2
+            .forward(&self.time_linear_1.forward(&temb)?.silu()?)?;
 
         let mut x = if self.config.center_input_sample {
             ((latents * 2.0)? - 1.0)?

@@ -29,7 +29,12 @@ impl VaeMid {
         Ok(Self {
             resnet_1: ResnetBlock::load(&w.pp("resnets.0"), &spec)?,
             attn: if attention {
-                Some(VaeAttention::load(&w.pp("attentions.0"), ch, groups, VAE_EPS)?)
+                Some(VaeAttention::load(
+                    &w.pp("attentions.0"),
+                    ch,
+                    groups,
+                    VAE_EPS,
+                )?)
             } else {
                 None
             },
@@ -127,14 +132,17 @@ impl Vae {
         let enc_conv_in = Conv2d::load(&e.pp("conv_in"), cfg.in_channels, boc[0], 3, 1, 1)?;
         let mut enc_levels = Vec::with_capacity(n);
         let mut out_ch = boc[0];
-        for i in 0..n {
+        for (i, &ch) in boc.iter().enumerate() {
             let in_ch = out_ch;
-            out_ch = boc[i];
+            out_ch = ch;
             let lw = e.pp(format!("down_blocks.{i}"));
             let resnets = (0..cfg.layers_per_block)
                 .map(|j| {
                     let rin = if j == 0 { in_ch } else { out_ch };
-                    ResnetBlock::load(&lw.pp(format!("resnets.{j}")), &plain_resnet(rin, out_ch, g))
+                    ResnetBlock::load(
+                        &lw.pp(format!("resnets.{j}")),
+                        &plain_resnet(rin, out_ch, g),
+                    )
                 })
                 .collect::<LoadResult<Vec<_>>>()?;
             let downsample = if i + 1 < n {
@@ -174,7 +182,10 @@ impl Vae {
             let resnets = (0..cfg.layers_per_block + 1)
                 .map(|j| {
                     let rin = if j == 0 { prev } else { out_ch };
-                    ResnetBlock::load(&lw.pp(format!("resnets.{j}")), &plain_resnet(rin, out_ch, g))
+                    ResnetBlock::load(
+                        &lw.pp(format!("resnets.{j}")),
+                        &plain_resnet(rin, out_ch, g),
+                    )
                 })
                 .collect::<LoadResult<Vec<_>>>()?;
             let upsample = if i + 1 < n {
@@ -220,7 +231,9 @@ impl Vae {
             }
         }
         x = self.enc_mid.forward(&x)?;
-        x = self.enc_conv_out.forward(&self.enc_norm_out.forward(&x)?.silu()?)?;
+        x = self
+            .enc_conv_out
+            .forward(&self.enc_norm_out.forward(&x)?.silu()?)?;
         if let Some(q) = &self.quant_conv {
             x = q.forward(&x)?;
         }
@@ -247,7 +260,8 @@ impl Vae {
                 x = us.forward(&x, None)?;
             }
         }
-        self.dec_conv_out.forward(&self.dec_norm_out.forward(&x)?.silu()?)
+        self.dec_conv_out
+            .forward(&self.dec_norm_out.forward(&x)?.silu()?)
     }
 
     /// Unscaled VAE latents → the scaled latents the UNet works on.

@@ -85,10 +85,11 @@ impl SafetensorsFiles {
         }
         let files: Vec<PathBuf> = files.into_iter().collect();
         // SAFETY: as in `open`.
-        let inner = unsafe { MmapedSafetensors::multi(&files) }.map_err(|e| LoadError::BadWeights {
-            path: index.to_path_buf(),
-            message: e.to_string(),
-        })?;
+        let inner =
+            unsafe { MmapedSafetensors::multi(&files) }.map_err(|e| LoadError::BadWeights {
+                path: index.to_path_buf(),
+                message: e.to_string(),
+            })?;
         Ok(Self {
             origin: index.to_path_buf(),
             inner,

@@ -1,0 +1,189 @@
+//! A broken model folder gives one clear error that names the file and says
+//! what was expected, from the library and from the binary.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use candle_core::{Device, Tensor};
+use dreamartist::sd::{LoadError, LoadOptions, StableDiffusion};
+
+fn fixture_model() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-sd1/model")
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// A private copy of the tiny model that a test may break.
+fn scratch_model() -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("model");
+    copy_dir(&fixture_model(), &model);
+    (tmp, model)
+}
+
+fn rewrite_unet(
+    model: &Path,
+    edit: impl FnOnce(&mut std::collections::HashMap<String, Tensor>),
+) -> PathBuf {
+    let file = model.join("unet/diffusion_pytorch_model.safetensors");
+    let mut tensors = candle_core::safetensors::load(&file, &Device::Cpu).unwrap();
+    edit(&mut tensors);
+    candle_core::safetensors::save(&tensors, &file).unwrap();
+    file
+}
+
+fn load_err(model: &Path) -> LoadError {
+    match StableDiffusion::load_folder(model, &LoadOptions::default()) {
+        Ok(_) => panic!("broken model {} loaded", model.display()),
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn missing_tensor_names_file_and_tensor() {
+    let (_tmp, model) = scratch_model();
+    let file = rewrite_unet(&model, |t| {
+        t.remove("conv_in.weight");
+    });
+    let err = load_err(&model);
+    assert!(matches!(err, LoadError::MissingTensor { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(msg.contains(&file.display().to_string()), "{msg}");
+    assert!(msg.contains("conv_in.weight"), "{msg}");
+    assert!(msg.contains("[32, 4, 3, 3]"), "{msg}");
+}
+
+#[test]
+fn wrong_shape_names_both_shapes() {
+    let (_tmp, model) = scratch_model();
+    let file = rewrite_unet(&model, |t| {
+        t.insert(
+            "conv_out.bias".into(),
+            Tensor::zeros(5, candle_core::DType::F32, &Device::Cpu).unwrap(),
+        );
+    });
+    let err = load_err(&model);
+    assert!(matches!(err, LoadError::ShapeMismatch { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(msg.contains(&file.display().to_string()), "{msg}");
+    assert!(
+        msg.contains("conv_out.bias") && msg.contains("[5]") && msg.contains("[4]"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn malformed_config_names_the_config() {
+    let (_tmp, model) = scratch_model();
+    let cfg = model.join("unet/config.json");
+    std::fs::write(&cfg, "{ \"block_out_channels\": [32, 64,").unwrap();
+    let err = load_err(&model);
+    assert!(matches!(err, LoadError::BadConfig { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains(&cfg.display().to_string()),
+        "{err}"
+    );
+}
+
+#[test]
+fn inconsistent_config_is_reported_against_the_config() {
+    let (_tmp, model) = scratch_model();
+    let cfg = model.join("unet/config.json");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        text.replace("\"norm_num_groups\": 32", "\"norm_num_groups\": 7"),
+    )
+    .unwrap();
+    let err = load_err(&model);
+    assert!(
+        err.to_string().contains(&cfg.display().to_string()),
+        "{err}"
+    );
+    assert!(err.to_string().contains("7 norm groups"), "{err}");
+}
+
+#[test]
+fn missing_tokenizer_file_is_named() {
+    let (_tmp, model) = scratch_model();
+    let merges = model.join("tokenizer/merges.txt");
+    std::fs::remove_file(&merges).unwrap();
+    let err = load_err(&model);
+    assert!(matches!(err, LoadError::MissingFile { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&merges.display().to_string()) && msg.contains("merges.txt"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn truncated_weights_file_is_reported() {
+    let (_tmp, model) = scratch_model();
+    let file = model.join("vae/diffusion_pytorch_model.safetensors");
+    let bytes = std::fs::read(&file).unwrap();
+    std::fs::write(&file, &bytes[..bytes.len() / 2]).unwrap();
+    let err = load_err(&model);
+    assert!(matches!(err, LoadError::BadWeights { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains(&file.display().to_string()),
+        "{err}"
+    );
+}
+
+#[test]
+fn unknown_model_folder_and_hf_cache_miss() {
+    let err = StableDiffusion::load("/nonexistent/model", &LoadOptions::default())
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("/nonexistent/model"), "{err}");
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = hf_hub::Cache::new(tmp.path().to_path_buf());
+    let spec = dreamartist::sd::ModelSpec::parse("hf:someone/missing-model");
+    let err = spec.resolve_with_cache(&cache).err().unwrap();
+    assert!(matches!(err, LoadError::NotInHfCache { .. }), "{err:?}");
+    assert!(err.to_string().contains("someone/missing-model"), "{err}");
+}
+
+#[test]
+fn hf_cache_snapshot_is_resolved_offline() {
+    // Lay out a cache the way huggingface_hub does: refs/main → snapshots/<hash>/.
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("models--tiny--sd1");
+    let snap = repo.join("snapshots/0123abcd");
+    copy_dir(&fixture_model(), &snap);
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), "0123abcd").unwrap();
+    let dir = dreamartist::sd::ModelSpec::HfCache {
+        repo: "tiny/sd1".into(),
+        revision: None,
+    };
+    let cache = hf_hub::Cache::new(tmp.path().to_path_buf());
+    assert_eq!(dir.resolve_with_cache(&cache).unwrap(), snap);
+}
+
+#[test]
+fn binary_reports_broken_fixture_model_and_exits_nonzero() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fixture = tmp.path().join("fx");
+    copy_dir(fixture_model().parent().unwrap(), &fixture);
+    std::fs::remove_file(fixture.join("model/tokenizer/vocab.json")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_dreamartist"))
+        .args(["selftest", fixture.to_str().unwrap(), "--kinds", "tokenize"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("vocab.json"), "{stderr}");
+}

@@ -1,0 +1,61 @@
+//! The foundation's parity proof: every supported case of both golden fixtures
+//! passes (tokenizer ids exact, tensors within the README's tolerances).
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use dreamartist::selftest::{run_fixture, Outcome, SelftestOptions, Summary, SUPPORTED_KINDS};
+
+fn check_fixture(name: &str) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    let results = run_fixture(&dir, &SelftestOptions::default(), |_| {}).expect("fixture runs");
+    let failures: Vec<String> = results
+        .iter()
+        .filter(|r| matches!(r.outcome, Outcome::Fail { .. }))
+        .map(|r| r.line())
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{name}: failing cases:\n{}",
+        failures.join("\n")
+    );
+    let passed_kinds: BTreeSet<&str> = results
+        .iter()
+        .filter(|r| matches!(r.outcome, Outcome::Pass { .. }))
+        .map(|r| r.kind.as_str())
+        .collect();
+    for kind in SUPPORTED_KINDS {
+        assert!(
+            passed_kinds.contains(kind),
+            "{name}: no passing case of kind {kind}"
+        );
+    }
+    let s = Summary::of(&results);
+    assert!(s.passed >= 25, "{name}: only {} cases passed", s.passed);
+}
+
+#[test]
+fn tiny_sd1_passes_every_supported_case() {
+    check_fixture("tiny-sd1");
+}
+
+#[test]
+fn tiny_sd2v_passes_every_supported_case() {
+    check_fixture("tiny-sd2v");
+}
+
+#[test]
+fn kind_filter_runs_only_the_named_kinds() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-sd1");
+    let opts = SelftestOptions {
+        kinds: Some(vec!["tokenize".into(), "timesteps".into()]),
+        ..Default::default()
+    };
+    let results = run_fixture(&dir, &opts, |_| {}).unwrap();
+    assert_eq!(results.len(), 11);
+    assert!(results
+        .iter()
+        .all(|r| r.kind == "tokenize" || r.kind == "timesteps"));
+}
