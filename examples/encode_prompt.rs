@@ -11,7 +11,9 @@ use dreamartist::sd::{model, LoadOptions, Piece, PseudoWord};
 
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
-    let model_dir = args.next().context("usage: encode_prompt <MODEL_DIR> <PROMPT>")?;
+    let model_dir = args
+        .next()
+        .context("usage: encode_prompt <MODEL_DIR> <PROMPT>")?;
     let prompt = args.next().unwrap_or_else(|| "a photo of <cat-toy>".into());
     let root = std::path::Path::new(&model_dir);
     let tokenizer = model::load_tokenizer(root)?;

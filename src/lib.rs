@@ -5,3 +5,4 @@ pub mod cli;
 pub mod generate;
 pub mod sd;
 pub mod selftest;
+pub mod train;

@@ -9,10 +9,13 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device, Tensor, Var};
 
 use crate::generate::{denoise, GuidedContext, StepControl};
 use crate::sd::{LoadOptions, Piece, PseudoWord, Sampler, SamplerKind, StableDiffusion};
+use crate::train::{
+    clip_grad_norm, cpt_loss, AdamW, AdamWConfig, CfgSpec, ConceptPrompts, CptBatch,
+};
 
 /// Every case kind of the fixture schema, in the order they are reported.
 pub const ALL_KINDS: [&str; 10] = [
@@ -28,17 +31,8 @@ pub const ALL_KINDS: [&str; 10] = [
     "train_steps",
 ];
 
-/// Kinds this build can check.
-pub const SUPPORTED_KINDS: [&str; 8] = [
-    "tokenize",
-    "text_encode",
-    "unet",
-    "vae_encode",
-    "vae_decode",
-    "timesteps",
-    "txt2img",
-    "img2img",
-];
+/// Kinds this build can check (all of them).
+pub const SUPPORTED_KINDS: [&str; 10] = ALL_KINDS;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
@@ -441,8 +435,167 @@ impl CaseRunner<'_> {
                 compare(&ts, &self.golden("timesteps")?, 1e-9)
             }
             "txt2img" | "img2img" => self.sample(kind),
+            "cpt_loss" => self.cpt_loss(),
+            "train_steps" => self.train_steps(),
             other => bail!("kind `{other}` is not supported"),
         }
+    }
+
+    fn optional_input(&self, field: &str) -> Result<Option<Tensor>> {
+        let key = format!("{}/{}", self.name, field);
+        if self.goldens.contains_key(&key) {
+            Ok(Some(self.input(field)?))
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// The concept of a training case: prompts over the stacked `[pos; neg]`
+    /// matrix and the two starting matrices as variables.
+    fn concept(&self) -> Result<(ConceptPrompts, Var, Var)> {
+        let words = self.words()?;
+        if words.len() != 2 {
+            bail!("training cases need exactly two words (positive, negative)");
+        }
+        let prediction = self.str_field("prediction")?;
+        if prediction != self.sd.prediction().as_str() {
+            bail!(
+                "case expects {prediction} but the model's scheduler says {}",
+                self.sd.prediction().as_str()
+            );
+        }
+        let tok = &self.sd.tokenizer;
+        let prompts = ConceptPrompts {
+            positive: tok.tokenize(&self.str_field("pos_prompt")?, &words),
+            negative: tok.tokenize(&self.str_field("neg_prompt")?, &words),
+        };
+        let pos = Var::from_tensor(&self.input("pos_vectors")?)?;
+        let neg = Var::from_tensor(&self.input("neg_vectors")?)?;
+        Ok((prompts, pos, neg))
+    }
+
+    fn cfg_spec(&self) -> Result<CfgSpec> {
+        let raw = match self.case.get("cfg") {
+            Some(toml::Value::String(s)) => s.clone(),
+            Some(v) => v.to_string(),
+            None => bail!("case field `cfg` is missing"),
+        };
+        raw.parse::<CfgSpec>().map_err(|e| anyhow!(e))
+    }
+
+    fn timesteps_of(t: &Tensor) -> Result<Vec<usize>> {
+        Ok(t.flatten_all()?
+            .to_vec1::<i64>()?
+            .into_iter()
+            .map(|t| t.max(0) as usize)
+            .collect())
+    }
+
+    fn cpt_loss(&self) -> Result<Outcome> {
+        let (prompts, pos, neg) = self.concept()?;
+        let z0 = self.input("z0")?;
+        let noise = self.input("noise")?;
+        let image = self.optional_input("image")?;
+        let mask = self.optional_input("mask")?;
+        let ts = Self::timesteps_of(&self.golden("timesteps")?)?;
+        let batch = CptBatch {
+            z0: &z0,
+            noise: &noise,
+            timesteps: &ts,
+            image: image.as_ref(),
+            mask: mask.as_ref(),
+        };
+        let rec_weight = self.num_field("rec_weight").unwrap_or(0.0);
+        let loss = cpt_loss(
+            self.sd,
+            &prompts,
+            pos.as_tensor(),
+            neg.as_tensor(),
+            &self.cfg_spec()?,
+            rec_weight,
+            &batch,
+        )?;
+        let grads = loss.total.backward()?;
+        let grad_of = |v: &Var| -> Result<Tensor> {
+            Ok(match grads.get(v.as_tensor()) {
+                Some(g) => g.clone(),
+                None => v.zeros_like()?,
+            })
+        };
+        let l = compare(&loss.total.reshape(1)?, &self.golden("loss")?, TOL_PASS)?;
+        let gp = compare(&grad_of(&pos)?, &self.golden("grad_pos")?, TOL_LOOP)?;
+        let gn = compare(&grad_of(&neg)?, &self.golden("grad_neg")?, TOL_LOOP)?;
+        Ok(worst(worst(l, gp), gn))
+    }
+
+    fn train_steps(&self) -> Result<Outcome> {
+        let (prompts, pos, neg) = self.concept()?;
+        let steps = self.num_field("steps")? as usize;
+        let lr = self.num_field("lr")?;
+        let neg_lr = lr * self.num_field("neg_lr_weight")?;
+        let clip = self.num_field("clip_grad_norm")?;
+        let betas = self
+            .case
+            .get("betas")
+            .and_then(|v| v.as_array())
+            .ok_or_else(|| anyhow!("case field `betas` is missing"))?;
+        let beta = |i: usize| -> Result<f64> {
+            betas
+                .get(i)
+                .and_then(|v| v.as_float().or_else(|| v.as_integer().map(|i| i as f64)))
+                .ok_or_else(|| anyhow!("`betas` needs two numbers"))
+        };
+        let config = AdamWConfig {
+            beta1: beta(0)?,
+            beta2: beta(1)?,
+            eps: self.num_field("eps")?,
+            weight_decay: self.num_field("weight_decay")?,
+        };
+        let mut opt_pos = AdamW::new(&pos, config)?;
+        let mut opt_neg = AdamW::new(&neg, config)?;
+        let cfg = self.cfg_spec()?;
+        let z0 = self.input("z0")?;
+        let noise_all = self.input("noise")?;
+        let ts_all = self.golden("timesteps")?;
+        let mut losses = Vec::with_capacity(steps);
+        for k in 0..steps {
+            let noise = noise_all.get(k)?;
+            let ts = Self::timesteps_of(&ts_all.get(k)?)?;
+            let batch = CptBatch {
+                z0: &z0,
+                noise: &noise,
+                timesteps: &ts,
+                image: None,
+                mask: None,
+            };
+            let loss = cpt_loss(
+                self.sd,
+                &prompts,
+                pos.as_tensor(),
+                neg.as_tensor(),
+                &cfg,
+                0.0,
+                &batch,
+            )?;
+            losses.push(loss.total.to_dtype(DType::F32)?.to_scalar::<f32>()?);
+            let grads = loss.total.backward()?;
+            for (var, opt, lr) in [(&pos, &mut opt_pos, lr), (&neg, &mut opt_neg, neg_lr)] {
+                let g = match grads.get(var.as_tensor()) {
+                    Some(g) => g.clone(),
+                    None => var.zeros_like()?,
+                };
+                let (g, _) = clip_grad_norm(&g, clip)?;
+                opt.update(var, &g, lr)?;
+            }
+        }
+        let l = compare(
+            &Tensor::new(losses, &Device::Cpu)?,
+            &self.golden("losses")?,
+            TOL_LOOP,
+        )?;
+        let p = compare(pos.as_tensor(), &self.golden("pos_after")?, TOL_LOOP)?;
+        let n = compare(neg.as_tensor(), &self.golden("neg_after")?, TOL_LOOP)?;
+        Ok(worst(worst(l, p), n))
     }
 
     fn sampler_kind(&self) -> Result<SamplerKind> {

@@ -1,0 +1,77 @@
+//! AdamW with torch semantics (decoupled weight decay, bias correction) and
+//! gradient-norm clipping, for the pseudo-word matrices.
+
+use candle_core::{Result, Tensor, Var};
+
+/// Hyper-parameters shared by both matrices; each matrix has its own lr.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamWConfig {
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+}
+
+impl Default for AdamWConfig {
+    fn default() -> Self {
+        Self {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.01,
+        }
+    }
+}
+
+/// AdamW state of one parameter matrix.
+#[derive(Debug, Clone)]
+pub struct AdamW {
+    pub config: AdamWConfig,
+    /// First and second moment estimates.
+    pub m: Tensor,
+    pub v: Tensor,
+    /// Number of updates taken so far.
+    pub step: u64,
+}
+
+impl AdamW {
+    pub fn new(param: &Var, config: AdamWConfig) -> Result<Self> {
+        Ok(Self {
+            config,
+            m: param.zeros_like()?,
+            v: param.zeros_like()?,
+            step: 0,
+        })
+    }
+
+    /// One update of `param` with gradient `grad` at learning rate `lr`.
+    pub fn update(&mut self, param: &Var, grad: &Tensor, lr: f64) -> Result<()> {
+        let c = self.config;
+        self.step += 1;
+        let decayed = (param.as_tensor() * (1.0 - lr * c.weight_decay))?;
+        self.m = ((&self.m * c.beta1)? + (grad * (1.0 - c.beta1))?)?;
+        self.v = ((&self.v * c.beta2)? + (grad.sqr()? * (1.0 - c.beta2))?)?;
+        let bc1 = 1.0 - c.beta1.powi(self.step as i32);
+        let bc2 = 1.0 - c.beta2.powi(self.step as i32);
+        let denom = ((self.v.sqrt()? / bc2.sqrt())? + c.eps)?;
+        let update = (self.m.div(&denom)? * (lr / bc1))?;
+        param.set(&(decayed - update)?)
+    }
+}
+
+/// Scales `grad` so its L2 norm is at most `max_norm` (torch's
+/// `clip_grad_norm_`, with its 1e-6 guard). Returns the clipped gradient and the
+/// norm before clipping.
+pub fn clip_grad_norm(grad: &Tensor, max_norm: f64) -> Result<(Tensor, f64)> {
+    let norm = grad
+        .sqr()?
+        .sum_all()?
+        .to_dtype(candle_core::DType::F64)?
+        .to_scalar::<f64>()?
+        .sqrt();
+    if max_norm <= 0.0 || !norm.is_finite() {
+        return Ok((grad.clone(), norm));
+    }
+    let coef = (max_norm / (norm + 1e-6)).min(1.0);
+    Ok(((grad * coef)?, norm))
+}
