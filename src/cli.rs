@@ -8,6 +8,7 @@ use candle_core::{DType, Device};
 use clap::{Parser, Subcommand};
 
 use crate::selftest::{run_fixture, SelftestOptions, Summary, ALL_KINDS};
+use crate::workspace::Workspace;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -22,6 +23,20 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Create a workspace: workspace.toml, references/, concepts/, prompts/, outputs/.
+    Init {
+        dir: PathBuf,
+        /// A diffusers model folder or hf:org/name.
+        #[arg(long)]
+        model: String,
+    },
+    /// Manage concepts (pseudo-word pairs).
+    Concept {
+        #[command(subcommand)]
+        action: ConceptCommand,
+    },
+    /// Train a concept's pseudo-word pair (DreamArtist).
+    Train(TrainArgs),
     /// Check this build against a golden fixture folder (cases.toml + goldens.safetensors + model/).
     Selftest {
         /// Fixture folder, e.g. tests/fixtures/tiny-sd1.
@@ -33,6 +48,88 @@ pub enum Command {
         #[arg(long, default_value = "cpu")]
         device: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConceptCommand {
+    /// Create a concept from one or more reference images.
+    Add {
+        name: String,
+        #[arg(long = "reference", required = true, num_args = 1..)]
+        references: Vec<PathBuf>,
+        /// photo, anime or style.
+        #[arg(long, default_value = "photo")]
+        preset: String,
+        #[arg(long)]
+        pos_vectors: Option<usize>,
+        #[arg(long)]
+        neg_vectors: Option<usize>,
+        /// Text whose token embeddings initialise the vectors.
+        #[arg(long, default_value = "*")]
+        init_text: String,
+        /// The class word (e.g. cat), used by evaluation prompts.
+        #[arg(long)]
+        class: Option<String>,
+        #[arg(short = 'w', long = "workspace", default_value = ".")]
+        workspace: PathBuf,
+    },
+    /// List the concepts of a workspace.
+    List {
+        #[arg(short = 'w', long = "workspace", default_value = ".")]
+        workspace: PathBuf,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct TrainArgs {
+    /// The concept to train.
+    pub name: String,
+    #[arg(short = 'w', long = "workspace", default_value = ".")]
+    pub workspace: PathBuf,
+    /// Total steps of the run (with --resume: continue up to this many).
+    #[arg(long)]
+    pub steps: Option<u64>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Continue a run: `latest` or a run id.
+    #[arg(long)]
+    pub resume: Option<String>,
+    /// One JSON object per event on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Learning rate: a number or A1111 steps (`0.005:100, 1e-3`).
+    #[arg(long)]
+    pub lr: Option<String>,
+    /// Train guidance: a number or `lo-hi:ln|cos|cos2`; 1 = Textual Inversion.
+    #[arg(long)]
+    pub train_cfg: Option<String>,
+    #[arg(long)]
+    pub batch: Option<usize>,
+    #[arg(long)]
+    pub grad_accum: Option<usize>,
+    #[arg(long)]
+    pub neg_lr_weight: Option<f64>,
+    #[arg(long)]
+    pub rec_weight: Option<f64>,
+    #[arg(long)]
+    pub template: Option<String>,
+    /// Training resolution (multiple of 8).
+    #[arg(long)]
+    pub size: Option<usize>,
+    #[arg(long)]
+    pub ema_decay: Option<f64>,
+    #[arg(long)]
+    pub checkpoint_every: Option<u64>,
+}
+
+/// Parses `f32`, `f16`, `bf16`.
+pub fn parse_dtype(s: &str) -> Result<DType> {
+    match s {
+        "f32" => Ok(DType::F32),
+        "f16" => Ok(DType::F16),
+        "bf16" => Ok(DType::BF16),
+        other => bail!("unknown dtype `{other}` (use f32, f16 or bf16)"),
+    }
 }
 
 /// Parses `cpu`, `cuda`, `cuda:N`.
@@ -60,6 +157,17 @@ pub fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
+        Command::Init { dir, model } => {
+            let ws = Workspace::init(&dir, &model)?;
+            println!(
+                "created workspace {} (model {})",
+                ws.root.display(),
+                ws.config.model
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Concept { action } => crate::cli_concept::run(action),
+        Command::Train(args) => crate::cli_train::run(args),
         Command::Selftest {
             fixture,
             kinds,

@@ -2,7 +2,12 @@
 //! (contrastive prompt tuning), on candle.
 
 pub mod cli;
+mod cli_concept;
+mod cli_train;
+pub mod concept;
 pub mod generate;
+pub mod rng;
 pub mod sd;
 pub mod selftest;
 pub mod train;
+pub mod workspace;

@@ -508,7 +508,7 @@ impl CaseRunner<'_> {
         let rec_weight = self.num_field("rec_weight").unwrap_or(0.0);
         let loss = cpt_loss(
             self.sd,
-            &prompts,
+            std::slice::from_ref(&prompts),
             pos.as_tensor(),
             neg.as_tensor(),
             &self.cfg_spec()?,
@@ -570,7 +570,7 @@ impl CaseRunner<'_> {
             };
             let loss = cpt_loss(
                 self.sd,
-                &prompts,
+                std::slice::from_ref(&prompts),
                 pos.as_tensor(),
                 neg.as_tensor(),
                 &cfg,

@@ -128,10 +128,10 @@ pub struct CptLoss {
 
 /// Computes the DreamArtist loss for one batch. `pos` and `neg` are the two
 /// vector matrices (usually `Var`s); prompts reference them stacked `[pos; neg]`.
-#[allow(clippy::too_many_arguments)]
+/// `prompts` holds one pair shared by the batch or one pair per sample.
 pub fn cpt_loss(
     sd: &StableDiffusion,
-    prompts: &ConceptPrompts,
+    prompts: &[ConceptPrompts],
     pos: &Tensor,
     neg: &Tensor,
     cfg: &CfgSpec,
@@ -153,21 +153,33 @@ pub fn cpt_loss(
     let ts: Vec<f64> = batch.timesteps.iter().map(|t| *t as f64).collect();
     let n_train = schedule.num_train_timesteps();
 
+    let p = prompts.len();
+    if p != 1 && p != b {
+        candle_core::bail!("{p} prompt pairs for a batch of {b}");
+    }
+    // Encodings of shared prompts are computed once and repeated over the batch.
+    let per_sample = |t: Tensor| -> Result<Tensor> {
+        if p == 1 {
+            t.repeat((b, 1, 1))
+        } else {
+            Ok(t)
+        }
+    };
     let guided = if cfg.is_plain_ti() {
-        let c_pos = sd
-            .text_encoder
-            .encode(std::slice::from_ref(&prompts.positive), Some(&vectors))?;
-        let ctx = c_pos.repeat((b, 1, 1))?;
+        let pos_seqs: Vec<Vec<Piece>> = prompts.iter().map(|c| c.positive.clone()).collect();
+        let ctx = per_sample(sd.text_encoder.encode(&pos_seqs, Some(&vectors))?)?;
         sd.unet
             .forward(&z_t.to_dtype(dtype)?, &ts, &ctx)?
             .to_dtype(DType::F32)?
     } else {
-        let ctx = sd.text_encoder.encode(
-            &[prompts.negative.clone(), prompts.positive.clone()],
-            Some(&vectors),
-        )?;
-        let c_neg = ctx.narrow(0, 0, 1)?.repeat((b, 1, 1))?;
-        let c_pos = ctx.narrow(0, 1, 1)?.repeat((b, 1, 1))?;
+        let seqs: Vec<Vec<Piece>> = prompts
+            .iter()
+            .map(|c| c.negative.clone())
+            .chain(prompts.iter().map(|c| c.positive.clone()))
+            .collect();
+        let ctx = sd.text_encoder.encode(&seqs, Some(&vectors))?;
+        let c_neg = per_sample(ctx.narrow(0, 0, p)?)?;
+        let c_pos = per_sample(ctx.narrow(0, p, p)?)?;
         let context = Tensor::cat(&[&c_neg, &c_pos], 0)?;
         let z_in = Tensor::cat(&[&z_t, &z_t], 0)?.to_dtype(dtype)?;
         let ts2: Vec<f64> = ts.iter().chain(ts.iter()).copied().collect();

@@ -1,8 +1,48 @@
-//! Contrastive prompt tuning (DreamArtist): the loss, the optimiser and (later)
-//! the training loop. Reports through return values and callbacks; never prints.
+//! Contrastive prompt tuning (DreamArtist): the loss, the optimiser, the data,
+//! and the training loop with its runs folder. Reports through return values and
+//! callbacks; never prints.
 
+pub mod config;
+pub mod data;
 pub mod loss;
 pub mod optim;
+pub mod run;
+pub mod schedule;
+pub mod template;
 
+use std::path::PathBuf;
+
+pub use config::TrainConfig;
 pub use loss::{cpt_loss, CfgSpec, ConceptPrompts, CptBatch, CptLoss};
 pub use optim::{clip_grad_norm, AdamW, AdamWConfig};
+pub use run::{train, TrainControl, TrainEvent, TrainOutcome, TrainRequest};
+
+/// Why a run could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error("{path}: {message}")]
+    Reference { path: PathBuf, message: String },
+    #[error("{0}")]
+    Config(String),
+    #[error(
+        "step {step}: the loss became {value}; the run stopped and keeps its last good checkpoint ({checkpoint}). \
+         Lower the learning rate or the train cfg, then resume"
+    )]
+    NonFinite {
+        step: u64,
+        value: f64,
+        checkpoint: String,
+    },
+    #[error("{path}: bad checkpoint: {message}")]
+    Checkpoint { path: PathBuf, message: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}

@@ -1,0 +1,152 @@
+//! `dreamartist train`: headless training with a progress line or JSON events.
+
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Result;
+
+use crate::cli::{parse_device, parse_dtype, TrainArgs};
+use crate::concept::Concept;
+use crate::sd::{LoadOptions, StableDiffusion};
+use crate::train::{train, TrainControl, TrainEvent, TrainRequest};
+use crate::workspace::Workspace;
+
+pub fn run(args: TrainArgs) -> Result<ExitCode> {
+    let ws = Workspace::open(&args.workspace)?;
+    let concept = Concept::load(&ws, &args.name)?;
+    let mut cfg = concept.train.clone();
+    if let Some(v) = args.steps {
+        cfg.steps = v;
+    }
+    if let Some(v) = args.seed {
+        cfg.seed = v;
+    }
+    if let Some(v) = &args.lr {
+        cfg.lr = v.clone();
+    }
+    if let Some(v) = &args.train_cfg {
+        cfg.train_cfg = v.clone();
+    }
+    if let Some(v) = args.batch {
+        cfg.batch_size = v;
+    }
+    if let Some(v) = args.grad_accum {
+        cfg.grad_accum = v;
+    }
+    if let Some(v) = args.neg_lr_weight {
+        cfg.neg_lr_weight = v;
+    }
+    if let Some(v) = args.rec_weight {
+        cfg.rec_weight = v;
+    }
+    if let Some(v) = &args.template {
+        cfg.template = v.clone();
+    }
+    if let Some(v) = args.size {
+        cfg.size = Some(v);
+    }
+    if let Some(v) = args.ema_decay {
+        cfg.ema_decay = Some(v);
+    }
+    if let Some(v) = args.checkpoint_every {
+        cfg.checkpoint_every = v;
+    }
+    let opts = LoadOptions {
+        dtype: parse_dtype(&ws.config.dtype)?,
+        device: parse_device(&ws.config.device)?,
+    };
+    let sd = StableDiffusion::load(&ws.model_spec(), &opts)?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        // A second Ctrl-C while saving falls through to the default handler.
+        let _ = ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst));
+    }
+    let tty = std::io::stderr().is_terminal();
+    let json = args.json;
+    let mut total = 0u64;
+    let mut first: Option<(Instant, u64)> = None;
+    let req = TrainRequest {
+        concept,
+        config: cfg,
+        resume: args.resume.clone(),
+    };
+    let outcome = train(&sd, &ws, &req, |ev| {
+        if json {
+            if let Ok(line) = serde_json::to_string(ev) {
+                println!("{line}");
+            }
+        }
+        match ev {
+            TrainEvent::Started {
+                total_steps,
+                run_id,
+                start_step,
+                ..
+            } => {
+                total = *total_steps;
+                if !json {
+                    eprintln!("run {run_id}: steps {start_step}..{total_steps}");
+                }
+            }
+            TrainEvent::Step(m) if !json && tty => {
+                // ETA from the steps after the first (which includes warm-up).
+                let eta = match first {
+                    None => {
+                        first = Some((Instant::now(), m.step));
+                        String::from("--:--")
+                    }
+                    Some((t0, s0)) if m.step > s0 => {
+                        let per = t0.elapsed().as_secs_f64() / (m.step - s0) as f64;
+                        let left = (per * total.saturating_sub(m.step) as f64) as u64;
+                        format!("{}:{:02}", left / 60, left % 60)
+                    }
+                    Some(_) => String::from("--:--"),
+                };
+                let width = 24usize;
+                let filled = ((m.step as f64 / total.max(1) as f64) * width as f64) as usize;
+                eprint!(
+                    "\r[{}{}] {}/{} loss {:.4} {:.2} it/s ETA {}   ",
+                    "#".repeat(filled.min(width)),
+                    "-".repeat(width - filled.min(width)),
+                    m.step,
+                    total,
+                    m.loss,
+                    m.it_s,
+                    eta
+                );
+                let _ = std::io::stderr().flush();
+            }
+            TrainEvent::Checkpoint { step, path } if !json && !tty => {
+                eprintln!("step {step}: checkpoint {}", path.display());
+            }
+            _ => {}
+        }
+        if stop.load(Ordering::SeqCst) {
+            TrainControl::Stop
+        } else {
+            TrainControl::Continue
+        }
+    })?;
+    if !json {
+        if tty {
+            eprintln!();
+        }
+        if outcome.interrupted {
+            eprintln!(
+                "stopped at step {}; resume with --resume {}",
+                outcome.steps, outcome.run_id
+            );
+        }
+        println!("positive: {}", outcome.positive.display());
+        match &outcome.negative {
+            Some(n) => println!("negative: {}", n.display()),
+            None => println!("negative: none (train cfg 1: Textual Inversion baseline)"),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,73 @@
+//! Training presets from the method's authors (DreamArtist README/paper).
+
+use crate::train::TrainConfig;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Preset {
+    /// Real photos: 3/3 vectors, lr 0.005 → 0.003, cfg 5, ~1.5k steps.
+    Photo,
+    /// Anime / characters: 3/6 vectors, lr 0.0025, cfg 3, ~10k steps.
+    Anime,
+    /// Styles: 3/5 vectors, lr 0.0025, cfg 5, ~15k steps, style templates.
+    Style,
+}
+
+impl Preset {
+    pub const NAMES: [&'static str; 3] = ["photo", "anime", "style"];
+
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "photo" => Ok(Preset::Photo),
+            "anime" => Ok(Preset::Anime),
+            "style" => Ok(Preset::Style),
+            other => Err(format!(
+                "unknown preset `{other}` (known: {})",
+                Self::NAMES.join(", ")
+            )),
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Preset::Photo => "photo",
+            Preset::Anime => "anime",
+            Preset::Style => "style",
+        }
+    }
+
+    /// (positive, negative) vector counts.
+    pub fn vectors(&self) -> (usize, usize) {
+        match self {
+            Preset::Photo => (3, 3),
+            Preset::Anime => (3, 6),
+            Preset::Style => (3, 5),
+        }
+    }
+
+    pub fn train_config(&self) -> TrainConfig {
+        let base = TrainConfig::default();
+        match self {
+            Preset::Photo => TrainConfig {
+                steps: 1500,
+                lr: "0.005:500, 0.003".into(),
+                train_cfg: "5".into(),
+                template: "subject".into(),
+                ..base
+            },
+            Preset::Anime => TrainConfig {
+                steps: 10000,
+                lr: "0.0025".into(),
+                train_cfg: "3".into(),
+                template: "subject".into(),
+                ..base
+            },
+            Preset::Style => TrainConfig {
+                steps: 15000,
+                lr: "0.0025".into(),
+                train_cfg: "5".into(),
+                template: "style".into(),
+                ..base
+            },
+        }
+    }
+}

@@ -1,0 +1,77 @@
+//! Training options, stored resolved in `concept.toml` (`[train]`) and in each
+//! run folder's `config.toml`.
+
+use serde::{Deserialize, Serialize};
+
+/// Every knob of a DreamArtist run. Defaults follow the method's authors.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// Total optimiser steps of the run.
+    pub steps: u64,
+    /// Samples (timesteps) per micro-batch.
+    pub batch_size: usize,
+    /// Micro-batches averaged per optimiser step.
+    pub grad_accum: usize,
+    /// Learning rate: a number, or A1111's `"0.005:100, 1e-3:1000, 1e-5"`.
+    pub lr: String,
+    /// `constant` (or the A1111 steps in `lr`), or `cosine` (warm-up then cosine decay).
+    pub lr_schedule: String,
+    pub warmup_steps: u64,
+    /// The negative matrix learns at `lr × neg_lr_weight`.
+    pub neg_lr_weight: f64,
+    pub weight_decay: f64,
+    pub betas: [f64; 2],
+    pub eps: f64,
+    /// Gradient-norm clip per matrix (0 = off).
+    pub clip_grad_norm: f64,
+    /// Train guidance: a number or `"lo-hi:ln|cos|cos2"`; `"1"` = Textual Inversion.
+    pub train_cfg: String,
+    /// Weight of the L1 reconstruction loss through the VAE decoder (0 = off).
+    pub rec_weight: f64,
+    /// Prompt template: `subject`, `style`, `subject_filewords`, `style_filewords`, `none`.
+    pub template: String,
+    /// Keep `[filewords]` out of the negative prompt.
+    pub filewords_positive_only: bool,
+    /// Random horizontal flips of the references.
+    pub flip: bool,
+    /// Training resolution (multiple of 8); default: the model's native size.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size: Option<usize>,
+    /// EMA decay of both matrices (off when absent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ema_decay: Option<f64>,
+    /// Copy the EMA into the live vectors every N steps (0 = never).
+    pub ema_replace_every: u64,
+    /// Checkpoint every N steps (0 = only at the end).
+    pub checkpoint_every: u64,
+    pub seed: u64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            steps: 1500,
+            batch_size: 1,
+            grad_accum: 1,
+            lr: "0.005".into(),
+            lr_schedule: "constant".into(),
+            warmup_steps: 0,
+            neg_lr_weight: 1.0,
+            weight_decay: 0.0,
+            betas: [0.9, 0.999],
+            eps: 1e-8,
+            clip_grad_norm: 1.0,
+            train_cfg: "5".into(),
+            rec_weight: 0.0,
+            template: "subject".into(),
+            filewords_positive_only: false,
+            flip: false,
+            size: None,
+            ema_decay: None,
+            ema_replace_every: 0,
+            checkpoint_every: 500,
+            seed: 0,
+        }
+    }
+}

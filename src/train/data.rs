@@ -1,0 +1,201 @@
+//! Reference images for training: centre-crop and resize to the training size,
+//! optional `<stem>.txt` caption (for `[filewords]`), optional
+//! `<stem>_mask.png` weighting map (0 → 0, 50% → 1, 100% → 5, resized to latent
+//! size), optional horizontal flip. Latents are encoded once (VAE mean × scale).
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use image::imageops::FilterType;
+use image::{DynamicImage, GenericImageView};
+
+use super::TrainError;
+use crate::sd::StableDiffusion;
+
+/// One reference, ready to sample from.
+#[derive(Debug, Clone)]
+pub struct Reference {
+    pub path: PathBuf,
+    pub caption: Option<String>,
+    /// Scaled latents `[1, C, h, w]`, and the flipped ones.
+    pub latent: Tensor,
+    pub latent_flipped: Tensor,
+    /// Images in [-1, 1] `[1, 3, H, W]` (for the reconstruction loss).
+    pub image: Tensor,
+    pub image_flipped: Tensor,
+    /// Weight map `[1, 1, h, w]`.
+    pub mask: Option<Tensor>,
+    pub mask_flipped: Option<Tensor>,
+}
+
+fn reference_error(path: &Path, message: impl Into<String>) -> TrainError {
+    TrainError::Reference {
+        path: path.to_path_buf(),
+        message: message.into(),
+    }
+}
+
+/// Opens an image, naming the file and the fix on failure.
+pub fn open_image(path: &Path) -> Result<DynamicImage, TrainError> {
+    if !path.is_file() {
+        return Err(reference_error(
+            path,
+            "file not found; add the image again or fix the path in concept.toml",
+        ));
+    }
+    image::ImageReader::open(path)
+        .and_then(|r| r.with_guessed_format())
+        .map_err(|e| reference_error(path, format!("cannot open: {e}")))?
+        .decode()
+        .map_err(|e| {
+            reference_error(
+                path,
+                format!("not a readable image ({e}); replace it with a PNG or JPEG"),
+            )
+        })
+}
+
+/// The centred square crop of an image (the region both image and mask use).
+fn centre_square(w: u32, h: u32) -> (u32, u32, u32) {
+    let side = w.min(h);
+    ((w - side) / 2, (h - side) / 2, side)
+}
+
+fn to_tensor(rgb: &image::RgbImage, device: &Device) -> candle_core::Result<Tensor> {
+    let (w, h) = rgb.dimensions();
+    let data: Vec<f32> = rgb
+        .as_raw()
+        .iter()
+        .map(|v| *v as f32 / 127.5 - 1.0)
+        .collect();
+    Tensor::from_vec(data, (h as usize, w as usize, 3), device)?
+        .permute((2, 0, 1))?
+        .unsqueeze(0)?
+        .contiguous()
+}
+
+/// Maps mask intensity to loss weight: 0 → 0, 0.5 → 1, 1 → 5 (piecewise linear).
+pub fn mask_weight(v: f32) -> f32 {
+    if v <= 0.5 {
+        2.0 * v
+    } else {
+        1.0 + (v - 0.5) * 8.0
+    }
+}
+
+/// The companion files of a reference: `<stem>.txt` and `<stem>_mask.png`.
+pub fn companions(path: &Path) -> (PathBuf, PathBuf) {
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let dir = path.parent().unwrap_or(Path::new("."));
+    (
+        dir.join(format!("{stem}.txt")),
+        dir.join(format!("{stem}_mask.png")),
+    )
+}
+
+/// Loads and encodes the references at `size`×`size`.
+pub fn load_references(
+    sd: &StableDiffusion,
+    paths: &[PathBuf],
+    size: usize,
+) -> Result<Vec<Reference>, TrainError> {
+    if paths.is_empty() {
+        return Err(TrainError::Config(
+            "the concept has no reference images; add one with `concept add --reference`".into(),
+        ));
+    }
+    let down = sd.vae.downscale();
+    if size == 0 || size % 8 != 0 || size % down != 0 {
+        return Err(TrainError::Config(format!(
+            "training size {size} must be a positive multiple of 8"
+        )));
+    }
+    let latent_size = size / down;
+    let device = &sd.device;
+    let mut out = Vec::with_capacity(paths.len());
+    for path in paths {
+        let img = open_image(path)?;
+        let (w, h) = img.dimensions();
+        let (x, y, side) = centre_square(w, h);
+        let rgb = img
+            .crop_imm(x, y, side, side)
+            .resize_exact(size as u32, size as u32, FilterType::Lanczos3)
+            .to_rgb8();
+        let flipped = image::imageops::flip_horizontal(&rgb);
+        let image = to_tensor(&rgb, device)?;
+        let image_flipped = to_tensor(&flipped, device)?;
+        let encode = |t: &Tensor| -> candle_core::Result<Tensor> {
+            let dist = sd.vae.encode(&t.to_dtype(sd.dtype)?)?;
+            sd.vae.scale_latents(&dist.mean)?.to_dtype(DType::F32)
+        };
+        let latent = encode(&image)?;
+        let latent_flipped = encode(&image_flipped)?;
+        let (caption_path, mask_path) = companions(path);
+        let caption = if caption_path.is_file() {
+            let text = std::fs::read_to_string(&caption_path)
+                .map_err(|e| reference_error(&caption_path, format!("cannot read caption: {e}")))?;
+            Some(text.trim().to_string())
+        } else {
+            None
+        };
+        let (mask, mask_flipped) = if mask_path.is_file() {
+            let m = open_image(&mask_path)?;
+            if m.dimensions() != (w, h) {
+                let (mw, mh) = m.dimensions();
+                return Err(reference_error(
+                    &mask_path,
+                    format!("mask is {mw}x{mh} but the reference {} is {w}x{h}; save the mask at the image's size", path.display()),
+                ));
+            }
+            let gray = m
+                .crop_imm(x, y, side, side)
+                .resize_exact(latent_size as u32, latent_size as u32, FilterType::Triangle)
+                .to_luma8();
+            let flipped = image::imageops::flip_horizontal(&gray);
+            let to_weights = |g: &image::GrayImage| -> candle_core::Result<Tensor> {
+                let data: Vec<f32> = g
+                    .as_raw()
+                    .iter()
+                    .map(|v| mask_weight(*v as f32 / 255.0))
+                    .collect();
+                Tensor::from_vec(data, (1, 1, latent_size, latent_size), device)
+            };
+            (Some(to_weights(&gray)?), Some(to_weights(&flipped)?))
+        } else {
+            (None, None)
+        };
+        out.push(Reference {
+            path: path.clone(),
+            caption,
+            latent,
+            latent_flipped,
+            image,
+            image_flipped,
+            mask,
+            mask_flipped,
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mask_weights_follow_the_method() {
+        assert_eq!(mask_weight(0.0), 0.0);
+        assert_eq!(mask_weight(0.5), 1.0);
+        assert_eq!(mask_weight(1.0), 5.0);
+        assert!((mask_weight(0.75) - 3.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn centre_square_crops_the_long_side() {
+        assert_eq!(centre_square(100, 60), (20, 0, 60));
+        assert_eq!(centre_square(60, 100), (0, 20, 60));
+    }
+}
