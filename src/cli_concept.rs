@@ -1,13 +1,11 @@
 //! `dreamartist concept ...`.
 
-use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 
 use crate::cli::ConceptCommand;
-use crate::concept::{self, validate_name, Concept, ConceptError, Preset};
-use crate::train::data::{companions, open_image};
+use crate::concept::{self, add, Concept, NewConcept};
 use crate::workspace::Workspace;
 
 pub fn run(action: ConceptCommand) -> Result<ExitCode> {
@@ -25,13 +23,15 @@ pub fn run(action: ConceptCommand) -> Result<ExitCode> {
             let ws = Workspace::open(&workspace)?;
             let c = add(
                 &ws,
-                &name,
-                &references,
-                &preset,
-                pos_vectors,
-                neg_vectors,
-                &init_text,
-                class,
+                &NewConcept {
+                    name,
+                    references,
+                    preset,
+                    pos_vectors,
+                    neg_vectors,
+                    init_text,
+                    class,
+                },
             )?;
             println!(
                 "created concept {} ({} + {} vectors, preset {}, {} reference(s))",
@@ -60,115 +60,4 @@ pub fn run(action: ConceptCommand) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
-}
-
-/// Creates a concept: validates everything first (name, preset, images, masks),
-/// then copies the references into the workspace and writes `concept.toml`.
-#[allow(clippy::too_many_arguments)]
-pub fn add(
-    ws: &Workspace,
-    name: &str,
-    references: &[PathBuf],
-    preset: &str,
-    pos_vectors: Option<usize>,
-    neg_vectors: Option<usize>,
-    init_text: &str,
-    class: Option<String>,
-) -> Result<Concept> {
-    validate_name(name)?;
-    let preset = Preset::parse(preset).map_err(anyhow::Error::msg)?;
-    if ws.concept_dir(name).join(concept::CONCEPT_FILE).exists() {
-        return Err(ConceptError::Exists(name.to_string()).into());
-    }
-    let (p, n) = preset.vectors();
-    let (pos_vectors, neg_vectors) = (pos_vectors.unwrap_or(p), neg_vectors.unwrap_or(n));
-    if pos_vectors == 0 || neg_vectors == 0 || pos_vectors + neg_vectors > 75 {
-        bail!("vector counts must be at least 1 and fit a 75-token prompt (got {pos_vectors} + {neg_vectors})");
-    }
-    // Validate before writing anything.
-    for r in references {
-        let img = open_image(r)?;
-        let (_, mask) = companions(r);
-        if mask.is_file() {
-            let m = open_image(&mask)?;
-            if image::GenericImageView::dimensions(&m) != image::GenericImageView::dimensions(&img)
-            {
-                bail!(
-                    "{}: the mask's size differs from its reference {}; save it at the image's size",
-                    mask.display(),
-                    r.display()
-                );
-            }
-        }
-    }
-    let mut stored = Vec::new();
-    for r in references {
-        stored.push(import_reference(ws, r)?);
-    }
-    let c = Concept {
-        name: name.to_string(),
-        references: stored,
-        preset: preset.name().to_string(),
-        pos_vectors,
-        neg_vectors,
-        init_text: init_text.to_string(),
-        class,
-        train: preset.train_config(),
-    };
-    c.save(ws)?;
-    Ok(c)
-}
-
-/// Copies a reference (and its caption/mask companions) into `references/`
-/// unless it already lives in the workspace; returns its workspace-relative path.
-fn import_reference(ws: &Workspace, src: &Path) -> Result<String> {
-    let abs_src = src
-        .canonicalize()
-        .with_context(|| format!("{}: cannot resolve", src.display()))?;
-    let root = ws
-        .root
-        .canonicalize()
-        .with_context(|| format!("{}: cannot resolve", ws.root.display()))?;
-    if let Ok(rel) = abs_src.strip_prefix(&root) {
-        return Ok(rel.to_string_lossy().to_string());
-    }
-    let dir = ws.references_dir();
-    std::fs::create_dir_all(&dir).with_context(|| format!("{}: cannot create", dir.display()))?;
-    let file_name = src
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_else(|| "reference.png".into());
-    let (stem, ext) = match file_name.rsplit_once('.') {
-        Some((s, e)) => (s.to_string(), format!(".{e}")),
-        None => (file_name.clone(), String::new()),
-    };
-    let bytes = std::fs::read(src).with_context(|| format!("{}: cannot read", src.display()))?;
-    let mut dest_stem = stem.clone();
-    let mut n = 2;
-    loop {
-        let dest = dir.join(format!("{dest_stem}{ext}"));
-        match std::fs::read(&dest) {
-            Ok(existing) if existing == bytes => break,
-            Ok(_) => {
-                dest_stem = format!("{stem}-{n}");
-                n += 1;
-            }
-            Err(_) => {
-                crate::workspace::write_atomic(&dest, &bytes)
-                    .with_context(|| format!("{}: cannot write", dest.display()))?;
-                break;
-            }
-        }
-    }
-    let (caption, mask) = companions(src);
-    for (from, suffix) in [(caption, ".txt"), (mask, "_mask.png")] {
-        if from.is_file() {
-            let to = dir.join(format!("{dest_stem}{suffix}"));
-            let data =
-                std::fs::read(&from).with_context(|| format!("{}: cannot read", from.display()))?;
-            crate::workspace::write_atomic(&to, &data)
-                .with_context(|| format!("{}: cannot write", to.display()))?;
-        }
-    }
-    Ok(format!("references/{dest_stem}{ext}"))
 }

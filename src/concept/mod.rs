@@ -2,6 +2,7 @@
 //! references and training settings (`concepts/<name>/concept.toml`), and the
 //! embedding files it produces.
 
+pub mod create;
 pub mod embedding;
 pub mod preset;
 
@@ -12,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::train::TrainConfig;
 use crate::workspace::{write_atomic, Workspace};
 
+pub use create::{add, NewConcept};
 pub use embedding::{load_embedding, save_embedding, EmbeddingMeta};
 pub use preset::Preset;
 

@@ -479,6 +479,22 @@ pub fn train(
         }
         let (g_pos, norm_pos) = clip_grad_norm(&acc_pos, cfg.clip_grad_norm)?;
         let (g_neg, norm_neg) = clip_grad_norm(&acc_neg, cfg.clip_grad_norm)?;
+        if !norm_pos.is_finite() || !norm_neg.is_finite() {
+            let checkpoint = list_checkpoints(&run_dir)
+                .pop()
+                .map(|(_, p)| p.display().to_string())
+                .unwrap_or_else(|| "none yet".into());
+            let value = if norm_pos.is_finite() {
+                norm_neg
+            } else {
+                norm_pos
+            };
+            return Err(TrainError::NonFinite {
+                step,
+                value,
+                checkpoint,
+            });
+        }
         st.opt_pos.update(&st.pos, &g_pos, lr)?;
         if !is_ti {
             st.opt_neg.update(&st.neg, &g_neg, lr_neg)?;

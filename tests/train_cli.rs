@@ -1,0 +1,427 @@
+//! The trainer end to end through the binary: init → concept add → train,
+//! exact resume, and the refusals (bad images, masks, presets, workspaces).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use candle_core::Tensor;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_dreamartist"))
+}
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("binary runs");
+    assert!(
+        out.status.success(),
+        "{:?} failed:\nstdout: {}\nstderr: {}",
+        cmd,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A fresh workspace on the tiny SD1 model with concept `cat` (one real photo).
+fn workspace_with_concept() -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    let ws = tmp.path().join("ws");
+    let model = fixtures().join("tiny-sd1/model");
+    run_ok(bin().args([
+        "init",
+        ws.to_str().unwrap(),
+        "--model",
+        model.to_str().unwrap(),
+    ]));
+    let photo = fixtures().join("references/chelsea.png");
+    run_ok(bin().args([
+        "concept",
+        "add",
+        "cat",
+        "--reference",
+        photo.to_str().unwrap(),
+        "-w",
+        ws.to_str().unwrap(),
+    ]));
+    tmp
+}
+
+fn train(ws: &Path, extra: &[&str]) -> Vec<serde_json::Value> {
+    let mut cmd = bin();
+    cmd.args(["train", "cat", "-w", ws.to_str().unwrap(), "--json"])
+        .args(extra);
+    let out = run_ok(&mut cmd);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("every stdout line is JSON"))
+        .collect()
+}
+
+fn emb(path: &Path) -> Tensor {
+    let (t, _) = dreamartist::concept::load_embedding(path).unwrap();
+    t
+}
+
+fn bits(t: &Tensor) -> Vec<u32> {
+    t.flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()
+        .iter()
+        .map(|x| x.to_bits())
+        .collect()
+}
+
+#[test]
+fn train_writes_the_pair_metrics_and_finished_event() {
+    let tmp = workspace_with_concept();
+    let ws = tmp.path().join("ws");
+    let events = train(&ws, &["--steps", "50", "--seed", "3"]);
+    let last = events.last().unwrap();
+    assert_eq!(last["event"], "finished");
+    assert_eq!(last["steps"], 50);
+    assert!(last["loss"].as_f64().unwrap().is_finite());
+    let pos = PathBuf::from(last["positive"].as_str().unwrap());
+    let neg = PathBuf::from(last["negative"].as_str().unwrap());
+    assert_eq!(emb(&pos).dims(), &[3, 32]);
+    assert_eq!(emb(&neg).dims(), &[3, 32]);
+    let (_, meta) = dreamartist::concept::load_embedding(&pos).unwrap();
+    assert_eq!(
+        (
+            meta.name.as_str(),
+            meta.step,
+            meta.pos_vectors,
+            meta.neg_vectors
+        ),
+        ("cat", 50, 3, 3)
+    );
+    assert_eq!(meta.base_model, "model");
+    assert_eq!(meta.base_model_hash.len(), 8);
+    let steps: Vec<_> = events.iter().filter(|e| e["event"] == "step").collect();
+    assert_eq!(steps.len(), 50);
+    let run_dir = PathBuf::from(last["run_dir"].as_str().unwrap());
+    let metrics = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap();
+    let lines: Vec<serde_json::Value> = metrics
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 50);
+    for (i, m) in lines.iter().enumerate() {
+        assert_eq!(m["step"], i as u64 + 1);
+        for key in [
+            "loss",
+            "mse",
+            "lr",
+            "grad_norm_pos",
+            "grad_norm_neg",
+            "it_s",
+        ] {
+            assert!(m[key].as_f64().unwrap().is_finite(), "{key} in {m}");
+        }
+    }
+    // Training moved the vectors away from their initialisation.
+    let cp0 = run_dir.join("config.toml");
+    assert!(cp0.is_file());
+    assert!(run_dir
+        .join("checkpoints/step-00000050.safetensors")
+        .is_file());
+}
+
+#[test]
+fn resume_continues_bit_for_bit() {
+    let a = workspace_with_concept();
+    let b = workspace_with_concept();
+    let (wa, wb) = (a.path().join("ws"), b.path().join("ws"));
+    let straight = train(&wa, &["--steps", "50", "--seed", "11"]);
+    train(&wb, &["--steps", "25", "--seed", "11"]);
+    let resumed = train(&wb, &["--steps", "50", "--resume", "latest"]);
+    let (fs, fr) = (straight.last().unwrap(), resumed.last().unwrap());
+    assert_eq!(fr["steps"], 50);
+    assert_eq!(resumed.iter().filter(|e| e["event"] == "step").count(), 25);
+    for key in ["positive", "negative"] {
+        let x = emb(Path::new(fs[key].as_str().unwrap()));
+        let y = emb(Path::new(fr[key].as_str().unwrap()));
+        assert_eq!(bits(&x), bits(&y), "{key} vectors differ after resume");
+    }
+    // The resumed run's metrics hold each step once.
+    let run_dir = PathBuf::from(fr["run_dir"].as_str().unwrap());
+    let metrics = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().count(), 50);
+}
+
+fn fails_with(cmd: &mut Command, needles: &[&str]) {
+    let out = cmd.output().unwrap();
+    assert!(!out.status.success(), "{cmd:?} succeeded");
+    let err = String::from_utf8_lossy(&out.stderr);
+    for n in needles {
+        assert!(err.contains(n), "stderr lacks `{n}`: {err}");
+    }
+}
+
+#[test]
+fn refusals_are_clear_and_write_nothing() {
+    let tmp = workspace_with_concept();
+    let ws = tmp.path().join("ws");
+    let w = ws.to_str().unwrap();
+    let refs_before = std::fs::read_dir(ws.join("references")).unwrap().count();
+
+    let corrupt = tmp.path().join("broken.png");
+    std::fs::write(&corrupt, b"\x89PNG\r\n\x1a\nnot really a png").unwrap();
+    fails_with(
+        bin().args([
+            "concept",
+            "add",
+            "dog",
+            "--reference",
+            corrupt.to_str().unwrap(),
+            "-w",
+            w,
+        ]),
+        &["broken.png", "not a readable image"],
+    );
+    fails_with(
+        bin().args([
+            "concept",
+            "add",
+            "dog",
+            "--reference",
+            "/nonexistent/dog.png",
+            "-w",
+            w,
+        ]),
+        &["/nonexistent/dog.png", "not found"],
+    );
+    // A mask whose size differs from its image.
+    let img = tmp.path().join("pic.png");
+    image::RgbImage::from_pixel(40, 30, image::Rgb([200, 10, 10]))
+        .save(&img)
+        .unwrap();
+    image::GrayImage::from_pixel(20, 20, image::Luma([255]))
+        .save(tmp.path().join("pic_mask.png"))
+        .unwrap();
+    fails_with(
+        bin().args([
+            "concept",
+            "add",
+            "dog",
+            "--reference",
+            img.to_str().unwrap(),
+            "-w",
+            w,
+        ]),
+        &["pic_mask.png", "size"],
+    );
+    let good = fixtures().join("references/chelsea.png");
+    fails_with(
+        bin().args([
+            "concept",
+            "add",
+            "dog",
+            "--reference",
+            good.to_str().unwrap(),
+            "--preset",
+            "cartoon",
+            "-w",
+            w,
+        ]),
+        &["unknown preset `cartoon`", "photo"],
+    );
+    fails_with(
+        bin().args([
+            "concept",
+            "add",
+            "bad name!",
+            "--reference",
+            good.to_str().unwrap(),
+            "-w",
+            w,
+        ]),
+        &["invalid concept name"],
+    );
+    assert!(
+        !ws.join("concepts/dog").exists(),
+        "a refused concept left files behind"
+    );
+    assert_eq!(
+        std::fs::read_dir(ws.join("references")).unwrap().count(),
+        refs_before
+    );
+
+    let empty = tempfile::tempdir().unwrap();
+    fails_with(
+        bin().args(["train", "cat", "-w", empty.path().to_str().unwrap()]),
+        &["no workspace.toml", "dreamartist init"],
+    );
+    fails_with(
+        bin().args(["train", "nope", "-w", w]),
+        &["concept `nope` does not exist", "cat"],
+    );
+    // A reference deleted after the concept was created.
+    std::fs::remove_file(ws.join("references/chelsea.png")).unwrap();
+    fails_with(
+        bin().args(["train", "cat", "-w", w, "--steps", "2"]),
+        &["chelsea.png", "not found"],
+    );
+}
+
+#[test]
+fn non_finite_loss_stops_with_a_clear_error() {
+    let tmp = workspace_with_concept();
+    let ws = tmp.path().join("ws");
+    let out = bin()
+        .args([
+            "train",
+            "cat",
+            "-w",
+            ws.to_str().unwrap(),
+            "--steps",
+            "3",
+            "--train-cfg",
+            "1e30",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("the loss became") && err.contains("Lower the learning rate"),
+        "{err}"
+    );
+    assert!(!ws.join("concepts/cat/cat.safetensors").exists());
+}
+
+#[test]
+fn textual_inversion_baseline_has_no_negative_word() {
+    let tmp = workspace_with_concept();
+    let ws = tmp.path().join("ws");
+    let events = train(&ws, &["--steps", "3", "--train-cfg", "1"]);
+    let last = events.last().unwrap();
+    assert!(last["negative"].is_null());
+    assert!(!ws.join("concepts/cat/cat-neg.safetensors").exists());
+    assert!(ws.join("concepts/cat/cat.safetensors").exists());
+}
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_saves_a_checkpoint_and_exits_zero() {
+    use std::io::{BufRead, BufReader};
+    let tmp = workspace_with_concept();
+    let ws = tmp.path().join("ws");
+    let mut child = bin()
+        .args([
+            "train",
+            "cat",
+            "-w",
+            ws.to_str().unwrap(),
+            "--json",
+            "--steps",
+            "100000",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    // Wait for two steps, then interrupt.
+    let mut steps = 0;
+    for line in lines.by_ref() {
+        if line.unwrap().contains("\"event\":\"step\"") {
+            steps += 1;
+            if steps == 2 {
+                break;
+            }
+        }
+    }
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "exit status {status:?}");
+    let finished: serde_json::Value = serde_json::from_str(rest.last().unwrap()).unwrap();
+    assert_eq!(finished["event"], "finished");
+    assert_eq!(finished["interrupted"], true);
+    let run_dir = PathBuf::from(finished["run_dir"].as_str().unwrap());
+    let step = finished["steps"].as_u64().unwrap();
+    assert!(run_dir
+        .join(format!("checkpoints/step-{step:08}.safetensors"))
+        .is_file());
+}
+
+fn first_step(events: &[serde_json::Value]) -> serde_json::Value {
+    events
+        .iter()
+        .find(|e| e["event"] == "step")
+        .cloned()
+        .unwrap()
+}
+
+#[test]
+fn gradient_accumulation_averages_micro_batches() {
+    // Batch 2 × accumulation 1 and batch 1 × accumulation 2 draw the same
+    // samples in the same order: the averaged gradient (pre-clip norm) and the
+    // loss must agree; a sum instead of an average would double the norm.
+    let tmp = workspace_with_concept();
+    let ws = tmp.path().join("ws");
+    let one = first_step(&train(
+        &ws,
+        &[
+            "--steps",
+            "1",
+            "--seed",
+            "5",
+            "--batch",
+            "2",
+            "--grad-accum",
+            "1",
+        ],
+    ));
+    let two = first_step(&train(
+        &ws,
+        &[
+            "--steps",
+            "1",
+            "--seed",
+            "5",
+            "--batch",
+            "1",
+            "--grad-accum",
+            "2",
+        ],
+    ));
+    for key in ["loss", "grad_norm_pos", "grad_norm_neg"] {
+        let (a, b) = (one[key].as_f64().unwrap(), two[key].as_f64().unwrap());
+        assert!(
+            (a - b).abs() <= 1e-5 * a.abs().max(1e-12),
+            "{key}: {a} vs {b}"
+        );
+    }
+}
+
+#[test]
+fn ema_with_zero_decay_is_the_live_vectors_and_otherwise_differs() {
+    let tmp = workspace_with_concept();
+    let ws = tmp.path().join("ws");
+    let plain = train(&ws, &["--steps", "4", "--seed", "2"]);
+    let p_plain = emb(
+        Path::new(plain.last().unwrap()["run_dir"].as_str().unwrap())
+            .join("cat.safetensors")
+            .as_path(),
+    );
+    let zero = train(&ws, &["--steps", "4", "--seed", "2", "--ema-decay", "0"]);
+    let p_zero = emb(Path::new(zero.last().unwrap()["run_dir"].as_str().unwrap())
+        .join("cat.safetensors")
+        .as_path());
+    assert_eq!(bits(&p_plain), bits(&p_zero));
+    let slow = train(&ws, &["--steps", "4", "--seed", "2", "--ema-decay", "0.9"]);
+    let p_slow = emb(Path::new(slow.last().unwrap()["run_dir"].as_str().unwrap())
+        .join("cat.safetensors")
+        .as_path());
+    assert_ne!(bits(&p_plain), bits(&p_slow));
+}
