@@ -37,6 +37,8 @@ pub enum Command {
     },
     /// Train a concept's pseudo-word pair (DreamArtist).
     Train(TrainArgs),
+    /// Generate images from a prompt file or --prompt (txt2img, img2img, inpainting).
+    Generate(GenerateArgs),
     /// Check this build against a golden fixture folder (cases.toml + goldens.safetensors + model/).
     Selftest {
         /// Fixture folder, e.g. tests/fixtures/tiny-sd1.
@@ -122,6 +124,58 @@ pub struct TrainArgs {
     pub checkpoint_every: Option<u64>,
 }
 
+#[derive(Debug, clap::Args)]
+pub struct GenerateArgs {
+    /// A prompt file (TOML). Command-line options override its fields.
+    pub prompt_file: Option<PathBuf>,
+    #[arg(short = 'w', long = "workspace", default_value = ".")]
+    pub workspace: PathBuf,
+    #[arg(long)]
+    pub prompt: Option<String>,
+    #[arg(long)]
+    pub negative: Option<String>,
+    /// -1 picks a random seed (printed and recorded).
+    #[arg(long, allow_hyphen_values = true)]
+    pub seed: Option<i64>,
+    #[arg(long)]
+    pub count: Option<usize>,
+    #[arg(long)]
+    pub steps: Option<usize>,
+    #[arg(long)]
+    pub cfg: Option<f64>,
+    /// ddim, euler, dpmpp_2m, dpmpp_2m_karras.
+    #[arg(long)]
+    pub sampler: Option<String>,
+    #[arg(long)]
+    pub width: Option<usize>,
+    #[arg(long)]
+    pub height: Option<usize>,
+    #[arg(long)]
+    pub init_image: Option<PathBuf>,
+    #[arg(long)]
+    pub strength: Option<f64>,
+    #[arg(long)]
+    pub mask: Option<PathBuf>,
+    /// Do not add `<name-neg>` to the negative prompt automatically.
+    #[arg(long)]
+    pub no_auto_negative: bool,
+    /// Write the (single) image here instead of outputs/.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// One JSON object per image on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Loads the workspace's model with its device and dtype.
+pub fn load_workspace_model(ws: &Workspace) -> Result<crate::sd::StableDiffusion> {
+    let opts = crate::sd::LoadOptions {
+        dtype: parse_dtype(&ws.config.dtype)?,
+        device: parse_device(&ws.config.device)?,
+    };
+    Ok(crate::sd::StableDiffusion::load(&ws.model_spec(), &opts)?)
+}
+
 /// Parses `f32`, `f16`, `bf16`.
 pub fn parse_dtype(s: &str) -> Result<DType> {
     match s {
@@ -168,6 +222,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Concept { action } => crate::cli_concept::run(action),
         Command::Train(args) => crate::cli_train::run(args),
+        Command::Generate(args) => crate::cli_generate::run(args),
         Command::Selftest {
             fixture,
             kinds,

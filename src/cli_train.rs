@@ -8,9 +8,8 @@ use std::time::Instant;
 
 use anyhow::Result;
 
-use crate::cli::{parse_device, parse_dtype, TrainArgs};
+use crate::cli::{load_workspace_model, TrainArgs};
 use crate::concept::Concept;
-use crate::sd::{LoadOptions, StableDiffusion};
 use crate::train::{train, TrainControl, TrainEvent, TrainRequest};
 use crate::workspace::Workspace;
 
@@ -54,11 +53,7 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
     if let Some(v) = args.checkpoint_every {
         cfg.checkpoint_every = v;
     }
-    let opts = LoadOptions {
-        dtype: parse_dtype(&ws.config.dtype)?,
-        device: parse_device(&ws.config.device)?,
-    };
-    let sd = StableDiffusion::load(&ws.model_spec(), &opts)?;
+    let sd = load_workspace_model(&ws)?;
 
     let stop = Arc::new(AtomicBool::new(false));
     {

@@ -3,6 +3,7 @@
 
 pub mod cli;
 mod cli_concept;
+mod cli_generate;
 mod cli_train;
 pub mod concept;
 pub mod generate;

@@ -2,6 +2,7 @@
 //! references and training settings (`concepts/<name>/concept.toml`), and the
 //! embedding files it produces.
 
+pub mod bank;
 pub mod create;
 pub mod embedding;
 pub mod preset;
@@ -13,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::train::TrainConfig;
 use crate::workspace::{write_atomic, Workspace};
 
+pub use bank::word_bank;
 pub use create::{add, NewConcept};
 pub use embedding::{load_embedding, save_embedding, EmbeddingMeta};
 pub use preset::Preset;

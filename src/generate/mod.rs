@@ -1,6 +1,14 @@
-//! Image generation: the guided denoising loop shared by txt2img and img2img.
-//! Progress is reported through a callback, never printed.
+//! Image generation: prompts with pseudo-words and A1111 emphasis, the guided
+//! denoising loop, txt2img / img2img / inpainting, PNG output with metadata.
+//! Progress is reported through callbacks, never printed.
 
+pub mod conditioning;
 pub mod denoise;
+pub mod pipeline;
+pub mod png;
+pub mod prompt;
+pub mod promptfile;
 
-pub use denoise::{denoise, GuidedContext, StepControl};
+pub use conditioning::{PromptError, WordBank};
+pub use denoise::{denoise, denoise_with, Extras, GuidedContext, LatentBlend, StepControl};
+pub use pipeline::{generate, GenerateError, GenerateRequest, Generated, Progress};

@@ -25,8 +25,8 @@ pub enum TrainError {
     #[error("{0}")]
     Config(String),
     #[error(
-        "step {step}: the loss became {value}; the run stopped and keeps its last good checkpoint ({checkpoint}). \
-         Lower the learning rate or the train cfg, then resume"
+        "step {step}: training diverged (loss, gradient or vectors reached {value}); the run stopped and keeps \
+         its last good checkpoint ({checkpoint}). Lower the learning rate or the train cfg, then resume"
     )]
     NonFinite {
         step: u64,

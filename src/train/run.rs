@@ -499,6 +499,20 @@ pub fn train(
         if !is_ti {
             st.opt_neg.update(&st.neg, &g_neg, lr_neg)?;
         }
+        let magnitude = (st.pos.abs()?.sum_all()? + st.neg.abs()?.sum_all()?)?
+            .to_dtype(DType::F64)?
+            .to_scalar::<f64>()?;
+        if !magnitude.is_finite() || magnitude > 1e12 {
+            let checkpoint = list_checkpoints(&run_dir)
+                .pop()
+                .map(|(_, p)| p.display().to_string())
+                .unwrap_or_else(|| "none yet".into());
+            return Err(TrainError::NonFinite {
+                step,
+                value: magnitude,
+                checkpoint,
+            });
+        }
         if let (Some(decay), Some((ep, en))) = (cfg.ema_decay, st.ema.as_mut()) {
             *ep = ((&*ep * decay)? + (st.pos.as_tensor() * (1.0 - decay))?)?;
             *en = ((&*en * decay)? + (st.neg.as_tensor() * (1.0 - decay))?)?;

@@ -1,0 +1,122 @@
+//! `dreamartist generate`.
+
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+
+use crate::cli::{load_workspace_model, GenerateArgs};
+use crate::concept::word_bank;
+use crate::generate::conditioning::words_in;
+use crate::generate::pipeline::a1111_parameters;
+use crate::generate::png::{encode_png, write_numbered};
+use crate::generate::promptfile::load_prompt_file;
+use crate::generate::{generate, GenerateRequest, StepControl};
+use crate::sd::SamplerKind;
+use crate::train::run::model_hash;
+use crate::workspace::{write_atomic, Workspace};
+
+/// The request from a prompt file and/or flags (flags win).
+pub fn request_from_args(args: &GenerateArgs, ws: &Workspace) -> Result<GenerateRequest> {
+    let mut req = match &args.prompt_file {
+        Some(p) => load_prompt_file(p, &ws.root)?,
+        None => GenerateRequest::default(),
+    };
+    if let Some(p) = &args.prompt {
+        req.prompt = p.clone();
+    } else if args.prompt_file.is_none() {
+        bail!("give a prompt file or --prompt \"...\"");
+    }
+    if let Some(v) = &args.negative {
+        req.negative = v.clone();
+    }
+    if let Some(v) = args.seed {
+        req.seed = v;
+    }
+    if let Some(v) = args.count {
+        req.count = v;
+    }
+    if let Some(v) = args.steps {
+        req.steps = v;
+    }
+    if let Some(v) = args.cfg {
+        req.cfg = v;
+    }
+    if let Some(s) = &args.sampler {
+        req.sampler = SamplerKind::parse(s).with_context(|| {
+            format!(
+                "unknown sampler `{s}` (known: {})",
+                SamplerKind::ALL
+                    .iter()
+                    .map(|k| k.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })?;
+    }
+    if let Some(v) = args.width {
+        req.width = v;
+    }
+    if let Some(v) = args.height {
+        req.height = v;
+    }
+    if let Some(v) = &args.init_image {
+        req.init_image = Some(v.clone());
+    }
+    if let Some(v) = args.strength {
+        req.strength = v;
+    }
+    if let Some(v) = &args.mask {
+        req.mask = Some(v.clone());
+    }
+    if args.no_auto_negative {
+        req.auto_negative = false;
+    }
+    Ok(req)
+}
+
+pub fn run(args: GenerateArgs) -> Result<ExitCode> {
+    let ws = Workspace::open(&args.workspace)?;
+    let req = request_from_args(&args, &ws)?;
+    if args.out.is_some() && req.count > 1 {
+        bail!(
+            "--out names one file but count is {}; drop --out to number the files in outputs/",
+            req.count
+        );
+    }
+    let bank = word_bank(&ws)?;
+    let sd = load_workspace_model(&ws)?;
+    let hash = model_hash(&sd);
+    let out_dir = match &args.prompt_file {
+        Some(p) => ws.outputs_dir().join(
+            p.file_stem()
+                .map(|s| s.to_string_lossy().to_string())
+                .unwrap_or_default(),
+        ),
+        None => ws.outputs_dir(),
+    };
+    let images = generate(&sd, &bank, &req, |_| StepControl::Continue)?;
+    for g in &images {
+        let mut words = words_in(&req.prompt);
+        words.extend(words_in(&g.negative));
+        words.dedup();
+        let params = a1111_parameters(&req, g, &sd.name, &hash, &words);
+        let bytes = encode_png(&g.image, &[("parameters", &params)])?;
+        let path = match &args.out {
+            Some(p) => {
+                write_atomic(p, &bytes)
+                    .with_context(|| format!("{}: cannot write", p.display()))?;
+                p.clone()
+            }
+            None => write_numbered(&out_dir, g.seed, &bytes)?,
+        };
+        if args.json {
+            println!(
+                "{}",
+                serde_json::json!({"event": "sample", "path": path, "seed": g.seed, "prompt": req.prompt, "negative": g.negative})
+            );
+        } else {
+            println!("{} (seed {})", path.display(), g.seed);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,401 @@
+//! txt2img, img2img and inpainting with pseudo-words.
+
+use std::path::PathBuf;
+
+use candle_core::{DType, Tensor};
+use image::imageops::FilterType;
+use image::GenericImageView;
+use serde::{Deserialize, Serialize};
+
+use super::conditioning::{auto_negative, encode, pad_pair, prepare, PromptError, WordBank};
+use super::denoise::{denoise_with, Extras, GuidedContext, LatentBlend, StepControl};
+use crate::rng::{random_seed, Rng};
+use crate::sd::{Sampler, SamplerKind, StableDiffusion};
+
+#[derive(Debug, thiserror::Error)]
+pub enum GenerateError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Prompt(#[from] PromptError),
+    #[error("{path}: {message}")]
+    Image { path: PathBuf, message: String },
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}
+
+/// Everything one generation needs; the fields of a prompt file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GenerateRequest {
+    pub prompt: String,
+    pub negative: String,
+    /// `-1` picks a random seed.
+    pub seed: i64,
+    pub count: usize,
+    pub steps: usize,
+    pub cfg: f64,
+    pub sampler: SamplerKind,
+    /// 0 means the model's native size.
+    pub width: usize,
+    pub height: usize,
+    pub init_image: Option<PathBuf>,
+    pub strength: f64,
+    pub mask: Option<PathBuf>,
+    /// Add each `<name>`'s `<name-neg>` to the negative prompt (DreamArtist).
+    pub auto_negative: bool,
+}
+
+impl Default for GenerateRequest {
+    fn default() -> Self {
+        Self {
+            prompt: String::new(),
+            negative: String::new(),
+            seed: -1,
+            count: 1,
+            steps: 20,
+            cfg: 7.0,
+            sampler: SamplerKind::DpmPp2mKarras,
+            width: 0,
+            height: 0,
+            init_image: None,
+            strength: 0.75,
+            mask: None,
+            auto_negative: true,
+        }
+    }
+}
+
+/// One generated image and how it was made.
+#[derive(Debug, Clone)]
+pub struct Generated {
+    pub image: image::RgbImage,
+    pub seed: u64,
+    /// The negative prompt actually used (with automatic negative words).
+    pub negative: String,
+    pub width: usize,
+    pub height: usize,
+    /// The final (scaled) latents.
+    pub latents: Tensor,
+}
+
+/// Progress of a generation: image `index` of `count`, step `step` of `steps`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    pub index: usize,
+    pub count: usize,
+    pub step: usize,
+    pub steps: usize,
+}
+
+fn load_rgb(path: &PathBuf, w: usize, h: usize) -> Result<image::RgbImage, GenerateError> {
+    let img = image::ImageReader::open(path)
+        .and_then(|r| r.with_guessed_format())
+        .map_err(|e| GenerateError::Image {
+            path: path.clone(),
+            message: format!("cannot open: {e}"),
+        })?
+        .decode()
+        .map_err(|e| GenerateError::Image {
+            path: path.clone(),
+            message: format!("not a readable image ({e})"),
+        })?;
+    let (iw, ih) = img.dimensions();
+    if iw == 0 || ih == 0 {
+        return Err(GenerateError::Image {
+            path: path.clone(),
+            message: "empty image".into(),
+        });
+    }
+    Ok(img
+        .resize_exact(w as u32, h as u32, FilterType::Lanczos3)
+        .to_rgb8())
+}
+
+fn rgb_to_tensor(img: &image::RgbImage, sd: &StableDiffusion) -> candle_core::Result<Tensor> {
+    let (w, h) = img.dimensions();
+    let data: Vec<f32> = img
+        .as_raw()
+        .iter()
+        .map(|v| *v as f32 / 127.5 - 1.0)
+        .collect();
+    Tensor::from_vec(data, (h as usize, w as usize, 3), &sd.device)?
+        .permute((2, 0, 1))?
+        .unsqueeze(0)?
+        .contiguous()
+}
+
+/// Decodes scaled latents to an 8-bit RGB image.
+pub fn latents_to_image(
+    sd: &StableDiffusion,
+    latents: &Tensor,
+) -> candle_core::Result<image::RgbImage> {
+    let img = sd
+        .vae
+        .decode(&sd.vae.unscale_latents(latents)?.to_dtype(sd.dtype)?)?;
+    let img = ((img.to_dtype(DType::F32)? / 2.0)? + 0.5)?.clamp(0f32, 1f32)?;
+    let img = (img * 255.0)?
+        .round()?
+        .squeeze(0)?
+        .permute((1, 2, 0))?
+        .contiguous()?;
+    let (h, w, _) = img.dims3()?;
+    let data: Vec<u8> = img
+        .flatten_all()?
+        .to_vec1::<f32>()?
+        .into_iter()
+        .map(|v| v as u8)
+        .collect();
+    image::RgbImage::from_raw(w as u32, h as u32, data)
+        .ok_or_else(|| candle_core::Error::Msg("decoded image has the wrong size".into()))
+}
+
+/// The model's native image size (`vae.sample_size`, else 512).
+pub fn native_size(sd: &StableDiffusion) -> usize {
+    sd.vae.config.sample_size.unwrap_or(512)
+}
+
+/// Runs a generation request; `progress` may cancel between steps (then the
+/// images finished so far are returned).
+pub fn generate(
+    sd: &StableDiffusion,
+    bank: &WordBank,
+    req: &GenerateRequest,
+    mut progress: impl FnMut(Progress) -> StepControl,
+) -> Result<Vec<Generated>, GenerateError> {
+    let down = sd.vae.downscale();
+    let native = native_size(sd);
+    let width = if req.width == 0 { native } else { req.width };
+    let height = if req.height == 0 { native } else { req.height };
+    for (name, v) in [("width", width), ("height", height)] {
+        if v % 8 != 0 || v % down != 0 || v == 0 {
+            return Err(GenerateError::Invalid(format!(
+                "{name} {v} is not a multiple of 8; use e.g. {}",
+                ((v / 8).max(1)) * 8
+            )));
+        }
+    }
+    if req.steps == 0 || req.steps > sd.schedule.num_train_timesteps() {
+        return Err(GenerateError::Invalid(format!(
+            "steps must be between 1 and {}",
+            sd.schedule.num_train_timesteps()
+        )));
+    }
+    if req.count == 0 {
+        return Err(GenerateError::Invalid("count must be at least 1".into()));
+    }
+    if !(req.cfg.is_finite()) {
+        return Err(GenerateError::Invalid("cfg must be a number".into()));
+    }
+    if req.mask.is_some() && req.init_image.is_none() {
+        return Err(GenerateError::Invalid(
+            "a mask needs an init_image to inpaint".into(),
+        ));
+    }
+    bank.check_width(sd.text_encoder.hidden_size())?;
+
+    let negative = if req.auto_negative {
+        auto_negative(&req.prompt, &req.negative, bank)
+    } else {
+        req.negative.clone()
+    };
+    let cond = encode(sd, &prepare(sd, &req.prompt, bank)?)?;
+    let uncond = encode(sd, &prepare(sd, &negative, bank)?)?;
+    let (cond, uncond) = pad_pair(sd, cond, uncond)?;
+    let ctx = GuidedContext {
+        cond: &cond,
+        uncond: &uncond,
+        cfg: req.cfg,
+    };
+    let (lh, lw) = (height / down, width / down);
+    let lc = sd.vae.config.latent_channels;
+    let unet_in = sd.unet.in_channels();
+    let nine_channel = unet_in == 2 * lc + 1;
+    if unet_in != lc && !nine_channel {
+        return Err(GenerateError::Invalid(format!(
+            "the UNet takes {unet_in} input channels; expected {lc} (or {} for inpainting models)",
+            2 * lc + 1
+        )));
+    }
+
+    // Init image / mask, shared by all images of the request.
+    let init = match &req.init_image {
+        Some(p) => {
+            let rgb = load_rgb(p, width, height)?;
+            let t = rgb_to_tensor(&rgb, sd)?;
+            let lat = sd
+                .vae
+                .scale_latents(&sd.vae.encode(&t.to_dtype(sd.dtype)?)?.mean)?
+                .to_dtype(DType::F32)?;
+            Some((t, lat))
+        }
+        None => None,
+    };
+    let mask = match &req.mask {
+        Some(p) => {
+            let m = image::ImageReader::open(p)
+                .and_then(|r| r.with_guessed_format())
+                .map_err(|e| GenerateError::Image {
+                    path: p.clone(),
+                    message: format!("cannot open: {e}"),
+                })?
+                .decode()
+                .map_err(|e| GenerateError::Image {
+                    path: p.clone(),
+                    message: format!("not a readable mask ({e})"),
+                })?;
+            let to_tensor =
+                |w: usize, h: usize, filter: FilterType| -> candle_core::Result<Tensor> {
+                    let g = m.resize_exact(w as u32, h as u32, filter).to_luma8();
+                    let data: Vec<f32> = g
+                        .as_raw()
+                        .iter()
+                        .map(|v| if *v >= 128 { 1.0 } else { 0.0 })
+                        .collect();
+                    Tensor::from_vec(data, (1, 1, h, w), &sd.device)
+                };
+            Some((
+                to_tensor(width, height, FilterType::Nearest)?,
+                to_tensor(lw, lh, FilterType::Nearest)?,
+            ))
+        }
+        None => None,
+    };
+    if nine_channel && mask.is_none() {
+        return Err(GenerateError::Invalid(
+            "this is an inpainting model (9 input channels): give an init_image and a mask".into(),
+        ));
+    }
+    // 9-channel models see the mask and the masked image's latents.
+    let concat = match (nine_channel, &init, &mask) {
+        (true, Some((img, _)), Some((pix_mask, lat_mask))) => {
+            let keep = (1.0 - pix_mask)?;
+            let masked = img.broadcast_mul(&keep)?;
+            let masked_lat = sd
+                .vae
+                .scale_latents(&sd.vae.encode(&masked.to_dtype(sd.dtype)?)?.mean)?
+                .to_dtype(DType::F32)?;
+            Some(Tensor::cat(&[lat_mask, &masked_lat], 1)?)
+        }
+        _ => None,
+    };
+
+    let base_seed = if req.seed < 0 {
+        random_seed()
+    } else {
+        req.seed as u64
+    };
+    let mut out = Vec::with_capacity(req.count);
+    for index in 0..req.count {
+        let seed = base_seed.wrapping_add(index as u64);
+        let mut rng = Rng::seed(seed);
+        let noise = rng.randn((1, lc, lh, lw), &sd.device)?;
+        let mut sampler = Sampler::new(&sd.schedule, req.sampler, req.steps)?;
+        let (latents, start) = match &init {
+            Some((_, init_lat)) if !(nine_channel && req.strength >= 1.0) => {
+                let strength = req.strength.clamp(0.0, 1.0);
+                let run = ((req.steps as f64 * strength) as usize).min(req.steps);
+                if run == 0 {
+                    return Err(GenerateError::Invalid(format!(
+                        "strength {strength} with {} steps runs no step; raise strength or steps",
+                        req.steps
+                    )));
+                }
+                let start = req.steps - run;
+                (sampler.add_noise(init_lat, &noise, start)?, start)
+            }
+            _ => ((&noise * sampler.init_noise_sigma())?, 0),
+        };
+        let blend = match (&init, &mask, nine_channel) {
+            (Some((_, init_lat)), Some((_, lat_mask)), false) => Some(LatentBlend {
+                original: init_lat,
+                noise: &noise,
+                mask: lat_mask,
+            }),
+            _ => None,
+        };
+        let extras = Extras {
+            blend,
+            concat: concat.as_ref(),
+        };
+        let count = req.count;
+        let steps = req.steps;
+        let result = denoise_with(
+            &sd.unet,
+            &mut sampler,
+            latents,
+            start,
+            &ctx,
+            &extras,
+            |step, _| {
+                progress(Progress {
+                    index,
+                    count,
+                    step,
+                    steps,
+                })
+            },
+        )?;
+        let Some(latents) = result else {
+            break;
+        };
+        let check = latents
+            .sum_all()?
+            .to_dtype(DType::F32)?
+            .to_scalar::<f32>()?;
+        if !check.is_finite() {
+            return Err(GenerateError::Invalid(format!(
+                "seed {seed}: sampling produced NaN/Inf; the prompt's pseudo-word vectors may be broken \
+                 (retrain them with a lower learning rate) or the cfg {} too large",
+                req.cfg
+            )));
+        }
+        out.push(Generated {
+            image: latents_to_image(sd, &latents)?,
+            seed,
+            negative: negative.clone(),
+            width,
+            height,
+            latents,
+        });
+    }
+    Ok(out)
+}
+
+/// A1111's `parameters` text for an image.
+pub fn a1111_parameters(
+    req: &GenerateRequest,
+    g: &Generated,
+    model_name: &str,
+    model_hash: &str,
+    words: &[String],
+) -> String {
+    let mut s = String::new();
+    s.push_str(&req.prompt);
+    s.push('\n');
+    if !g.negative.is_empty() {
+        s.push_str(&format!("Negative prompt: {}\n", g.negative));
+    }
+    let mut fields = vec![
+        format!("Steps: {}", req.steps),
+        format!("Sampler: {}", req.sampler.a1111_name()),
+        format!("CFG scale: {}", req.cfg),
+        format!("Seed: {}", g.seed),
+        format!("Size: {}x{}", g.width, g.height),
+    ];
+    if !model_hash.is_empty() {
+        fields.push(format!("Model hash: {model_hash}"));
+    }
+    fields.push(format!("Model: {model_name}"));
+    if req.init_image.is_some() {
+        fields.push(format!("Denoising strength: {}", req.strength));
+    }
+    if !words.is_empty() {
+        fields.push(format!("Pseudo-words: \"{}\"", words.join(", ")));
+    }
+    fields.push(format!(
+        "Version: dreamartist {}",
+        env!("CARGO_PKG_VERSION")
+    ));
+    s.push_str(&fields.join(", "));
+    s
+}

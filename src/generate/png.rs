@@ -1,0 +1,80 @@
+//! PNG output with an A1111-compatible `parameters` text chunk, so other tools'
+//! "PNG info" reads prompt, seed and settings back.
+
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, Context, Result};
+
+/// Encodes an RGB image as PNG bytes with `tEXt` chunks.
+pub fn encode_png(img: &image::RgbImage, text: &[(&str, &str)]) -> Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    {
+        let w = BufWriter::new(&mut bytes);
+        let mut enc = png::Encoder::new(w, img.width(), img.height());
+        enc.set_color(png::ColorType::Rgb);
+        enc.set_depth(png::BitDepth::Eight);
+        for (k, v) in text {
+            enc.add_text_chunk(k.to_string(), v.to_string())
+                .map_err(|e| anyhow!("PNG text chunk `{k}`: {e}"))?;
+        }
+        let mut writer = enc.write_header().context("PNG header")?;
+        writer.write_image_data(img.as_raw()).context("PNG data")?;
+        writer.finish().context("PNG end")?;
+    }
+    Ok(bytes)
+}
+
+/// Reads the `tEXt`/`iTXt` chunks of a PNG file (`parameters` among them).
+pub fn read_png_text(path: &Path) -> Result<Vec<(String, String)>> {
+    let file =
+        std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+    let decoder = png::Decoder::new(std::io::BufReader::new(file));
+    let reader = decoder
+        .read_info()
+        .with_context(|| format!("{}: not a PNG", path.display()))?;
+    let info = reader.info();
+    let mut out: Vec<(String, String)> = info
+        .uncompressed_latin1_text
+        .iter()
+        .map(|t| (t.keyword.clone(), t.text.clone()))
+        .collect();
+    for t in &info.utf8_text {
+        if let Ok(s) = t.get_text() {
+            out.push((t.keyword.clone(), s));
+        }
+    }
+    Ok(out)
+}
+
+/// Writes `bytes` to the next free `NNNNN-<seed>.png` in `dir` (never
+/// overwriting: the name is reserved with an exclusive create, then filled
+/// through a temporary file and a rename).
+pub fn write_numbered(dir: &Path, seed: u64, bytes: &[u8]) -> Result<PathBuf> {
+    std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
+    let mut next = std::fs::read_dir(dir)
+        .with_context(|| format!("{}: cannot list", dir.display()))?
+        .flatten()
+        .filter_map(|e| {
+            let n = e.file_name().to_string_lossy().to_string();
+            n.split('-').next()?.parse::<u64>().ok()
+        })
+        .max()
+        .map_or(1, |m| m + 1);
+    loop {
+        let path = dir.join(format!("{next:05}-{seed}.png"));
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(_) => {
+                crate::workspace::write_atomic(&path, bytes)
+                    .with_context(|| format!("{}: cannot write", path.display()))?;
+                return Ok(path);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => next += 1,
+            Err(e) => return Err(e).with_context(|| format!("{}: cannot create", path.display())),
+        }
+    }
+}

@@ -1,0 +1,246 @@
+//! A1111 prompt syntax: emphasis `(word)` ×1.1, `((word))` ×1.21, `[word]` ÷1.1,
+//! `(word:1.5)` ×1.5, `\(` escapes, and `BREAK` to start a new 75-token chunk.
+//! The parser follows A1111's `parse_prompt_attention` exactly, so prompts
+//! copied from other tools weigh the same here.
+
+/// A run of prompt text with one weight; `Break` forces a new chunk.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fragment {
+    Text { text: String, weight: f64 },
+    Break,
+}
+
+const ROUND: f64 = 1.1;
+const SQUARE: f64 = 1.0 / 1.1;
+
+/// Tries to read `:\s*([+-]?[.\d]+)\s*\)` at the start of `s`; returns the weight
+/// and the bytes consumed.
+fn weight_suffix(s: &str) -> Option<(f64, usize)> {
+    let b = s.as_bytes();
+    if b.first() != Some(&b':') {
+        return None;
+    }
+    let mut i = 1;
+    while i < b.len() && (b[i] as char).is_whitespace() {
+        i += 1;
+    }
+    let start = i;
+    if i < b.len() && (b[i] == b'+' || b[i] == b'-') {
+        i += 1;
+    }
+    let digits = i;
+    while i < b.len() && (b[i] == b'.' || b[i].is_ascii_digit()) {
+        i += 1;
+    }
+    if i == digits {
+        return None;
+    }
+    let number = &s[start..i];
+    while i < b.len() && (b[i] as char).is_whitespace() {
+        i += 1;
+    }
+    if i < b.len() && b[i] == b')' {
+        number.parse::<f64>().ok().map(|w| (w, i + 1))
+    } else {
+        None
+    }
+}
+
+/// Splits plain text on the `BREAK` keyword (a whole word, surrounding spaces eaten).
+fn push_text(out: &mut Vec<(String, f64)>, text: &str) {
+    let mut rest = text;
+    let mut first = true;
+    loop {
+        let found = rest.match_indices("BREAK").find(|(i, _)| {
+            let before = rest[..*i].chars().next_back();
+            let after = rest[i + 5..].chars().next();
+            let word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
+            !word(before) && !word(after)
+        });
+        if !first {
+            out.push(("BREAK".into(), -1.0));
+        }
+        first = false;
+        match found {
+            Some((i, _)) => {
+                out.push((rest[..i].trim_end().to_string(), 1.0));
+                rest = rest[i + 5..].trim_start();
+            }
+            None => {
+                out.push((rest.to_string(), 1.0));
+                break;
+            }
+        }
+    }
+}
+
+/// Parses a prompt into weighted fragments.
+pub fn parse(prompt: &str) -> Vec<Fragment> {
+    let mut res: Vec<(String, f64)> = Vec::new();
+    let mut round: Vec<usize> = Vec::new();
+    let mut square: Vec<usize> = Vec::new();
+    let multiply = |res: &mut Vec<(String, f64)>, from: usize, m: f64| {
+        for r in res.iter_mut().skip(from) {
+            r.1 *= m;
+        }
+    };
+    let mut i = 0;
+    while i < prompt.len() {
+        let rest = &prompt[i..];
+        let c = rest.chars().next().unwrap_or(' ');
+        if c == '\\' {
+            let next = rest[1..].chars().next();
+            match next {
+                Some(n @ ('(' | ')' | '[' | ']' | '\\')) => {
+                    res.push((n.to_string(), 1.0));
+                    i += 1 + n.len_utf8();
+                }
+                _ => {
+                    res.push((String::new(), 1.0));
+                    i += 1;
+                }
+            }
+        } else if c == '(' {
+            round.push(res.len());
+            i += 1;
+        } else if c == '[' {
+            square.push(res.len());
+            i += 1;
+        } else if let (Some((w, used)), false) = (weight_suffix(rest), round.is_empty()) {
+            if let Some(p) = round.pop() {
+                multiply(&mut res, p, w);
+            }
+            i += used;
+        } else if c == ')' && !round.is_empty() {
+            if let Some(p) = round.pop() {
+                multiply(&mut res, p, ROUND);
+            }
+            i += 1;
+        } else if c == ']' && !square.is_empty() {
+            if let Some(p) = square.pop() {
+                multiply(&mut res, p, SQUARE);
+            }
+            i += 1;
+        } else {
+            // A run of plain text (or a lone special character, as text).
+            let len = if matches!(c, '(' | ')' | '[' | ']' | ':' | '\\') {
+                // An unmatched `)`/`]`, a `:` that is not a weight, or a stray
+                // weight suffix outside brackets: A1111 keeps it as text.
+                match weight_suffix(rest) {
+                    Some((_, used)) if c == ':' => used,
+                    _ => c.len_utf8(),
+                }
+            } else {
+                rest.find(['\\', '(', ')', '[', ']', ':'])
+                    .unwrap_or(rest.len())
+            };
+            push_text(&mut res, &rest[..len]);
+            i += len;
+        }
+    }
+    for p in round {
+        multiply(&mut res, p, ROUND);
+    }
+    for p in square {
+        multiply(&mut res, p, SQUARE);
+    }
+    if res.is_empty() {
+        res.push((String::new(), 1.0));
+    }
+    // Merge neighbours with equal weights.
+    let mut merged: Vec<(String, f64)> = Vec::new();
+    for (t, w) in res {
+        match merged.last_mut() {
+            Some(last) if last.1 == w && w != -1.0 => last.0.push_str(&t),
+            _ => merged.push((t, w)),
+        }
+    }
+    merged
+        .into_iter()
+        .map(|(text, weight)| {
+            if weight == -1.0 && text == "BREAK" {
+                Fragment::Break
+            } else {
+                Fragment::Text { text, weight }
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(text: &str, weight: f64) -> Fragment {
+        Fragment::Text {
+            text: text.into(),
+            weight,
+        }
+    }
+
+    fn close(a: &[Fragment], b: &[Fragment]) -> bool {
+        a.len() == b.len()
+            && a.iter().zip(b).all(|(x, y)| match (x, y) {
+                (
+                    Fragment::Text {
+                        text: t1,
+                        weight: w1,
+                    },
+                    Fragment::Text {
+                        text: t2,
+                        weight: w2,
+                    },
+                ) => t1 == t2 && (w1 - w2).abs() < 1e-9,
+                (Fragment::Break, Fragment::Break) => true,
+                _ => false,
+            })
+    }
+
+    // The examples of A1111's `parse_prompt_attention` docstring.
+    #[test]
+    fn a1111_examples() {
+        let cases: Vec<(&str, Vec<Fragment>)> = vec![
+            ("normal text", vec![t("normal text", 1.0)]),
+            (
+                "an (important) word",
+                vec![t("an ", 1.0), t("important", 1.1), t(" word", 1.0)],
+            ),
+            ("(unbalanced", vec![t("unbalanced", 1.1)]),
+            ("\\(literal\\]", vec![t("(literal]", 1.0)]),
+            ("(unnecessary)(parens)", vec![t("unnecessaryparens", 1.1)]),
+            (
+                "a (((house:1.3)) [on] a (hill:0.5), sun, (((sky))).",
+                vec![
+                    t("a ", 1.0),
+                    t("house", 1.5730000000000004),
+                    t(" ", 1.1),
+                    t("on", 1.0),
+                    t(" a ", 1.1),
+                    t("hill", 0.55),
+                    t(", sun, ", 1.1),
+                    t("sky", 1.4641000000000006),
+                    t(".", 1.1),
+                ],
+            ),
+        ];
+        for (prompt, expected) in cases {
+            let got = parse(prompt);
+            assert!(close(&got, &expected), "{prompt}: {got:?}");
+        }
+    }
+
+    #[test]
+    fn weights_breaks_and_stray_colons() {
+        assert!(close(
+            &parse("(masterpiece:1.2), cat"),
+            &[t("masterpiece", 1.2), t(", cat", 1.0)]
+        ));
+        assert!(close(&parse("[dim]"), &[t("dim", 1.0 / 1.1)]));
+        assert!(close(&parse("ratio 16:9"), &[t("ratio 16:9", 1.0)]));
+        assert!(close(
+            &parse("a cat BREAK a dog"),
+            &[t("a cat", 1.0), Fragment::Break, t("a dog", 1.0)]
+        ));
+        assert!(close(&parse(""), &[t("", 1.0)]));
+    }
+}
