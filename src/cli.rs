@@ -39,6 +39,14 @@ pub enum Command {
     Train(TrainArgs),
     /// Generate images from a prompt file or --prompt (txt2img, img2img, inpainting).
     Generate(GenerateArgs),
+    /// Watch prompts/ and regenerate a prompt file whenever it is saved.
+    Watch {
+        #[arg(short = 'w', long = "workspace", default_value = ".")]
+        workspace: PathBuf,
+        /// One JSON object per event on stdout.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check this build against a golden fixture folder (cases.toml + goldens.safetensors + model/).
     Selftest {
         /// Fixture folder, e.g. tests/fixtures/tiny-sd1.
@@ -122,6 +130,9 @@ pub struct TrainArgs {
     pub ema_decay: Option<f64>,
     #[arg(long)]
     pub checkpoint_every: Option<u64>,
+    /// Render a preview sample every N steps into the run's samples/.
+    #[arg(long)]
+    pub sample_every: Option<u64>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -223,6 +234,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Concept { action } => crate::cli_concept::run(action),
         Command::Train(args) => crate::cli_train::run(args),
         Command::Generate(args) => crate::cli_generate::run(args),
+        Command::Watch { workspace, json } => crate::cli_watch::run(&workspace, json),
         Command::Selftest {
             fixture,
             kinds,

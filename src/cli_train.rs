@@ -53,6 +53,9 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
     if let Some(v) = args.checkpoint_every {
         cfg.checkpoint_every = v;
     }
+    if let Some(v) = args.sample_every {
+        cfg.sample_every = v;
+    }
     let sd = load_workspace_model(&ws)?;
 
     let stop = Arc::new(AtomicBool::new(false));

@@ -425,3 +425,25 @@ fn ema_with_zero_decay_is_the_live_vectors_and_otherwise_differs() {
         .as_path());
     assert_ne!(bits(&p_plain), bits(&p_slow));
 }
+
+#[test]
+fn preview_samples_are_rendered_and_do_not_change_the_run() {
+    let a = workspace_with_concept();
+    let b = workspace_with_concept();
+    let (wa, wb) = (a.path().join("ws"), b.path().join("ws"));
+    let with = train(&wa, &["--steps", "4", "--seed", "8", "--sample-every", "2"]);
+    let without = train(&wb, &["--steps", "4", "--seed", "8"]);
+    let samples: Vec<_> = with.iter().filter(|e| e["event"] == "sample").collect();
+    assert_eq!(samples.len(), 2);
+    for s in &samples {
+        let p = PathBuf::from(s["path"].as_str().unwrap());
+        assert_eq!(image::open(&p).unwrap().to_rgb8().dimensions(), (64, 64));
+    }
+    let pa = emb(Path::new(
+        with.last().unwrap()["positive"].as_str().unwrap(),
+    ));
+    let pb = emb(Path::new(
+        without.last().unwrap()["positive"].as_str().unwrap(),
+    ));
+    assert_eq!(bits(&pa), bits(&pb));
+}

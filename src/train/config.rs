@@ -45,6 +45,13 @@ pub struct TrainConfig {
     pub ema_replace_every: u64,
     /// Checkpoint every N steps (0 = only at the end).
     pub checkpoint_every: u64,
+    /// Render a preview sample every N steps (0 = never).
+    pub sample_every: u64,
+    /// The preview prompt; `[name]` becomes the positive word.
+    pub sample_prompt: String,
+    pub sample_steps: usize,
+    pub sample_cfg: f64,
+    pub sample_seed: u64,
     pub seed: u64,
 }
 
@@ -71,6 +78,11 @@ impl Default for TrainConfig {
             ema_decay: None,
             ema_replace_every: 0,
             checkpoint_every: 500,
+            sample_every: 0,
+            sample_prompt: "a photo of [name]".into(),
+            sample_steps: 20,
+            sample_cfg: 5.0,
+            sample_seed: 1,
             seed: 0,
         }
     }

@@ -43,6 +43,13 @@ pub enum TrainEvent {
         step: u64,
         path: PathBuf,
     },
+    /// A preview image rendered with the current vectors.
+    Sample {
+        step: u64,
+        path: PathBuf,
+        prompt: String,
+        seed: u64,
+    },
     Finished(TrainOutcome),
 }
 
@@ -78,6 +85,8 @@ pub struct TrainOutcome {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TrainControl {
     Continue,
+    /// Save a checkpoint now and go on.
+    SaveCheckpoint,
     /// Save a checkpoint and return.
     Stop,
 }
@@ -537,10 +546,22 @@ pub fn train(
         last_loss = Some(m.loss);
         let line = serde_json::to_string(&m).map_err(|e| TrainError::Config(e.to_string()))?;
         writeln!(metrics, "{line}").map_err(io_err(&metrics_path))?;
-        let control = on_event(&TrainEvent::Step(m));
+        let mut control = on_event(&TrainEvent::Step(m));
+        if cfg.sample_every > 0 && (step % cfg.sample_every == 0 || step == cfg.steps) {
+            let (path, prompt) = render_preview(sd, &cfg, concept, &st, &run_dir, step)?;
+            let c = on_event(&TrainEvent::Sample {
+                step,
+                path,
+                prompt,
+                seed: cfg.sample_seed,
+            });
+            if c != TrainControl::Continue {
+                control = c;
+            }
+        }
         let periodic = cfg.checkpoint_every > 0 && step % cfg.checkpoint_every == 0;
         let stop = control == TrainControl::Stop;
-        if periodic || stop || step == cfg.steps {
+        if periodic || stop || control == TrainControl::SaveCheckpoint || step == cfg.steps {
             let path = save_checkpoint(&cp_dir, &st)?;
             on_event(&TrainEvent::Checkpoint { step, path });
         }
@@ -599,6 +620,58 @@ pub fn train(
     };
     on_event(&TrainEvent::Finished(outcome.clone()));
     Ok(outcome)
+}
+
+/// Renders the preview prompt with the live vectors (its own seed: the
+/// training RNG is untouched, so previews never change the run).
+fn render_preview(
+    sd: &StableDiffusion,
+    cfg: &TrainConfig,
+    concept: &Concept,
+    st: &State,
+    run_dir: &Path,
+    step: u64,
+) -> Result<(PathBuf, String), TrainError> {
+    use crate::generate::{generate, GenerateRequest, StepControl, WordBank};
+    let mut bank = WordBank::new();
+    bank.insert(
+        &concept.positive_word(),
+        st.pos.as_tensor().clone(),
+        "live vectors",
+    );
+    if !CfgSpec::is_plain_ti(&cfg.train_cfg.parse().map_err(TrainError::Config)?) {
+        bank.insert(
+            &concept.negative_word(),
+            st.neg.as_tensor().clone(),
+            "live vectors",
+        );
+    }
+    let prompt = cfg
+        .sample_prompt
+        .replace("[name]", &concept.positive_word());
+    let req = GenerateRequest {
+        prompt: prompt.clone(),
+        seed: cfg.sample_seed as i64,
+        steps: cfg.sample_steps.max(1),
+        cfg: cfg.sample_cfg,
+        width: cfg.size.unwrap_or(0),
+        height: cfg.size.unwrap_or(0),
+        ..Default::default()
+    };
+    let images = generate(sd, &bank, &req, |_| StepControl::Continue)
+        .map_err(|e| TrainError::Config(format!("preview sample: {e}")))?;
+    let dir = run_dir.join("samples");
+    std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+    let path = dir.join(format!("step-{step:08}.png"));
+    if let Some(g) = images.first() {
+        let params = crate::generate::pipeline::a1111_parameters(&req, g, &sd.name, "", &[]);
+        let bytes = crate::generate::png::encode_png(
+            &g.image,
+            &[("parameters", &params), ("step", &step.to_string())],
+        )?;
+        write_atomic(&path, &bytes).map_err(io_err(&path))?;
+    }
+    Ok((path, prompt))
 }
 
 struct MicroBatch {

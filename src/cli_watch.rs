@@ -1,0 +1,188 @@
+//! `dreamartist watch`: regenerate a prompt file whenever it is saved.
+//!
+//! The `prompts/` folder is watched (not the files: editors save by writing a
+//! temporary file and renaming it), bursts of saves are debounced, and a newer
+//! save of the same file cancels the render in progress at its next step
+//! (latest wins). An invalid file prints its error and the watcher waits for
+//! the next save.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use notify::event::{AccessKind, AccessMode, ModifyKind};
+use notify::{EventKind, RecursiveMode, Watcher};
+
+use crate::engine::{Engine, EngineCommand, EngineEvent, GenerateJob};
+use crate::generate::promptfile::load_prompt_file;
+use crate::workspace::Workspace;
+
+/// Quiet time after the last change of a file before it is rendered: editors
+/// write a file in several steps, and fast typists save in bursts.
+const DEBOUNCE: Duration = Duration::from_millis(120);
+
+/// Only changes of content count; reads (ours included) and metadata updates
+/// must not trigger a render, or reading the file would re-trigger itself.
+pub fn is_content_change(kind: &EventKind) -> bool {
+    matches!(
+        kind,
+        EventKind::Create(_)
+            | EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Name(_) | ModifyKind::Any)
+            | EventKind::Access(AccessKind::Close(AccessMode::Write))
+    )
+}
+
+/// True for prompt files, false for editor droppings (swap, backup, temp files).
+pub fn is_prompt_file(path: &Path) -> bool {
+    let Some(name) = path.file_name().map(|n| n.to_string_lossy().to_string()) else {
+        return false;
+    };
+    !name.starts_with('.') && !name.ends_with('~') && path.extension().is_some_and(|e| e == "toml")
+}
+
+fn say(json: bool, value: serde_json::Value, text: String) {
+    if json {
+        println!("{value}");
+    } else {
+        println!("{text}");
+    }
+}
+
+pub fn run(workspace: &Path, json: bool) -> Result<ExitCode> {
+    let ws = Workspace::open(workspace)?;
+    let prompts = ws.prompts_dir();
+    std::fs::create_dir_all(&prompts)
+        .with_context(|| format!("{}: cannot create", prompts.display()))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        let _ = ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst));
+    }
+    let engine = Engine::spawn(ws.clone());
+    loop {
+        if stop.load(Ordering::SeqCst) {
+            engine.shutdown();
+            return Ok(ExitCode::SUCCESS);
+        }
+        match engine.recv_timeout(Duration::from_millis(100)) {
+            Some(EngineEvent::Ready { model, device }) => {
+                say(
+                    json,
+                    serde_json::json!({"event": "ready", "model": model, "device": device}),
+                    format!(
+                        "watching {} (model {model} on {device}); Ctrl-C to stop",
+                        prompts.display()
+                    ),
+                );
+                break;
+            }
+            Some(EngineEvent::Failed(e)) => bail!(e),
+            _ => {}
+        }
+    }
+
+    let (fs_tx, fs_rx) = mpsc::channel::<PathBuf>();
+    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        if let Ok(event) = res {
+            if is_content_change(&event.kind) {
+                for p in event.paths {
+                    let _ = fs_tx.send(p);
+                }
+            }
+        }
+    })
+    .context("cannot start the file watcher")?;
+    watcher
+        .watch(&prompts, RecursiveMode::NonRecursive)
+        .with_context(|| format!("{}: cannot watch", prompts.display()))?;
+
+    let mut next_id = 1u64;
+    let mut changed: HashMap<PathBuf, Instant> = HashMap::new();
+    while !stop.load(Ordering::SeqCst) {
+        while let Ok(path) = fs_rx.recv_timeout(Duration::from_millis(20)) {
+            if is_prompt_file(&path) {
+                changed.insert(path, Instant::now());
+            }
+        }
+        let due: Vec<PathBuf> = changed
+            .iter()
+            .filter(|(_, t)| t.elapsed() >= DEBOUNCE)
+            .map(|(p, _)| p.clone())
+            .collect();
+        for path in due {
+            changed.remove(&path);
+            if !path.is_file() {
+                continue;
+            }
+            match load_prompt_file(&path, &ws.root) {
+                Ok(request) => {
+                    let stem = path
+                        .file_stem()
+                        .map(|s| s.to_string_lossy().to_string())
+                        .unwrap_or_default();
+                    engine.send(EngineCommand::Generate(Box::new(GenerateJob {
+                        id: next_id,
+                        source: Some(path.clone()),
+                        request,
+                        out_dir: ws.outputs_dir().join(stem),
+                    })));
+                    next_id += 1;
+                }
+                Err(e) => say(
+                    json,
+                    serde_json::json!({"event": "invalid", "source": path, "error": e.to_string()}),
+                    format!("error: {e}"),
+                ),
+            }
+        }
+        while let Some(ev) = engine.try_recv() {
+            match ev {
+                EngineEvent::Sample {
+                    source, path, seed, ..
+                } => say(
+                    json,
+                    serde_json::json!({"event": "sample", "source": source, "path": path, "seed": seed}),
+                    format!(
+                        "{} -> {} (seed {seed})",
+                        source.map(|s| s.display().to_string()).unwrap_or_default(),
+                        path.display()
+                    ),
+                ),
+                EngineEvent::GenerateFailed { source, error, .. } => say(
+                    json,
+                    serde_json::json!({"event": "failed", "source": source, "error": error}),
+                    format!(
+                        "error: {}: {error}",
+                        source.map(|s| s.display().to_string()).unwrap_or_default()
+                    ),
+                ),
+                EngineEvent::GenerateDone {
+                    source,
+                    cancelled: true,
+                    ..
+                } => say(
+                    json,
+                    serde_json::json!({"event": "cancelled", "source": source}),
+                    format!(
+                        "{}: superseded by a newer save",
+                        source.map(|s| s.display().to_string()).unwrap_or_default()
+                    ),
+                ),
+                _ => {}
+            }
+        }
+    }
+    drop(watcher);
+    engine.shutdown();
+    say(
+        json,
+        serde_json::json!({"event": "stopped"}),
+        "stopped".into(),
+    );
+    Ok(ExitCode::SUCCESS)
+}

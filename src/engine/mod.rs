@@ -1,0 +1,398 @@
+//! The one worker thread that owns the device and the models. The headless CLI
+//! and the TUI talk to it through [`EngineCommand`]s and read [`EngineEvent`]s;
+//! nothing else touches candle. Generation jobs are served between training
+//! steps; a newer job for the same prompt file replaces a pending one and
+//! cancels a running one at its next step (latest wins).
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::concept::word_bank;
+use crate::generate::conditioning::words_in;
+use crate::generate::pipeline::a1111_parameters;
+use crate::generate::png::{encode_png, write_numbered};
+use crate::generate::{generate, GenerateRequest, StepControl};
+use crate::sd::StableDiffusion;
+use crate::train::run::model_hash;
+use crate::train::{train, TrainControl, TrainEvent, TrainRequest};
+use crate::workspace::Workspace;
+
+/// A generation job: where it came from (a prompt file, for latest-wins), what
+/// to render, and where to put the PNGs.
+#[derive(Debug, Clone)]
+pub struct GenerateJob {
+    pub id: u64,
+    pub source: Option<PathBuf>,
+    pub request: GenerateRequest,
+    pub out_dir: PathBuf,
+}
+
+#[derive(Debug)]
+pub enum EngineCommand {
+    Train(Box<TrainRequest>),
+    Pause,
+    Resume,
+    Stop,
+    SaveNow,
+    Generate(Box<GenerateJob>),
+    CancelGenerate,
+    Shutdown,
+}
+
+#[derive(Debug, Clone)]
+pub enum EngineEvent {
+    /// The model is loaded; the engine takes commands.
+    Ready {
+        model: String,
+        device: String,
+    },
+    /// The model could not be loaded; the engine has stopped.
+    Failed(String),
+    Train(TrainEvent),
+    TrainFailed(String),
+    Paused,
+    Resumed,
+    GenerateStarted {
+        id: u64,
+        source: Option<PathBuf>,
+    },
+    GenerateProgress {
+        id: u64,
+        index: usize,
+        count: usize,
+        step: usize,
+        steps: usize,
+    },
+    Sample {
+        id: u64,
+        source: Option<PathBuf>,
+        path: PathBuf,
+        seed: u64,
+    },
+    GenerateDone {
+        id: u64,
+        source: Option<PathBuf>,
+        cancelled: bool,
+    },
+    GenerateFailed {
+        id: u64,
+        source: Option<PathBuf>,
+        error: String,
+    },
+    Stopped,
+}
+
+/// Handle to the engine thread.
+pub struct Engine {
+    tx: Sender<EngineCommand>,
+    rx: Receiver<EngineEvent>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Engine {
+    /// Starts the engine thread; it loads the workspace's model first.
+    pub fn spawn(ws: Workspace) -> Self {
+        let (tx, cmd_rx) = mpsc::channel();
+        let (ev_tx, rx) = mpsc::channel();
+        let handle = std::thread::Builder::new()
+            .name("dreamartist-engine".into())
+            .spawn(move || {
+                let sd = match crate::cli::load_workspace_model(&ws) {
+                    Ok(sd) => sd,
+                    Err(e) => {
+                        let _ = ev_tx.send(EngineEvent::Failed(format!("{e:#}")));
+                        return;
+                    }
+                };
+                let _ = ev_tx.send(EngineEvent::Ready {
+                    model: sd.name.clone(),
+                    device: format!("{:?}", sd.device),
+                });
+                Worker {
+                    sd: &sd,
+                    ws: &ws,
+                    rx: cmd_rx,
+                    tx: ev_tx,
+                    queue: VecDeque::new(),
+                    training: None,
+                    shutdown: false,
+                }
+                .run();
+            })
+            .ok();
+        Self { tx, rx, handle }
+    }
+
+    pub fn send(&self, cmd: EngineCommand) {
+        let _ = self.tx.send(cmd);
+    }
+
+    /// A sender for other threads (the file watcher).
+    pub fn sender(&self) -> Sender<EngineCommand> {
+        self.tx.clone()
+    }
+
+    pub fn try_recv(&self) -> Option<EngineEvent> {
+        self.rx.try_recv().ok()
+    }
+
+    pub fn recv_timeout(&self, d: Duration) -> Option<EngineEvent> {
+        self.rx.recv_timeout(d).ok()
+    }
+
+    /// Stops the engine (cancelling work) and waits for it.
+    pub fn shutdown(mut self) {
+        let _ = self.tx.send(EngineCommand::Shutdown);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+struct Worker<'a> {
+    sd: &'a StableDiffusion,
+    ws: &'a Workspace,
+    rx: Receiver<EngineCommand>,
+    tx: Sender<EngineEvent>,
+    queue: VecDeque<GenerateJob>,
+    training: Option<TrainRequest>,
+    shutdown: bool,
+}
+
+/// What a command means to the work in progress.
+enum Interrupt {
+    None,
+    CancelGeneration,
+}
+
+impl Worker<'_> {
+    fn emit(&self, ev: EngineEvent) {
+        let _ = self.tx.send(ev);
+    }
+
+    fn run(mut self) {
+        while !self.shutdown {
+            if let Some(req) = self.training.take() {
+                self.run_training(req);
+                continue;
+            }
+            if let Some(job) = self.queue.pop_front() {
+                self.run_job(job);
+                continue;
+            }
+            match self.rx.recv_timeout(Duration::from_millis(200)) {
+                Ok(cmd) => {
+                    self.accept(cmd, None);
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        self.emit(EngineEvent::Stopped);
+    }
+
+    /// Files a command. `running` is the source of the generation in progress.
+    fn accept(&mut self, cmd: EngineCommand, running: Option<&Option<PathBuf>>) -> Interrupt {
+        match cmd {
+            EngineCommand::Generate(job) => {
+                let job = *job;
+                // Latest wins: drop a pending job of the same prompt file.
+                if job.source.is_some() {
+                    self.queue.retain(|q| q.source != job.source);
+                }
+                let cancel = job.source.is_some() && running == Some(&job.source);
+                self.queue.push_back(job);
+                if cancel {
+                    return Interrupt::CancelGeneration;
+                }
+            }
+            EngineCommand::CancelGenerate => {
+                self.queue.clear();
+                return Interrupt::CancelGeneration;
+            }
+            EngineCommand::Train(req) => self.training = Some(*req),
+            EngineCommand::Shutdown => {
+                self.shutdown = true;
+                self.queue.clear();
+                return Interrupt::CancelGeneration;
+            }
+            // Training controls outside a run have nothing to act on.
+            EngineCommand::Pause
+            | EngineCommand::Resume
+            | EngineCommand::Stop
+            | EngineCommand::SaveNow => {}
+        }
+        Interrupt::None
+    }
+
+    fn run_job(&mut self, job: GenerateJob) {
+        self.emit(EngineEvent::GenerateStarted {
+            id: job.id,
+            source: job.source.clone(),
+        });
+        let bank = match word_bank(self.ws) {
+            Ok(b) => b,
+            Err(e) => {
+                self.emit(EngineEvent::GenerateFailed {
+                    id: job.id,
+                    source: job.source.clone(),
+                    error: format!("{e:#}"),
+                });
+                return;
+            }
+        };
+        let mut cancelled = false;
+        let result = {
+            let tx = self.tx.clone();
+            let rx = &self.rx;
+            let mut pending = Vec::new();
+            let r = generate(self.sd, &bank, &job.request, |p| {
+                let _ = tx.send(EngineEvent::GenerateProgress {
+                    id: job.id,
+                    index: p.index,
+                    count: p.count,
+                    step: p.step,
+                    steps: p.steps,
+                });
+                while let Ok(cmd) = rx.try_recv() {
+                    pending.push(cmd);
+                }
+                let cancel = pending.iter().any(|c| match c {
+                    EngineCommand::Generate(j) => j.source.is_some() && j.source == job.source,
+                    EngineCommand::CancelGenerate | EngineCommand::Shutdown => true,
+                    _ => false,
+                });
+                if cancel {
+                    cancelled = true;
+                    StepControl::Cancel
+                } else {
+                    StepControl::Continue
+                }
+            });
+            for cmd in pending {
+                self.accept(cmd, None);
+            }
+            r
+        };
+        match result {
+            Ok(images) => {
+                if let Err(e) = self.write_images(&job, &images) {
+                    self.emit(EngineEvent::GenerateFailed {
+                        id: job.id,
+                        source: job.source.clone(),
+                        error: format!("{e:#}"),
+                    });
+                    return;
+                }
+                self.emit(EngineEvent::GenerateDone {
+                    id: job.id,
+                    source: job.source.clone(),
+                    cancelled,
+                });
+            }
+            Err(e) => self.emit(EngineEvent::GenerateFailed {
+                id: job.id,
+                source: job.source.clone(),
+                error: e.to_string(),
+            }),
+        }
+    }
+
+    fn write_images(
+        &self,
+        job: &GenerateJob,
+        images: &[crate::generate::Generated],
+    ) -> anyhow::Result<()> {
+        let hash = model_hash(self.sd);
+        for g in images {
+            let mut words = words_in(&job.request.prompt);
+            words.extend(words_in(&g.negative));
+            words.dedup();
+            let params = a1111_parameters(&job.request, g, &self.sd.name, &hash, &words);
+            let bytes = encode_png(&g.image, &[("parameters", &params)])?;
+            let path = write_numbered(&job.out_dir, g.seed, &bytes)?;
+            self.emit(EngineEvent::Sample {
+                id: job.id,
+                source: job.source.clone(),
+                path,
+                seed: g.seed,
+            });
+        }
+        Ok(())
+    }
+
+    fn run_training(&mut self, req: TrainRequest) {
+        let sd = self.sd;
+        let ws = self.ws;
+        let tx = self.tx.clone();
+        let mut paused = false;
+        let mut stop = false;
+        let mut save = false;
+        // Commands arriving during training: controls act at the next step;
+        // generation jobs are served between steps.
+        let result = {
+            let this = &mut *self;
+            train(sd, ws, &req, |ev| {
+                let _ = tx.send(EngineEvent::Train(ev.clone()));
+                if !matches!(ev, TrainEvent::Step(_)) {
+                    return TrainControl::Continue;
+                }
+                loop {
+                    let cmd = if paused {
+                        match this.rx.recv_timeout(Duration::from_millis(100)) {
+                            Ok(c) => Some(c),
+                            Err(RecvTimeoutError::Timeout) => None,
+                            Err(RecvTimeoutError::Disconnected) => Some(EngineCommand::Shutdown),
+                        }
+                    } else {
+                        this.rx.try_recv().ok()
+                    };
+                    match cmd {
+                        Some(EngineCommand::Pause) if !paused => {
+                            paused = true;
+                            let _ = tx.send(EngineEvent::Paused);
+                        }
+                        Some(EngineCommand::Resume) if paused => {
+                            paused = false;
+                            let _ = tx.send(EngineEvent::Resumed);
+                        }
+                        Some(EngineCommand::Pause | EngineCommand::Resume) => {}
+                        Some(EngineCommand::Stop) => {
+                            stop = true;
+                            paused = false;
+                        }
+                        Some(EngineCommand::SaveNow) => save = true,
+                        Some(EngineCommand::Shutdown) => {
+                            this.shutdown = true;
+                            stop = true;
+                            paused = false;
+                        }
+                        Some(other) => {
+                            this.accept(other, None);
+                        }
+                        None => {}
+                    }
+                    while let Some(job) = this.queue.pop_front() {
+                        this.run_job(job);
+                    }
+                    if !paused || stop {
+                        break;
+                    }
+                }
+                if stop {
+                    TrainControl::Stop
+                } else if std::mem::take(&mut save) {
+                    TrainControl::SaveCheckpoint
+                } else {
+                    TrainControl::Continue
+                }
+            })
+        };
+        if let Err(e) = result {
+            self.emit(EngineEvent::TrainFailed(e.to_string()));
+        }
+    }
+}

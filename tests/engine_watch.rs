@@ -1,0 +1,245 @@
+//! Watch mode and the engine's latest-wins generation slot.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use dreamartist::engine::{Engine, EngineCommand, EngineEvent, GenerateJob};
+use dreamartist::generate::GenerateRequest;
+use dreamartist::workspace::Workspace;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn new_workspace(dir: &Path) -> Workspace {
+    Workspace::init(dir, fixtures().join("tiny-sd1/model").to_str().unwrap()).unwrap()
+}
+
+/// Saves like vim: write a temporary file, then rename it over the target.
+fn save_like_vim(path: &Path, text: &str) {
+    let tmp = path.with_file_name(format!(
+        ".{}.swp",
+        path.file_name().unwrap().to_string_lossy()
+    ));
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+#[cfg(unix)]
+#[test]
+fn watch_regenerates_on_save_survives_bad_files_and_stops_on_ctrl_c() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ws = tmp.path().join("ws");
+    new_workspace(&ws);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dreamartist"))
+        .args(["watch", "-w", ws.to_str().unwrap(), "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel::<serde_json::Value>();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str(&line) {
+                let _ = tx.send(v);
+            }
+        }
+    });
+    let wait_for = |event: &str| -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let v = rx
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no `{event}` event"));
+            if v["event"] == event {
+                return v;
+            }
+        }
+    };
+    wait_for("ready");
+    // Give the watcher a moment to arm before the first save.
+    std::thread::sleep(Duration::from_millis(300));
+
+    let file = ws.join("prompts/cat.toml");
+    let saved = Instant::now();
+    save_like_vim(
+        &file,
+        "prompt = \"a photo of a cat\"\nseed = 5\nsteps = 4\n",
+    );
+    let sample = wait_for("sample");
+    let latency = saved.elapsed();
+    eprintln!("watch: save to PNG in {latency:?}");
+    let png = PathBuf::from(sample["path"].as_str().unwrap());
+    assert!(png.is_file());
+    assert!(png.starts_with(ws.join("outputs/cat")));
+
+    // An invalid save is reported and the watcher keeps going.
+    save_like_vim(&file, "prompt = \"a cat\"\nsteps = \"many\"\n");
+    let invalid = wait_for("invalid");
+    assert!(invalid["error"].as_str().unwrap().contains("cat.toml"));
+    save_like_vim(
+        &file,
+        "prompt = \"a photo of a dog\"\nseed = 6\nsteps = 4\n",
+    );
+    let again = wait_for("sample");
+    assert_eq!(again["seed"], 6);
+
+    // A burst of saves renders once, with the latest content.
+    for seed in [7, 8, 9] {
+        save_like_vim(
+            &file,
+            &format!("prompt = \"a bird\"\nseed = {seed}\nsteps = 4\n"),
+        );
+    }
+    let burst = wait_for("sample");
+    assert_eq!(burst["seed"], 9, "{burst}");
+    std::thread::sleep(Duration::from_millis(500));
+    while let Ok(v) = rx.try_recv() {
+        assert_ne!(v["event"], "sample", "a burst rendered twice: {v}");
+    }
+
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    wait_for("stopped");
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn engine_coalesces_jobs_of_one_prompt_file_latest_wins() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ws = new_workspace(&tmp.path().join("ws"));
+    let engine = Engine::spawn(ws.clone());
+    match engine.recv_timeout(Duration::from_secs(60)) {
+        Some(EngineEvent::Ready { .. }) => {}
+        other => panic!("engine not ready: {other:?}"),
+    }
+    let source = Some(ws.prompts_dir().join("p.toml"));
+    for (id, seed) in [(1u64, 100i64), (2, 200), (3, 300)] {
+        engine.send(EngineCommand::Generate(Box::new(GenerateJob {
+            id,
+            source: source.clone(),
+            request: GenerateRequest {
+                prompt: "a cat".into(),
+                seed,
+                steps: 30,
+                ..Default::default()
+            },
+            out_dir: ws.outputs_dir(),
+        })));
+    }
+    let mut samples = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        match engine.recv_timeout(Duration::from_millis(200)) {
+            Some(EngineEvent::Sample { id, seed, .. }) => samples.push((id, seed)),
+            Some(EngineEvent::GenerateDone { id: 3, .. }) => break,
+            Some(EngineEvent::GenerateFailed { error, .. }) => panic!("{error}"),
+            _ => {}
+        }
+    }
+    assert_eq!(samples, vec![(3, 300)], "only the latest job renders");
+    engine.shutdown();
+}
+
+#[test]
+fn engine_training_pause_generate_save_and_stop() {
+    use dreamartist::concept::{add, Concept, NewConcept};
+    use dreamartist::train::{TrainEvent, TrainRequest};
+    let tmp = tempfile::tempdir().unwrap();
+    let ws = new_workspace(&tmp.path().join("ws"));
+    add(
+        &ws,
+        &NewConcept {
+            name: "cat".into(),
+            references: vec![fixtures().join("references/chelsea.png")],
+            preset: "photo".into(),
+            pos_vectors: None,
+            neg_vectors: None,
+            init_text: "*".into(),
+            class: None,
+        },
+    )
+    .unwrap();
+    let concept = Concept::load(&ws, "cat").unwrap();
+    let mut config = concept.train.clone();
+    config.steps = 100_000;
+    config.checkpoint_every = 0;
+    let engine = Engine::spawn(ws.clone());
+    let next = |what: &str| -> EngineEvent {
+        engine
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|| panic!("engine went quiet waiting for {what}"))
+    };
+    assert!(matches!(next("ready"), EngineEvent::Ready { .. }));
+    engine.send(EngineCommand::Train(Box::new(TrainRequest {
+        concept,
+        config,
+        resume: None,
+    })));
+    let mut steps = 0;
+    while steps < 2 {
+        if let EngineEvent::Train(TrainEvent::Step(_)) = next("steps") {
+            steps += 1;
+        }
+    }
+    engine.send(EngineCommand::Pause);
+    loop {
+        if let EngineEvent::Paused = next("paused") {
+            break;
+        }
+    }
+    // While paused, generation jobs are still served.
+    engine.send(EngineCommand::Generate(Box::new(GenerateJob {
+        id: 7,
+        source: None,
+        request: GenerateRequest {
+            prompt: "a photo of a cat".into(),
+            seed: 1,
+            steps: 3,
+            ..Default::default()
+        },
+        out_dir: ws.outputs_dir(),
+    })));
+    loop {
+        match next("sample while paused") {
+            EngineEvent::Sample { id: 7, path, .. } => {
+                assert!(path.is_file());
+                break;
+            }
+            EngineEvent::Train(TrainEvent::Step(m)) => panic!("step {} ran while paused", m.step),
+            EngineEvent::GenerateFailed { error, .. } => panic!("{error}"),
+            _ => {}
+        }
+    }
+    engine.send(EngineCommand::Resume);
+    engine.send(EngineCommand::SaveNow);
+    let mut saved = false;
+    loop {
+        match next("checkpoint") {
+            EngineEvent::Train(TrainEvent::Checkpoint { path, .. }) => {
+                assert!(path.is_file());
+                saved = true;
+                break;
+            }
+            EngineEvent::TrainFailed(e) => panic!("{e}"),
+            _ => {}
+        }
+    }
+    assert!(saved);
+    engine.send(EngineCommand::Stop);
+    loop {
+        if let EngineEvent::Train(TrainEvent::Finished(outcome)) = next("finished") {
+            assert!(outcome.interrupted);
+            assert!(outcome.positive.is_file());
+            break;
+        }
+    }
+    engine.shutdown();
+}
