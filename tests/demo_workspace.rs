@@ -11,7 +11,9 @@ use dreamartist::workspace::Workspace;
 fn demo_workspace_concept_and_prompts_parse() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let ws = Workspace::open(root).expect("workspace.toml parses");
-    assert!(Path::new(&ws.model_spec()).join("model_index.json").is_file());
+    assert!(Path::new(&ws.model_spec())
+        .join("model_index.json")
+        .is_file());
     let cat = Concept::load(&ws, "cat").expect("demo concept parses");
     for r in cat.reference_paths(&ws) {
         assert!(r.is_file(), "{} is missing", r.display());
