@@ -17,12 +17,34 @@ use crate::workspace::Workspace;
     about = "One-shot concept learning on Stable Diffusion (DreamArtist), in the terminal"
 )]
 pub struct Cli {
+    /// Without a subcommand: the workbench on the current folder's workspace.
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The workbench: a dashboard over a workspace (the default command).
+    Tui {
+        #[arg(short = 'w', long = "workspace", default_value = ".")]
+        workspace: PathBuf,
+        /// How images are drawn: auto queries the terminal.
+        #[arg(long, value_enum, default_value = "auto")]
+        image_protocol: crate::tui::images::ProtocolChoice,
+        /// Colour theme (dark, light, catppuccin-mocha, or one in <workspace>/themes/).
+        #[arg(long)]
+        theme: Option<String>,
+        /// Show the last frame's render time in the status bar.
+        #[arg(long)]
+        debug_fps: bool,
+    },
+    /// Print an image in the terminal (kitty, iTerm2, sixel or half-blocks).
+    Show {
+        image: PathBuf,
+        /// Width in terminal columns (default: fit the terminal).
+        #[arg(long)]
+        width: Option<u32>,
+    },
     /// Create a workspace: workspace.toml, references/, concepts/, prompts/, outputs/.
     Init {
         dir: PathBuf,
@@ -47,6 +69,14 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Import embeddings (A1111 .pt, diffusers, kohya, OneTrainer) into a workspace.
+    Import(crate::cli_interop::ImportArgs),
+    /// Export a concept's pair (or an embeddings/ word) for another tool.
+    Export(crate::cli_interop::ExportArgs),
+    /// Convert embedding files between layouts, without a workspace.
+    Convert(crate::cli_interop::ConvertArgs),
+    /// Say what a file is: an embedding or a single-file checkpoint.
+    Inspect(crate::cli_interop::InspectArgs),
     /// Check this build against a golden fixture folder (cases.toml + goldens.safetensors + model/).
     Selftest {
         /// Fixture folder, e.g. tests/fixtures/tiny-sd1.
@@ -57,6 +87,9 @@ pub enum Command {
         /// Device: cpu, cuda or cuda:N.
         #[arg(long, default_value = "cpu")]
         device: String,
+        /// Run the cases on this single-file checkpoint (configs from the fixture's model/).
+        #[arg(long)]
+        model: Option<PathBuf>,
     },
 }
 
@@ -221,7 +254,38 @@ pub fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
-    match cli.command {
+    let command = cli.command.unwrap_or(Command::Tui {
+        workspace: PathBuf::from("."),
+        image_protocol: crate::tui::images::ProtocolChoice::Auto,
+        theme: None,
+        debug_fps: false,
+    });
+    match command {
+        Command::Tui {
+            workspace,
+            image_protocol,
+            theme,
+            debug_fps,
+        } => {
+            crate::tui::run(crate::tui::TuiOptions {
+                workspace,
+                image_protocol,
+                theme,
+                debug_fps,
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Show { image, width } => {
+            let img = crate::train::data::open_image(&image)?;
+            let config = viuer::Config {
+                width,
+                absolute_offset: false,
+                ..Default::default()
+            };
+            viuer::print(&img, &config)
+                .map_err(|e| anyhow::anyhow!("{}: cannot print: {e}", image.display()))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Init { dir, model } => {
             let ws = Workspace::init(&dir, &model)?;
             println!(
@@ -235,10 +299,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Train(args) => crate::cli_train::run(args),
         Command::Generate(args) => crate::cli_generate::run(args),
         Command::Watch { workspace, json } => crate::cli_watch::run(&workspace, json),
+        Command::Import(args) => crate::cli_interop::run_import(args),
+        Command::Export(args) => crate::cli_interop::run_export(args),
+        Command::Convert(args) => crate::cli_interop::run_convert(args),
+        Command::Inspect(args) => crate::cli_interop::run_inspect(args),
         Command::Selftest {
             fixture,
             kinds,
             device,
+            model,
         } => {
             if let Some(ks) = &kinds {
                 for k in ks {
@@ -251,6 +320,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 kinds,
                 device: parse_device(&device)?,
                 dtype: DType::F32,
+                model,
             };
             let results = run_fixture(&fixture, &opts, |r| println!("{}", r.line()))?;
             let s = Summary::of(&results);

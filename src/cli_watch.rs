@@ -6,7 +6,6 @@
 //! (latest wins). An invalid file prints its error and the watcher waits for
 //! the next save.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,35 +14,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use notify::event::{AccessKind, AccessMode, ModifyKind};
-use notify::{EventKind, RecursiveMode, Watcher};
 
 use crate::engine::{Engine, EngineCommand, EngineEvent, GenerateJob};
 use crate::generate::promptfile::load_prompt_file;
+use crate::workspace::watch::{watch_prompts, Debouncer};
 use crate::workspace::Workspace;
-
-/// Quiet time after the last change of a file before it is rendered: editors
-/// write a file in several steps, and fast typists save in bursts.
-const DEBOUNCE: Duration = Duration::from_millis(120);
-
-/// Only changes of content count; reads (ours included) and metadata updates
-/// must not trigger a render, or reading the file would re-trigger itself.
-pub fn is_content_change(kind: &EventKind) -> bool {
-    matches!(
-        kind,
-        EventKind::Create(_)
-            | EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Name(_) | ModifyKind::Any)
-            | EventKind::Access(AccessKind::Close(AccessMode::Write))
-    )
-}
-
-/// True for prompt files, false for editor droppings (swap, backup, temp files).
-pub fn is_prompt_file(path: &Path) -> bool {
-    let Some(name) = path.file_name().map(|n| n.to_string_lossy().to_string()) else {
-        return false;
-    };
-    !name.starts_with('.') && !name.ends_with('~') && path.extension().is_some_and(|e| e == "toml")
-}
 
 fn say(json: bool, value: serde_json::Value, text: String) {
     if json {
@@ -87,35 +62,16 @@ pub fn run(workspace: &Path, json: bool) -> Result<ExitCode> {
     }
 
     let (fs_tx, fs_rx) = mpsc::channel::<PathBuf>();
-    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        if let Ok(event) = res {
-            if is_content_change(&event.kind) {
-                for p in event.paths {
-                    let _ = fs_tx.send(p);
-                }
-            }
-        }
-    })
-    .context("cannot start the file watcher")?;
-    watcher
-        .watch(&prompts, RecursiveMode::NonRecursive)
+    let watcher = watch_prompts(&prompts, fs_tx)
         .with_context(|| format!("{}: cannot watch", prompts.display()))?;
 
     let mut next_id = 1u64;
-    let mut changed: HashMap<PathBuf, Instant> = HashMap::new();
+    let mut debouncer = Debouncer::default();
     while !stop.load(Ordering::SeqCst) {
         while let Ok(path) = fs_rx.recv_timeout(Duration::from_millis(20)) {
-            if is_prompt_file(&path) {
-                changed.insert(path, Instant::now());
-            }
+            debouncer.record(path, Instant::now());
         }
-        let due: Vec<PathBuf> = changed
-            .iter()
-            .filter(|(_, t)| t.elapsed() >= DEBOUNCE)
-            .map(|(p, _)| p.clone())
-            .collect();
-        for path in due {
-            changed.remove(&path);
+        for path in debouncer.due(Instant::now()) {
             if !path.is_file() {
                 continue;
             }

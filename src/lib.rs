@@ -4,13 +4,16 @@
 pub mod cli;
 mod cli_concept;
 mod cli_generate;
+mod cli_interop;
 mod cli_train;
 mod cli_watch;
 pub mod concept;
 pub mod engine;
 pub mod generate;
+pub mod interop;
 pub mod rng;
 pub mod sd;
 pub mod selftest;
 pub mod train;
+pub mod tui;
 pub mod workspace;

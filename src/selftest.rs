@@ -12,6 +12,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use candle_core::{DType, Device, Tensor, Var};
 
 use crate::generate::{denoise, GuidedContext, StepControl};
+use crate::sd::single_file::SingleFileSpec;
 use crate::sd::{LoadOptions, Piece, PseudoWord, Sampler, SamplerKind, StableDiffusion};
 use crate::train::{
     clip_grad_norm, cpt_loss, AdamW, AdamWConfig, CfgSpec, ConceptPrompts, CptBatch,
@@ -90,6 +91,9 @@ pub struct SelftestOptions {
     pub kinds: Option<Vec<String>>,
     pub device: Device,
     pub dtype: DType,
+    /// Run the cases on this single-file checkpoint (original LDM layout)
+    /// instead of the fixture's `model/` folder, whose configs it then uses.
+    pub model: Option<PathBuf>,
 }
 
 impl Default for SelftestOptions {
@@ -98,6 +102,7 @@ impl Default for SelftestOptions {
             kinds: None,
             device: Device::Cpu,
             dtype: DType::F32,
+            model: None,
         }
     }
 }
@@ -189,14 +194,22 @@ pub fn run_fixture(
         let kind = c.get("kind").and_then(|v| v.as_str()).unwrap_or("");
         wanted(kind) && SUPPORTED_KINDS.contains(&kind)
     });
+    let load_opts = LoadOptions {
+        dtype: opts.dtype,
+        device: opts.device.clone(),
+    };
     let sd = if needs_model {
-        Some(StableDiffusion::load_folder(
-            &fx.model_dir,
-            &LoadOptions {
-                dtype: opts.dtype,
-                device: opts.device.clone(),
-            },
-        )?)
+        Some(match &opts.model {
+            Some(file) => StableDiffusion::load_single_file(
+                &SingleFileSpec {
+                    path: file.clone(),
+                    config: Some(fx.model_dir.clone()),
+                    prediction: None,
+                },
+                &load_opts,
+            )?,
+            None => StableDiffusion::load_folder(&fx.model_dir, &load_opts)?,
+        })
     } else {
         None
     };

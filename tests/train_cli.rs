@@ -288,7 +288,7 @@ fn non_finite_loss_stops_with_a_clear_error() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("the loss became") && err.contains("Lower the learning rate"),
+        err.contains("training diverged") && err.contains("Lower the learning rate"),
         "{err}"
     );
     assert!(!ws.join("concepts/cat/cat.safetensors").exists());

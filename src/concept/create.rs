@@ -74,7 +74,7 @@ pub fn add(ws: &Workspace, new: &NewConcept) -> Result<Concept> {
 
 /// Copies a reference (and its caption/mask companions) into `references/`
 /// unless it already lives in the workspace; returns its workspace-relative path.
-fn import_reference(ws: &Workspace, src: &Path) -> Result<String> {
+pub fn import_reference(ws: &Workspace, src: &Path) -> Result<String> {
     let abs_src = src
         .canonicalize()
         .with_context(|| format!("{}: cannot resolve", src.display()))?;

@@ -107,9 +107,14 @@ impl Engine {
                         return;
                     }
                 };
+                let device = match sd.device.location() {
+                    candle_core::DeviceLocation::Cpu => "cpu".to_string(),
+                    candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
+                    candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
+                };
                 let _ = ev_tx.send(EngineEvent::Ready {
                     model: sd.name.clone(),
-                    device: format!("{:?}", sd.device),
+                    device,
                 });
                 Worker {
                     sd: &sd,

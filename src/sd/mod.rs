@@ -1,6 +1,7 @@
 //! Our own differentiable Stable Diffusion stack on candle: tokenizer, CLIP
 //! text encoder (embeddings in), UNet, VAE, noise schedule and samplers, and the
-//! loaders for diffusers folders. Nothing here prints or touches the terminal.
+//! loaders for diffusers folders and original single-file checkpoints. Nothing
+//! here prints or touches the terminal.
 
 pub mod blocks;
 pub mod clip;
@@ -9,6 +10,7 @@ pub mod error;
 pub mod model;
 pub mod nn;
 pub mod scheduler;
+pub mod single_file;
 pub mod tokenizer;
 pub mod unet;
 pub mod vae;

@@ -1,5 +1,7 @@
-//! Loading a whole Stable Diffusion pipeline: a local diffusers folder, or
-//! `hf:org/name[@revision]` resolved offline from the Hugging Face cache.
+//! Loading a whole Stable Diffusion pipeline: a local diffusers folder,
+//! `hf:org/name[@revision]` resolved offline from the Hugging Face cache, or a
+//! single-file checkpoint in the original LDM layout (`.safetensors`/`.ckpt`,
+//! see [`super::single_file`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,6 +14,7 @@ use super::config::{
 };
 use super::error::LoadError;
 use super::scheduler::NoiseSchedule;
+use super::single_file::{self, is_single_file, SingleFileSpec};
 use super::tokenizer::ClipTokenizer;
 use super::unet::UNet;
 use super::vae::Vae;
@@ -25,6 +28,12 @@ pub enum ModelSpec {
         repo: String,
         revision: Option<String>,
     },
+    /// A single-file checkpoint (`.safetensors`/`.ckpt`), with the options
+    /// written after `?` (`config=DIR&prediction=v`), checked when it is loaded.
+    SingleFile {
+        path: PathBuf,
+        options: Option<String>,
+    },
 }
 
 impl ModelSpec {
@@ -36,11 +45,33 @@ impl ModelSpec {
             };
             ModelSpec::HfCache { repo, revision }
         } else {
-            ModelSpec::Folder(PathBuf::from(spec))
+            let (path, options) = match spec.split_once('?') {
+                Some((p, o)) if is_single_file(p) => (p, Some(o.to_string())),
+                _ => (spec, None),
+            };
+            if is_single_file(path) {
+                ModelSpec::SingleFile {
+                    path: PathBuf::from(path),
+                    options,
+                }
+            } else {
+                ModelSpec::Folder(PathBuf::from(spec))
+            }
         }
     }
 
-    /// The local folder holding the pipeline (HF specs from [`hf_cache`]).
+    /// The single-file spec with its options parsed (`None` for folders).
+    pub fn single_file(&self) -> Result<Option<SingleFileSpec>, LoadError> {
+        match self {
+            ModelSpec::SingleFile { path, options } => {
+                SingleFileSpec::from_options(path, options.as_deref()).map(Some)
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// The local folder holding the pipeline (HF specs from [`hf_cache`]), or
+    /// the checkpoint file of a single-file spec.
     pub fn resolve(&self) -> Result<PathBuf, LoadError> {
         self.resolve_with_cache(&hf_cache())
     }
@@ -56,6 +87,18 @@ impl ModelSpec {
                     });
                 }
                 Ok(p.clone())
+            }
+            ModelSpec::SingleFile { path, .. } => {
+                if !path.is_file() {
+                    return Err(LoadError::Io {
+                        path: path.clone(),
+                        source: std::io::Error::new(
+                            std::io::ErrorKind::NotFound,
+                            "no such single-file checkpoint",
+                        ),
+                    });
+                }
+                Ok(path.clone())
             }
             ModelSpec::HfCache { repo, revision } => {
                 let r = match revision {
@@ -151,8 +194,16 @@ pub struct StableDiffusion {
 
 impl StableDiffusion {
     pub fn load(spec: &str, opts: &LoadOptions) -> Result<Self, LoadError> {
-        let root = ModelSpec::parse(spec).resolve()?;
-        Self::load_folder(&root, opts)
+        let spec = ModelSpec::parse(spec);
+        if let Some(file) = spec.single_file()? {
+            return Self::load_single_file(&file, opts);
+        }
+        Self::load_folder(&spec.resolve()?, opts)
+    }
+
+    /// Loads an original-layout single-file checkpoint.
+    pub fn load_single_file(spec: &SingleFileSpec, opts: &LoadOptions) -> Result<Self, LoadError> {
+        single_file::load(spec, opts)
     }
 
     pub fn load_folder(root: &Path, opts: &LoadOptions) -> Result<Self, LoadError> {
@@ -239,8 +290,20 @@ pub fn load_schedule(root: &Path) -> Result<NoiseSchedule, LoadError> {
     NoiseSchedule::from_config(&cfg, &path)
 }
 
+/// The text encoder's width (768 for SD 1.x, 1024 for SD 2.x) without loading
+/// the model: from `text_encoder/config.json`, or a single file's config folder
+/// or token-embedding shape.
+pub fn text_encoder_width(spec: &ModelSpec) -> Result<usize, LoadError> {
+    if let Some(file) = spec.single_file()? {
+        return single_file::text_width(&file);
+    }
+    let root = spec.resolve()?;
+    let cfg: ClipTextConfig = read_json(&root.join("text_encoder").join("config.json"))?;
+    Ok(cfg.hidden_size)
+}
+
 /// Blocks report config problems against a placeholder name; give them the real path.
-fn with_config_path(e: LoadError, cfg_path: &Path) -> LoadError {
+pub(crate) fn with_config_path(e: LoadError, cfg_path: &Path) -> LoadError {
     match e {
         LoadError::BadConfig { path, message } if path.is_relative() && !path.exists() => {
             LoadError::BadConfig {

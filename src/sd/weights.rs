@@ -25,6 +25,11 @@ pub trait TensorSource: Send + Sync {
     fn load(&self, name: &str, device: &Device) -> Result<Tensor, LoadError>;
     /// All tensor names (for diagnostics and layout detection).
     fn names(&self) -> Vec<String>;
+    /// How to name `name` in error messages: the name as stored in the file,
+    /// which differs from the requested one for sources that translate names.
+    fn describe(&self, name: &str) -> String {
+        name.to_string()
+    }
 }
 
 /// One or several memory-mapped safetensors files (sharded checkpoints list
@@ -192,7 +197,7 @@ impl Weights {
         let Some(found) = self.source.shape(&full) else {
             return Err(LoadError::MissingTensor {
                 path: self.source.origin().to_path_buf(),
-                name: full,
+                name: self.source.describe(&full),
                 expected: shape.to_vec(),
                 component: self.component.to_string(),
             });
@@ -200,7 +205,7 @@ impl Weights {
         if found != shape {
             return Err(LoadError::ShapeMismatch {
                 path: self.source.origin().to_path_buf(),
-                name: full,
+                name: self.source.describe(&full),
                 expected: shape.to_vec(),
                 found,
                 component: self.component.to_string(),

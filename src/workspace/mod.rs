@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub mod fsutil;
+pub mod watch;
 
 pub use fsutil::write_atomic;
 

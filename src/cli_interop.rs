@@ -1,0 +1,105 @@
+//! `dreamartist import | export | convert | inspect`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+
+use crate::interop::export::ExportFormat;
+use crate::interop::inspect::inspect;
+use crate::interop::workspace::{convert, export, import, ImportOptions};
+use crate::workspace::Workspace;
+
+#[derive(Debug, clap::Args)]
+pub struct ImportArgs {
+    /// Embedding files (.pt, .bin, .safetensors); a DreamArtist pair X + X-neg becomes concept X.
+    #[arg(required = true, num_args = 1..)]
+    pub files: Vec<PathBuf>,
+    /// Name the imported word (or pair) instead of using the file's name.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Store the (single) file as this concept's negative word.
+    #[arg(long)]
+    pub as_negative_of: Option<String>,
+    #[arg(short = 'w', long = "workspace", default_value = ".")]
+    pub workspace: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ExportArgs {
+    /// A concept (its <name> / <name-neg> pair) or a word in embeddings/.
+    pub concept: String,
+    /// a1111, a1111-pt, kohya, diffusers or onetrainer.
+    #[arg(long)]
+    pub format: String,
+    /// Output folder (default: <workspace>/exports/<format>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    #[arg(short = 'w', long = "workspace", default_value = ".")]
+    pub workspace: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ConvertArgs {
+    /// Embedding files in any importable layout.
+    #[arg(required = true, num_args = 1..)]
+    pub files: Vec<PathBuf>,
+    /// a1111, a1111-pt, kohya, diffusers or onetrainer.
+    #[arg(long)]
+    pub format: String,
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Name the converted word (or pair) instead of using the file's name.
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct InspectArgs {
+    /// An embedding or a single-file checkpoint.
+    pub file: PathBuf,
+    /// For a checkpoint: a diffusers folder whose configs describe it (else read off the shapes).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+pub fn run_import(args: ImportArgs) -> Result<ExitCode> {
+    let ws = Workspace::open(&args.workspace)?;
+    let done = import(
+        &ws,
+        &args.files,
+        &ImportOptions {
+            name: args.name,
+            as_negative_of: args.as_negative_of,
+        },
+    )?;
+    for d in &done {
+        println!("imported {}", d.describe());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn run_export(args: ExportArgs) -> Result<ExitCode> {
+    let ws = Workspace::open(&args.workspace)?;
+    let format = ExportFormat::parse(&args.format)?;
+    let out = args
+        .out
+        .unwrap_or_else(|| ws.root.join("exports").join(format.name()));
+    for p in export(&ws, &args.concept, format, &out)? {
+        println!("{}", p.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn run_convert(args: ConvertArgs) -> Result<ExitCode> {
+    let format = ExportFormat::parse(&args.format)?;
+    for p in convert(&args.files, format, &args.out, args.name.as_deref())? {
+        println!("{}", p.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn run_inspect(args: InspectArgs) -> Result<ExitCode> {
+    print!("{}", inspect(&args.file, args.config.as_deref())?);
+    Ok(ExitCode::SUCCESS)
+}

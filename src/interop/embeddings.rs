@@ -1,0 +1,506 @@
+//! Embedding files as other tools write them, read into one shape: a word
+//! name and an f32 `[vectors, width]` matrix.
+//!
+//! | tool | container | layout |
+//! |---|---|---|
+//! | AUTOMATIC1111 / DreamArtist extension | torch pickle (`.pt`, zip or legacy) | `string_to_param: {"*": [n, d]}` (+ `name`, `step`, `sd_checkpoint*`) |
+//! | diffusers textual inversion | safetensors or torch pickle (`.bin`) | `{"<token>": [n, d]}` or `[d]` |
+//! | kohya sd-scripts / ComfyUI | safetensors | `{"emb_params": [n, d]}` (often fp16) |
+//! | OneTrainer | safetensors | `{"emp_params": [n, d]}` |
+//! | this tool | safetensors | `emb_params` + metadata `format = dreamartist` |
+//!
+//! Words are named after the file (as A1111 does: the file name is what users
+//! type), except diffusers files, which carry their token. SDXL pairs
+//! (`clip_l` + `clip_g`) are refused, as are files where the embedding cannot
+//! be told apart from other tensors.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+
+use super::pickle::{GlobalPolicy, Value};
+use super::safetensors_header::{self, Header, TensorInfo};
+use super::torch::{self, TorchFile};
+use super::InteropError;
+
+/// The layout an embedding was found in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmbeddingFormat {
+    /// `string_to_param` pickle (AUTOMATIC1111, DreamArtist extension).
+    A1111,
+    /// `{"<token>": tensor}` (diffusers textual inversion).
+    Diffusers,
+    /// `emb_params` (kohya sd-scripts, ComfyUI, A1111 safetensors).
+    Kohya,
+    /// `emp_params` (OneTrainer).
+    OneTrainer,
+    /// `emb_params` with our metadata.
+    Dreamartist,
+    /// A bare tensor saved with `torch.save(tensor)`.
+    Tensor,
+}
+
+impl EmbeddingFormat {
+    pub fn describe(&self) -> &'static str {
+        match self {
+            Self::A1111 => "AUTOMATIC1111 / DreamArtist (string_to_param)",
+            Self::Diffusers => "diffusers learned_embeds ({\"<token>\": vectors})",
+            Self::Kohya => "kohya / ComfyUI (emb_params)",
+            Self::OneTrainer => "OneTrainer (emp_params)",
+            Self::Dreamartist => "dreamartist (emb_params + metadata)",
+            Self::Tensor => "a bare tensor",
+        }
+    }
+}
+
+/// One pseudo-word's vectors, read from a foreign (or our own) file.
+#[derive(Debug, Clone)]
+pub struct Embedding {
+    /// The word without brackets (`astro`, `astro-neg`, `cat-toy`).
+    pub name: String,
+    /// f32 `[vectors, width]` on the CPU.
+    pub vectors: Tensor,
+    pub format: EmbeddingFormat,
+    /// `safetensors`, `torch zip pickle` or `legacy (pre-1.6) torch pickle`.
+    pub container: &'static str,
+    pub source: PathBuf,
+    /// The dtype on disk (`F16` for most kohya files).
+    pub stored_dtype: String,
+    /// Training step, when the file records it.
+    pub step: Option<u64>,
+    /// The name stored inside the file, when it differs from how the word is called.
+    pub stored_name: Option<String>,
+    /// The model it was trained on, when recorded (`sd_checkpoint_name`).
+    pub checkpoint_name: Option<String>,
+    pub checkpoint_hash: Option<String>,
+}
+
+impl Embedding {
+    pub fn count(&self) -> usize {
+        self.vectors.dims().first().copied().unwrap_or(0)
+    }
+
+    pub fn width(&self) -> usize {
+        self.vectors.dims().get(1).copied().unwrap_or(0)
+    }
+
+    /// Refuses an embedding made for a text encoder of another width.
+    pub fn check_width(&self, model_width: usize) -> Result<(), InteropError> {
+        if self.width() == model_width {
+            Ok(())
+        } else {
+            Err(InteropError::Width {
+                path: self.source.clone(),
+                found: self.width(),
+                expected: model_width,
+            })
+        }
+    }
+}
+
+/// A DreamArtist pair (`X` and `X-neg`) or a single word.
+#[derive(Debug, Clone)]
+pub enum Group {
+    Pair { pos: Embedding, neg: Embedding },
+    Single(Embedding),
+}
+
+impl Group {
+    pub fn name(&self) -> &str {
+        match self {
+            Group::Pair { pos, .. } => &pos.name,
+            Group::Single(e) => &e.name,
+        }
+    }
+
+    /// Renames the word, or the pair (`N` and `N-neg`).
+    pub fn rename(&mut self, name: &str) {
+        match self {
+            Group::Pair { pos, neg } => {
+                pos.name = name.to_string();
+                neg.name = format!("{name}-neg");
+            }
+            Group::Single(e) => e.name = name.to_string(),
+        }
+    }
+
+    pub fn words(&self) -> Vec<&Embedding> {
+        match self {
+            Group::Pair { pos, neg } => vec![pos, neg],
+            Group::Single(e) => vec![e],
+        }
+    }
+}
+
+/// Groups words into DreamArtist pairs where both `X` and `X-neg` are present,
+/// keeping the input order otherwise.
+pub fn pair_up(words: Vec<Embedding>) -> Vec<Group> {
+    let mut rest: Vec<Option<Embedding>> = words.into_iter().map(Some).collect();
+    let mut groups = Vec::new();
+    for i in 0..rest.len() {
+        let Some(name) = rest[i].as_ref().map(|e| e.name.clone()) else {
+            continue;
+        };
+        if name.ends_with("-neg") {
+            let base = name.trim_end_matches("-neg");
+            if rest.iter().flatten().any(|e| e.name == base) {
+                continue; // taken when its positive comes up
+            }
+        }
+        let neg_name = format!("{name}-neg");
+        let neg_idx = rest
+            .iter()
+            .position(|e| e.as_ref().is_some_and(|e| e.name == neg_name));
+        let pos = rest[i].take();
+        match (pos, neg_idx.and_then(|j| rest[j].take())) {
+            (Some(pos), Some(neg)) => groups.push(Group::Pair { pos, neg }),
+            (Some(pos), None) => groups.push(Group::Single(pos)),
+            _ => {}
+        }
+    }
+    // Negatives whose positive came later in the input.
+    groups.extend(rest.into_iter().flatten().map(Group::Single));
+    groups
+}
+
+/// Loads an embedding from any supported file.
+pub fn load_embedding_file(path: &Path) -> Result<Embedding, InteropError> {
+    let mut head = [0u8; 16];
+    let n = {
+        use std::io::Read;
+        let mut f = std::fs::File::open(path).map_err(|e| InteropError::io(path, e))?;
+        let mut n = 0;
+        while n < head.len() {
+            match f.read(&mut head[n..]) {
+                Ok(0) => break,
+                Ok(r) => n += r,
+                Err(e) => return Err(InteropError::io(path, e)),
+            }
+        }
+        n
+    };
+    if n == 0 {
+        return Err(InteropError::Corrupt {
+            path: path.to_path_buf(),
+            message: "the file is empty".into(),
+        });
+    }
+    if torch::sniff(&head[..n]).is_some() {
+        from_torch(path)
+    } else if safetensors_header::sniff(&head[..n]) {
+        from_safetensors(path)
+    } else {
+        Err(InteropError::Unrecognised {
+            path: path.to_path_buf(),
+            message: "not an embedding file: neither safetensors nor a PyTorch pickle".into(),
+        })
+    }
+}
+
+fn stem(path: &Path) -> String {
+    path.file_stem()
+        .map(|s| s.to_string_lossy().to_string())
+        .unwrap_or_else(|| "embedding".into())
+}
+
+/// Prefixes that mark a whole model rather than an embedding.
+const CHECKPOINT_PREFIXES: [&str; 4] = [
+    "model.diffusion_model.",
+    "first_stage_model.",
+    "cond_stage_model.",
+    "conditioner.",
+];
+
+fn not_a_checkpoint(path: &Path, names: &[&str]) -> Result<(), InteropError> {
+    if names
+        .iter()
+        .any(|n| CHECKPOINT_PREFIXES.iter().any(|p| n.starts_with(p)))
+    {
+        return Err(InteropError::Unrecognised {
+            path: path.to_path_buf(),
+            message: format!(
+                "a Stable Diffusion checkpoint ({} tensors), not an embedding; \
+                 use it as a model (`model = \"{}\"` in workspace.toml) or look at it with `dreamartist inspect`",
+                names.len(),
+                path.display()
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Which tensor of a file is the embedding, and in which layout.
+fn classify(
+    path: &Path,
+    tensors: &[TensorInfo],
+    metadata_format: Option<&str>,
+) -> Result<(usize, EmbeddingFormat), InteropError> {
+    let find = |name: &str| tensors.iter().position(|t| t.name == name);
+    let sdxl: Vec<String> = tensors
+        .iter()
+        .filter(|t| t.name == "clip_l" || t.name == "clip_g")
+        .map(|t| format!("{} {:?}", t.name, t.shape))
+        .collect();
+    if !sdxl.is_empty() {
+        return Err(InteropError::Sdxl {
+            path: path.to_path_buf(),
+            found: sdxl.join(" + "),
+        });
+    }
+    if let Some(i) = find("emb_params") {
+        let f = if metadata_format == Some("dreamartist") {
+            EmbeddingFormat::Dreamartist
+        } else {
+            EmbeddingFormat::Kohya
+        };
+        return Ok((i, f));
+    }
+    if let Some(i) = find("emp_params") {
+        return Ok((i, EmbeddingFormat::OneTrainer));
+    }
+    let a1111: Vec<usize> = (0..tensors.len())
+        .filter(|&i| tensors[i].name.starts_with("string_to_param."))
+        .collect();
+    if a1111.len() == 1 {
+        return Ok((a1111[0], EmbeddingFormat::A1111));
+    }
+    match tensors.len() {
+        0 => Err(InteropError::Unrecognised {
+            path: path.to_path_buf(),
+            message: "the file holds no tensors, so no embedding".into(),
+        }),
+        1 => Ok((0, EmbeddingFormat::Diffusers)),
+        n => {
+            let mut listed: Vec<String> =
+                tensors.iter().take(8).map(TensorInfo::describe).collect();
+            if n > 8 {
+                listed.push(format!("… and {} more", n - 8));
+            }
+            Err(InteropError::Ambiguous {
+                path: path.to_path_buf(),
+                found: format!("{n} tensors ({})", listed.join(", ")),
+            })
+        }
+    }
+}
+
+/// `[d]` → `[1, d]`; anything but `[n, d]` is refused. Converts to f32.
+fn as_vectors(path: &Path, key: &str, t: Tensor) -> Result<Tensor, InteropError> {
+    let t = match t.dims() {
+        [d] => t
+            .reshape((1, *d))
+            .map_err(|e| InteropError::tensor(path, e))?,
+        [n, d] if *n > 0 && *d > 0 => t,
+        dims => {
+            return Err(InteropError::BadShape {
+                path: path.to_path_buf(),
+                message: format!(
+                    "tensor `{key}` has shape {dims:?}; an embedding is [vectors, width] (or [width] for one vector)"
+                ),
+            })
+        }
+    };
+    t.to_dtype(DType::F32)
+        .and_then(|t| t.contiguous())
+        .map_err(|e| InteropError::tensor(path, e))
+}
+
+fn from_safetensors(path: &Path) -> Result<Embedding, InteropError> {
+    let header: Header = safetensors_header::read(path)?;
+    let names: Vec<&str> = header.tensors.iter().map(|t| t.name.as_str()).collect();
+    not_a_checkpoint(path, &names)?;
+    let md = |k: &str| header.metadata.get(k).filter(|v| !v.is_empty()).cloned();
+    let (i, format) = classify(path, &header.tensors, md("format").as_deref())?;
+    let info = &header.tensors[i];
+    let bytes = std::fs::read(path).map_err(|e| InteropError::io(path, e))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| InteropError::Corrupt {
+        path: path.to_path_buf(),
+        message: format!("not a readable safetensors file ({e})"),
+    })?;
+    let view = st.tensor(&info.name).map_err(|e| InteropError::Corrupt {
+        path: path.to_path_buf(),
+        message: format!("tensor `{}`: {e}", info.name),
+    })?;
+    let t = candle_core::safetensors::Load::load(&view, &Device::Cpu)
+        .map_err(|e| InteropError::tensor(path, e))?;
+    let vectors = as_vectors(path, &info.name, t)?;
+    let name = match format {
+        EmbeddingFormat::Diffusers => token_name(&info.name),
+        _ => stem(path),
+    };
+    Ok(Embedding {
+        name,
+        vectors,
+        format,
+        container: "safetensors",
+        source: path.to_path_buf(),
+        stored_dtype: info.dtype.clone(),
+        step: md("step").and_then(|s| s.parse().ok()),
+        stored_name: md("name"),
+        checkpoint_name: md("sd_checkpoint_name"),
+        checkpoint_hash: md("sd_checkpoint"),
+    })
+}
+
+/// `<cat-toy>` → `cat-toy`.
+fn token_name(key: &str) -> String {
+    key.trim()
+        .trim_start_matches('<')
+        .trim_end_matches('>')
+        .to_string()
+}
+
+fn from_torch(path: &Path) -> Result<Embedding, InteropError> {
+    let file = TorchFile::open(path, GlobalPolicy::Strict)?;
+    let root = file.root();
+    let unrecognised = |message: String| InteropError::Unrecognised {
+        path: path.to_path_buf(),
+        message,
+    };
+    // (key, tensor) candidates and the layout they were found in.
+    let (key, tref, format) = match root {
+        Value::Tensor(t) => ("tensor".to_string(), t.clone(), EmbeddingFormat::Tensor),
+        Value::Dict(pairs) => {
+            if let Some(params) = root.get("string_to_param") {
+                let Some(params) = params.as_dict() else {
+                    return Err(unrecognised(format!(
+                        "`string_to_param` is a {}, expected a dict of tensors",
+                        params.kind()
+                    )));
+                };
+                let terms: Vec<(String, &super::pickle::TensorRef)> = params
+                    .iter()
+                    .filter_map(|(k, v)| match v {
+                        Value::Tensor(t) => Some((k.as_str().unwrap_or("?").to_string(), t)),
+                        _ => None,
+                    })
+                    .collect();
+                match terms.as_slice() {
+                    [(k, t)] => (
+                        format!("string_to_param.{k}"),
+                        (*t).clone(),
+                        EmbeddingFormat::A1111,
+                    ),
+                    [] => return Err(unrecognised("`string_to_param` holds no tensor".into())),
+                    many => {
+                        return Err(InteropError::Ambiguous {
+                            path: path.to_path_buf(),
+                            found: format!(
+                                "{} terms in `string_to_param` ({})",
+                                many.len(),
+                                many.iter()
+                                    .map(|(k, t)| format!("`{k}` {:?}", t.shape))
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            ),
+                        })
+                    }
+                }
+            } else {
+                let mut infos = Vec::new();
+                let mut refs = Vec::new();
+                for (k, v) in pairs {
+                    if let (Some(k), Value::Tensor(t)) = (k.as_str(), v) {
+                        infos.push(TensorInfo {
+                            name: k.to_string(),
+                            dtype: t.dtype.name().to_string(),
+                            shape: t.shape.clone(),
+                        });
+                        refs.push(t.clone());
+                    }
+                }
+                let names: Vec<&str> = infos.iter().map(|t| t.name.as_str()).collect();
+                not_a_checkpoint(path, &names)?;
+                if infos.is_empty() {
+                    let keys: Vec<String> = pairs
+                        .iter()
+                        .take(8)
+                        .map(|(k, v)| format!("{} ({})", k.as_str().unwrap_or("?"), v.kind()))
+                        .collect();
+                    return Err(unrecognised(format!(
+                        "no tensors at the top level (found {}); not an embedding",
+                        if keys.is_empty() {
+                            "an empty dict".into()
+                        } else {
+                            keys.join(", ")
+                        }
+                    )));
+                }
+                let (i, format) = classify(path, &infos, None)?;
+                (infos[i].name.clone(), refs[i].clone(), format)
+            }
+        }
+        other => {
+            return Err(unrecognised(format!(
+                "the pickle holds a {}, not an embedding dict",
+                other.kind()
+            )))
+        }
+    };
+    let t = file.tensor(&tref, &Device::Cpu)?;
+    let vectors = as_vectors(path, &key, t)?;
+    let text = |k: &str| root.get(k).and_then(Value::as_str).map(str::to_string);
+    let name = match format {
+        EmbeddingFormat::Diffusers => token_name(&key),
+        _ => stem(path),
+    };
+    Ok(Embedding {
+        name,
+        vectors,
+        format,
+        container: file.format().describe(),
+        source: path.to_path_buf(),
+        stored_dtype: tref.dtype.name().to_string(),
+        step: root
+            .get("step")
+            .and_then(Value::as_int)
+            .and_then(|s| u64::try_from(s).ok()),
+        stored_name: text("name"),
+        checkpoint_name: text("sd_checkpoint_name"),
+        checkpoint_hash: text("sd_checkpoint"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn emb(name: &str) -> Embedding {
+        Embedding {
+            name: name.into(),
+            vectors: Tensor::zeros((1, 4), DType::F32, &Device::Cpu).unwrap(),
+            format: EmbeddingFormat::Kohya,
+            container: "safetensors",
+            source: PathBuf::from(format!("{name}.safetensors")),
+            stored_dtype: "F32".into(),
+            step: None,
+            stored_name: None,
+            checkpoint_name: None,
+            checkpoint_hash: None,
+        }
+    }
+
+    fn names(groups: &[Group]) -> Vec<String> {
+        groups
+            .iter()
+            .map(|g| match g {
+                Group::Pair { pos, neg } => format!("{}+{}", pos.name, neg.name),
+                Group::Single(e) => e.name.clone(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn pairs_are_found_in_any_order() {
+        let g = pair_up(vec![emb("a-neg"), emb("b"), emb("a"), emb("c-neg")]);
+        assert_eq!(names(&g), vec!["b", "a+a-neg", "c-neg"]);
+        let g = pair_up(vec![emb("x"), emb("x-neg")]);
+        assert_eq!(names(&g), vec!["x+x-neg"]);
+    }
+
+    #[test]
+    fn token_names_lose_their_brackets() {
+        assert_eq!(token_name("<cat-toy>"), "cat-toy");
+        assert_eq!(token_name("plain"), "plain");
+    }
+}

@@ -1,0 +1,62 @@
+//! Concepts: pseudo-word pairs with vector counts, last run and status.
+
+use ratatui::layout::Rect;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{List, ListItem, ListState, Paragraph};
+use ratatui::Frame;
+
+use super::frame;
+use crate::tui::app::{App, PaneId, TrainStatus};
+
+pub fn render(app: &App, area: Rect, f: &mut Frame) {
+    let block = frame(
+        app,
+        PaneId::Concepts,
+        format!("Concepts ({})", app.concepts.len()),
+    );
+    let inner = block.inner(area);
+    f.render_widget(block, area);
+    if app.concepts.is_empty() {
+        f.render_widget(
+            Paragraph::new("No concepts yet.\nSelect a reference and press n.")
+                .style(app.theme.muted()),
+            inner,
+        );
+        return;
+    }
+    let items: Vec<ListItem> = app
+        .concepts
+        .iter()
+        .map(|c| {
+            let live = app
+                .training
+                .as_ref()
+                .filter(|t| t.concept == c.name && app.is_training());
+            let (status, style) = match live.map(|t| &t.status) {
+                Some(TrainStatus::Paused) => ("paused".to_string(), app.theme.warning()),
+                Some(_) => ("training".to_string(), app.theme.accent()),
+                None if c.trained => ("trained".to_string(), app.theme.ok()),
+                None => ("new".to_string(), app.theme.muted()),
+            };
+            let run = c
+                .last_run
+                .as_deref()
+                .map(|r| format!(" run {r}"))
+                .unwrap_or_default();
+            ListItem::new(Line::from(vec![
+                Span::raw(format!("<{}> ", c.name)),
+                Span::styled(format!("{}+{} ", c.pos, c.neg), app.theme.muted()),
+                Span::styled(status, style),
+                Span::styled(format!(" {}{run}", c.preset), app.theme.muted()),
+            ]))
+        })
+        .collect();
+    let mut state = ListState::default().with_selected(Some(app.sel_concept));
+    f.render_stateful_widget(
+        List::new(items)
+            .highlight_style(app.theme.selected())
+            .highlight_symbol("> "),
+        inner,
+        &mut state,
+    );
+}

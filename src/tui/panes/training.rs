@@ -1,0 +1,166 @@
+//! Training: live loss chart (raw + smoothed, recent window or full history),
+//! step gauge, learning rate, gradient norms, speed and ETA.
+
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::symbols::Marker;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Axis, Chart, Dataset, Gauge, GraphType, Paragraph};
+use ratatui::Frame;
+
+use super::frame;
+use crate::tui::app::{App, PaneId, TrainStatus};
+use crate::tui::metrics::{format_duration, History};
+
+fn status_label(s: &TrainStatus) -> &'static str {
+    match s {
+        TrainStatus::Starting => "starting",
+        TrainStatus::Running => "running",
+        TrainStatus::Paused => "paused",
+        TrainStatus::Stopping => "stopping",
+        TrainStatus::Finished => "finished",
+        TrainStatus::Failed(_) => "failed",
+        TrainStatus::Attached => "attached",
+    }
+}
+
+pub fn render(app: &App, area: Rect, f: &mut Frame) {
+    let Some(t) = &app.training else {
+        let block = frame(app, PaneId::Training, "Training");
+        let inner = block.inner(area);
+        f.render_widget(block, area);
+        f.render_widget(
+            Paragraph::new(
+                "Not training. Select a concept and press t (r resumes its latest run).",
+            )
+            .style(app.theme.muted()),
+            inner,
+        );
+        return;
+    };
+    let h = &t.history;
+    let title = format!(
+        "Training <{}> · run {} · {}{}",
+        t.concept,
+        if t.run_id.is_empty() {
+            "…"
+        } else {
+            &t.run_id
+        },
+        status_label(&t.status),
+        if app.show_full_history {
+            " · full history"
+        } else {
+            " · recent"
+        }
+    );
+    let block = frame(app, PaneId::Training, title);
+    let inner = block.inner(area);
+    f.render_widget(block, area);
+    let [chart_area, stats_area, gauge_area] = Layout::vertical([
+        Constraint::Min(3),
+        Constraint::Length(1),
+        Constraint::Length(1),
+    ])
+    .areas(inner);
+
+    type Series = Vec<(f64, f64)>;
+    let (raw, smooth): (Series, Series) = if app.show_full_history {
+        (h.full.clone(), Vec::new())
+    } else {
+        (
+            h.recent.iter().copied().collect(),
+            h.recent_smooth.iter().copied().collect(),
+        )
+    };
+    if raw.is_empty() {
+        f.render_widget(
+            Paragraph::new("waiting for the first step…").style(app.theme.muted()),
+            chart_area,
+        );
+    } else {
+        let mut all = raw.clone();
+        all.extend(smooth.iter().copied());
+        let ([x0, x1], [y0, y1]) = History::bounds(&all);
+        let mut sets = vec![Dataset::default()
+            .name("loss")
+            .marker(Marker::Braille)
+            .graph_type(GraphType::Scatter)
+            .style(app.theme.series(false))
+            .data(&raw)];
+        if !smooth.is_empty() {
+            sets.push(
+                Dataset::default()
+                    .name("smoothed")
+                    .marker(Marker::Braille)
+                    .graph_type(GraphType::Line)
+                    .style(app.theme.series(true))
+                    .data(&smooth),
+            );
+        }
+        let chart = Chart::new(sets)
+            .x_axis(
+                Axis::default()
+                    .bounds([x0, x1])
+                    .labels(vec![
+                        Span::raw(format!("{x0:.0}")),
+                        Span::raw(format!("{x1:.0}")),
+                    ])
+                    .style(app.theme.muted()),
+            )
+            .y_axis(
+                Axis::default()
+                    .bounds([y0, y1])
+                    .labels(vec![
+                        Span::raw(format!("{y0:.3}")),
+                        Span::raw(format!("{y1:.3}")),
+                    ])
+                    .style(app.theme.muted()),
+            );
+        f.render_widget(chart, chart_area);
+    }
+
+    let stats = match &h.last {
+        Some(m) => {
+            let eta = h
+                .eta()
+                .map(format_duration)
+                .unwrap_or_else(|| "--:--".into());
+            let mut spans = vec![
+                Span::styled("loss ", app.theme.muted()),
+                Span::raw(format!("{:.4}", m.loss)),
+                Span::styled("  smoothed ", app.theme.muted()),
+                Span::raw(format!("{:.4}", h.smoothed().unwrap_or(m.loss))),
+                Span::styled("  lr ", app.theme.muted()),
+                Span::raw(format!("{:.2e}", m.lr)),
+                Span::styled("  |g+| ", app.theme.muted()),
+                Span::raw(format!("{:.3}", m.grad_norm_pos)),
+                Span::styled(" |g-| ", app.theme.muted()),
+                Span::raw(format!("{:.3}", m.grad_norm_neg)),
+                Span::styled("  ", app.theme.muted()),
+                Span::raw(format!("{:.2} it/s", m.it_s)),
+                Span::styled("  ETA ", app.theme.muted()),
+                Span::raw(eta),
+            ];
+            if let Some(c) = t.last_checkpoint {
+                spans.push(Span::styled(format!("  saved @{c}"), app.theme.muted()));
+            }
+            Line::from(spans)
+        }
+        None => Line::from(Span::styled("no steps yet", app.theme.muted())),
+    };
+    f.render_widget(Paragraph::new(stats), stats_area);
+    let total = h.total_steps.max(1);
+    let step = h.step().min(total);
+    let style = match t.status {
+        TrainStatus::Failed(_) => app.theme.error(),
+        TrainStatus::Paused => app.theme.warning(),
+        _ => app.theme.accent(),
+    };
+    f.render_widget(
+        Gauge::default()
+            .gauge_style(style)
+            .ratio(step as f64 / total as f64)
+            .label(format!("{step}/{total}")),
+        gauge_area,
+    );
+}

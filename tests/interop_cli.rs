@@ -1,0 +1,572 @@
+//! `import`, `export`, `convert` and `inspect` through the binary: every
+//! fixture layout converts, every export layout round-trips bit-exactly, pairs
+//! become concepts whose words work in prompts, and refusals exit non-zero
+//! with a message that names the file.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use candle_core::{DType, Device, Tensor};
+use dreamartist::concept::{word_bank, Concept};
+use dreamartist::interop::export::{export_word, ExportFormat, ExportWord};
+use dreamartist::interop::load_embedding_file;
+use dreamartist::workspace::Workspace;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_dreamartist"))
+}
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn emb(file: &str) -> PathBuf {
+    fixtures().join("embeddings").join(file)
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn run(args: &[&str]) -> Output {
+    bin().args(args).output().expect("binary runs")
+}
+
+fn run_ok(args: &[&str]) -> String {
+    let out = run(args);
+    assert!(
+        out.status.success(),
+        "{args:?} failed:\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// Runs a command that must fail; returns its stderr.
+fn run_err(args: &[&str]) -> String {
+    let out = run(args);
+    assert!(!out.status.success(), "{args:?} succeeded");
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+fn expected() -> HashMap<String, Tensor> {
+    candle_core::safetensors::load(emb("expected.safetensors"), &Device::Cpu).unwrap()
+}
+
+fn bits(t: &Tensor) -> Vec<u32> {
+    t.to_dtype(DType::F32)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()
+        .iter()
+        .map(|x| x.to_bits())
+        .collect()
+}
+
+fn assert_same(a: &Tensor, b: &Tensor, what: &str) {
+    assert_eq!(a.dims(), b.dims(), "{what}");
+    assert!(bits(a) == bits(b), "{what}: values differ");
+}
+
+/// `emb_params` of one of our (or kohya's) files, checked to be f32.
+fn emb_params(path: &Path) -> Tensor {
+    let t = candle_core::safetensors::load(path, &Device::Cpu)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let v = t["emb_params"].clone();
+    assert_eq!(v.dtype(), DType::F32, "{}", path.display());
+    v
+}
+
+/// The fixture files that load, with the word each becomes.
+const LOADABLE: [(&str, &str); 8] = [
+    ("astro.pt", "astro"),
+    ("astro-neg.pt", "astro-neg"),
+    ("kohya.safetensors", "kohya"),
+    ("learned_embeds.bin", "cat-toy"),
+    ("learned_embeds.safetensors", "cat-toy"),
+    ("legacy.pt", "legacy"),
+    ("onetrainer.safetensors", "onetrainer"),
+    ("wide-sd2.pt", "wide-sd2"),
+];
+
+#[test]
+fn every_fixture_converts_to_kohya() {
+    let tmp = tempfile::tempdir().unwrap();
+    let expected = expected();
+    for (i, (file, name)) in LOADABLE.iter().enumerate() {
+        let out = tmp.path().join(i.to_string());
+        let stdout = run_ok(&[
+            "convert",
+            s(&emb(file)),
+            "--format",
+            "kohya",
+            "--out",
+            s(&out),
+        ]);
+        let written = out.join(format!("{name}.safetensors"));
+        assert!(stdout.contains(s(&written)), "{file}: {stdout}");
+        assert_eq!(std::fs::read_dir(&out).unwrap().count(), 1, "{file}");
+        assert_same(
+            &emb_params(&written),
+            &expected[&format!("expected/{file}")],
+            file,
+        );
+    }
+}
+
+#[test]
+fn bad_files_exit_nonzero_with_a_message() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (file, says) in [
+        ("sdxl.safetensors", "SDXL is not supported yet"),
+        ("truncated.pt", "truncated"),
+        ("two-keys.safetensors", "cannot tell which tensor"),
+    ] {
+        let err = run_err(&[
+            "convert",
+            s(&emb(file)),
+            "--format",
+            "kohya",
+            "--out",
+            s(tmp.path()),
+        ]);
+        assert!(err.contains(file) && err.contains(says), "{file}: {err}");
+    }
+    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
+    let err = run_err(&[
+        "convert",
+        s(&emb("astro.pt")),
+        "--format",
+        "gif",
+        "--out",
+        s(tmp.path()),
+    ]);
+    assert!(err.contains("gif") && err.contains("onetrainer"), "{err}");
+    // Two inputs with the same word would overwrite each other.
+    let err = run_err(&[
+        "convert",
+        s(&emb("learned_embeds.bin")),
+        s(&emb("learned_embeds.safetensors")),
+        "--format",
+        "a1111",
+        "--out",
+        s(tmp.path()),
+    ]);
+    assert!(err.contains("cat-toy"), "{err}");
+}
+
+#[test]
+fn a_pair_stays_a_pair_in_every_format_and_round_trips() {
+    let tmp = tempfile::tempdir().unwrap();
+    let expected = expected();
+    let (astro, astro_neg) = (emb("astro.pt"), emb("astro-neg.pt"));
+    for format in ExportFormat::NAMES {
+        let out = tmp.path().join(format);
+        let mut args = vec!["convert", s(&astro), s(&astro_neg)];
+        args.extend(["--format", format, "--out", s(&out)]);
+        run_ok(&args);
+        let fmt = ExportFormat::parse(format).unwrap();
+        for (word, file) in [("astro", "astro.pt"), ("astro-neg", "astro-neg.pt")] {
+            let path = fmt.path_for(&out, word);
+            let back = load_embedding_file(&path).unwrap_or_else(|e| panic!("{format}: {e}"));
+            assert_eq!(back.name, word, "{format}");
+            assert_same(
+                &back.vectors,
+                &expected[&format!("expected/{file}")],
+                format,
+            );
+        }
+    }
+    // The layouts themselves.
+    let d = tmp
+        .path()
+        .join("diffusers/astro-neg/learned_embeds.safetensors");
+    let t = candle_core::safetensors::load(&d, &Device::Cpu).unwrap();
+    assert_eq!(t.keys().collect::<Vec<_>>(), ["<astro-neg>"]);
+    let o = tmp.path().join("onetrainer/astro.safetensors");
+    let t = candle_core::safetensors::load(&o, &Device::Cpu).unwrap();
+    assert_eq!(t.keys().collect::<Vec<_>>(), ["emp_params"]);
+    // --name renames the pair.
+    let out = tmp.path().join("renamed");
+    run_ok(&[
+        "convert",
+        s(&emb("astro.pt")),
+        s(&emb("astro-neg.pt")),
+        "--format",
+        "a1111",
+        "--out",
+        s(&out),
+        "--name",
+        "moon",
+    ]);
+    assert!(out.join("moon.safetensors").is_file() && out.join("moon-neg.safetensors").is_file());
+}
+
+/// A workspace whose model is a stand-in with a `width`-wide text encoder:
+/// import only reads `text_encoder/config.json`.
+fn workspace(dir: &Path, width: usize) -> PathBuf {
+    let model = dir.join("model");
+    std::fs::create_dir_all(model.join("text_encoder")).unwrap();
+    std::fs::write(
+        model.join("text_encoder/config.json"),
+        format!(
+            r#"{{"hidden_size": {width}, "intermediate_size": {}, "num_attention_heads": 12,
+                "num_hidden_layers": 12, "vocab_size": 49408}}"#,
+            width * 4
+        ),
+    )
+    .unwrap();
+    let ws = dir.join("ws");
+    run_ok(&["init", s(&ws), "--model", s(&model)]);
+    ws
+}
+
+#[test]
+fn import_pairs_singles_and_negatives_into_a_workspace() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ws_dir = workspace(tmp.path(), 768);
+    let w = s(&ws_dir);
+    let expected = expected();
+
+    let out = run_ok(&[
+        "import",
+        s(&emb("astro.pt")),
+        s(&emb("astro-neg.pt")),
+        "-w",
+        w,
+    ]);
+    assert!(
+        out.contains("concept <astro>") && out.contains("3 + 6 vectors"),
+        "{out}"
+    );
+    let ws = Workspace::open(&ws_dir).unwrap();
+    let c = Concept::load(&ws, "astro").unwrap();
+    assert_eq!((c.pos_vectors, c.neg_vectors), (3, 6));
+    assert!(c.references.is_empty());
+    let dir = ws.concept_dir("astro");
+    assert_same(
+        &emb_params(&dir.join("astro.safetensors")),
+        &expected["expected/astro.pt"],
+        "pos",
+    );
+    assert_same(
+        &emb_params(&dir.join("astro-neg.safetensors")),
+        &expected["expected/astro-neg.pt"],
+        "neg",
+    );
+
+    run_ok(&["import", s(&emb("kohya.safetensors")), "-w", w]);
+    run_ok(&[
+        "import",
+        s(&emb("learned_embeds.bin")),
+        "--name",
+        "toy",
+        "-w",
+        w,
+    ]);
+    assert_same(
+        &emb_params(&ws_dir.join("embeddings/toy.safetensors")),
+        &expected["expected/learned_embeds.bin"],
+        "toy",
+    );
+    let bank = word_bank(&ws).unwrap();
+    let mut names = bank.names();
+    names.sort();
+    assert_eq!(names, ["<astro-neg>", "<astro>", "<kohya>", "<toy>"]);
+
+    // Refusals: wrong width, an existing concept or word, and a bad name.
+    let err = run_err(&["import", s(&emb("wide-sd2.pt")), "-w", w]);
+    assert!(
+        err.contains("wide-sd2.pt") && err.contains("1024 wide") && err.contains("768 wide"),
+        "{err}"
+    );
+    let err = run_err(&[
+        "import",
+        s(&emb("astro.pt")),
+        s(&emb("astro-neg.pt")),
+        "-w",
+        w,
+    ]);
+    assert!(
+        err.contains("astro") && err.contains("already exists"),
+        "{err}"
+    );
+    let err = run_err(&[
+        "import",
+        s(&emb("onetrainer.safetensors")),
+        "--name",
+        "kohya",
+        "-w",
+        w,
+    ]);
+    assert!(err.contains("<kohya>"), "{err}");
+    let err = run_err(&["import", s(&emb("legacy.pt")), "--name", "a b", "-w", w]);
+    assert!(err.contains("`a b`"), "{err}");
+    let err = run_err(&[
+        "import",
+        s(&emb("legacy.pt")),
+        "--as-negative-of",
+        "astro",
+        "-w",
+        w,
+    ]);
+    assert!(err.contains("already has a negative"), "{err}");
+    let err = run_err(&[
+        "import",
+        s(&emb("legacy.pt")),
+        "--as-negative-of",
+        "nobody",
+        "-w",
+        w,
+    ]);
+    assert!(err.contains("nobody") && err.contains("astro"), "{err}");
+
+    // --as-negative-of: a concept made from a photo gets an imported negative.
+    let photo = fixtures().join("references/chelsea.png");
+    run_ok(&["concept", "add", "cat", "--reference", s(&photo), "-w", w]);
+    run_ok(&[
+        "import",
+        s(&emb("legacy.pt")),
+        "--as-negative-of",
+        "cat",
+        "-w",
+        w,
+    ]);
+    let cat = Concept::load(&ws, "cat").unwrap();
+    assert_eq!(cat.neg_vectors, 2);
+    assert_same(
+        &emb_params(&ws.concept_dir("cat").join("cat-neg.safetensors")),
+        &expected["expected/legacy.pt"],
+        "cat-neg",
+    );
+}
+
+#[test]
+fn export_then_import_is_bit_exact_in_every_format() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ws_dir = workspace(tmp.path(), 768);
+    let w = s(&ws_dir);
+    let expected = expected();
+    run_ok(&[
+        "import",
+        s(&emb("astro.pt")),
+        s(&emb("astro-neg.pt")),
+        "-w",
+        w,
+    ]);
+    run_ok(&["import", s(&emb("onetrainer.safetensors")), "-w", w]);
+    for format in ExportFormat::NAMES {
+        let out = tmp.path().join("out").join(format);
+        let stdout = run_ok(&[
+            "export",
+            "astro",
+            "--format",
+            format,
+            "--out",
+            s(&out),
+            "-w",
+            w,
+        ]);
+        assert_eq!(stdout.lines().count(), 2, "{format}: {stdout}");
+        // Back into a fresh workspace: the pair is a concept again, bit for bit.
+        let fresh = tempfile::tempdir().unwrap();
+        let ws2 = workspace(fresh.path(), 768);
+        let files: Vec<String> = stdout.lines().map(str::to_string).collect();
+        let mut args = vec!["import".to_string()];
+        args.extend(files);
+        args.extend(["-w".into(), s(&ws2).into()]);
+        run_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        let d = ws2.join("concepts/astro");
+        assert_same(
+            &emb_params(&d.join("astro.safetensors")),
+            &expected["expected/astro.pt"],
+            format,
+        );
+        assert_same(
+            &emb_params(&d.join("astro-neg.safetensors")),
+            &expected["expected/astro-neg.pt"],
+            format,
+        );
+        // A single word from embeddings/ exports too.
+        let out1 = tmp.path().join("single").join(format);
+        run_ok(&[
+            "export",
+            "onetrainer",
+            "--format",
+            format,
+            "--out",
+            s(&out1),
+            "-w",
+            w,
+        ]);
+        let path = ExportFormat::parse(format)
+            .unwrap()
+            .path_for(&out1, "onetrainer");
+        assert_same(
+            &load_embedding_file(&path).unwrap().vectors,
+            &expected["expected/onetrainer.safetensors"],
+            format,
+        );
+    }
+    // The default output folder, and refusals.
+    run_ok(&["export", "astro", "--format", "kohya", "-w", w]);
+    assert!(ws_dir.join("exports/kohya/astro-neg.safetensors").is_file());
+    let err = run_err(&["export", "nothing", "--format", "kohya", "-w", w]);
+    assert!(
+        err.contains("nothing") && err.contains("astro") && err.contains("onetrainer"),
+        "{err}"
+    );
+}
+
+/// Random `[n, 32]` vectors written as a kohya file.
+fn tiny_word(dir: &Path, name: &str, n: usize) -> PathBuf {
+    let v = Tensor::randn(0f32, 0.1, (n, 32), &Device::Cpu).unwrap();
+    export_word(
+        &ExportWord {
+            name,
+            vectors: &v,
+            step: None,
+            checkpoint_name: None,
+            checkpoint_hash: None,
+        },
+        ExportFormat::Kohya,
+        dir,
+    )
+    .unwrap()
+}
+
+#[test]
+fn imported_pair_works_in_prompts_and_is_not_trainable_without_references() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ws = tmp.path().join("ws");
+    let model = fixtures().join("tiny-sd1/model");
+    run_ok(&["init", s(&ws), "--model", s(&model)]);
+    let pos = tiny_word(tmp.path(), "x", 2);
+    let neg = tiny_word(tmp.path(), "x-neg", 3);
+    run_ok(&["import", s(&neg), s(&pos), "-w", s(&ws)]);
+    let img = tmp.path().join("x.png");
+    let out = run_ok(&[
+        "generate",
+        "--prompt",
+        "a photo of <x>",
+        "--steps",
+        "2",
+        "--width",
+        "64",
+        "--height",
+        "64",
+        "--seed",
+        "1",
+        "--out",
+        s(&img),
+        "--json",
+        "-w",
+        s(&ws),
+    ]);
+    assert!(img.is_file(), "{out}");
+    assert!(
+        out.contains("<x-neg>"),
+        "the negative word is added automatically: {out}"
+    );
+    let err = run_err(&["train", "x", "-w", s(&ws), "--steps", "1"]);
+    assert!(err.contains("no reference images"), "{err}");
+}
+
+#[test]
+fn single_file_workspace_checks_widths_from_the_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ws = tmp.path().join("ws");
+    let model = fixtures().join("tiny-sd2v/single_file.safetensors");
+    run_ok(&["init", s(&ws), "--model", s(&model)]);
+    let err = run_err(&["import", s(&emb("astro.pt")), "-w", s(&ws)]);
+    assert!(
+        err.contains("768 wide (SD 1.x)") && err.contains("48 wide"),
+        "{err}"
+    );
+    let v = Tensor::randn(0f32, 0.1, (2, 48), &Device::Cpu).unwrap();
+    let file = export_word(
+        &ExportWord {
+            name: "w48",
+            vectors: &v,
+            step: None,
+            checkpoint_name: None,
+            checkpoint_hash: None,
+        },
+        ExportFormat::A1111Pt,
+        tmp.path(),
+    )
+    .unwrap();
+    run_ok(&["import", s(&file), "-w", s(&ws)]);
+    assert_same(
+        &emb_params(&ws.join("embeddings/w48.safetensors")),
+        &v,
+        "w48",
+    );
+}
+
+#[test]
+fn inspect_describes_embeddings_and_checkpoints() {
+    let out = run_ok(&["inspect", s(&emb("astro.pt"))]);
+    for want in [
+        "AUTOMATIC1111",
+        "<astro>",
+        "3 × 768 (SD 1.x)",
+        "step:       1500",
+        "v1-5-pruned-emaonly",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in\n{out}");
+    }
+    let out = run_ok(&["inspect", s(&emb("kohya.safetensors"))]);
+    assert!(
+        out.contains("emb_params") && out.contains("F16") && out.contains("5 × 768"),
+        "{out}"
+    );
+    let out = run_ok(&[
+        "inspect",
+        s(&fixtures().join("tiny-sd2v/single_file.safetensors")),
+    ]);
+    for want in [
+        "SD 2.x (OpenCLIP",
+        "width 48, 3 layers",
+        "channels [32, 64, 64]",
+        "linear projections",
+        "cross-attention width 48",
+        "VAE:          channels [16, 32, 32, 32], 2 layer(s)",
+        "prediction:   epsilon",
+        "norm_num_groups",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in\n{out}");
+    }
+    let out = run_ok(&[
+        "inspect",
+        s(&fixtures().join("tiny-sd1/single_file.safetensors")),
+    ]);
+    assert!(
+        out.contains("SD 1.x (CLIP") && out.contains("1x1 conv projections"),
+        "{out}"
+    );
+    let err = run_err(&["inspect", s(&emb("two-keys.safetensors"))]);
+    assert!(
+        err.contains("two-keys.safetensors") && err.contains("`a`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn selftest_binary_runs_on_a_single_file() {
+    let fx = fixtures().join("tiny-sd2v");
+    let out = run_ok(&[
+        "selftest",
+        s(&fx),
+        "--model",
+        s(&fx.join("single_file.safetensors")),
+        "--kinds",
+        "text_encode,unet,vae_decode",
+    ]);
+    assert!(out.contains(" passed, 0 failed"), "{out}");
+    assert!(!out.contains("FAIL"), "{out}");
+}

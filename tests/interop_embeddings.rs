@@ -1,0 +1,303 @@
+//! Every embedding layout of tests/fixtures/embeddings (written by torch and
+//! safetensors as each tool saves them) loads to exactly the expected vectors;
+//! every bad file is refused with a message that names it and says why.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use dreamartist::interop::export::{export_word, ExportFormat, ExportWord};
+use dreamartist::interop::{load_embedding_file, EmbeddingFormat, InteropError};
+
+fn dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/embeddings")
+}
+
+fn index() -> serde_json::Value {
+    let text = std::fs::read_to_string(dir().join("index.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn expected() -> HashMap<String, Tensor> {
+    candle_core::safetensors::load(dir().join("expected.safetensors"), &Device::Cpu).unwrap()
+}
+
+/// Bitwise equality of two f32 tensors.
+fn assert_same(actual: &Tensor, expected: &Tensor, what: &str) {
+    assert_eq!(actual.dims(), expected.dims(), "{what}: shape");
+    assert_eq!(actual.dtype(), DType::F32, "{what}: dtype");
+    let a: Vec<u32> = actual
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()
+        .iter()
+        .map(|x| x.to_bits())
+        .collect();
+    let e: Vec<u32> = expected
+        .to_dtype(DType::F32)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()
+        .iter()
+        .map(|x| x.to_bits())
+        .collect();
+    assert!(a == e, "{what}: values differ");
+}
+
+fn loadable() -> Vec<String> {
+    index()["load"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn every_loadable_file_yields_the_expected_vectors() {
+    let expected = expected();
+    let files = loadable();
+    assert_eq!(files.len(), 8);
+    for f in &files {
+        let e = load_embedding_file(&dir().join(f)).unwrap_or_else(|err| panic!("{f}: {err}"));
+        let want = &expected[&format!("expected/{f}")];
+        assert_same(&e.vectors, want, f);
+    }
+}
+
+#[test]
+fn names_steps_and_formats_are_kept() {
+    let load = |f: &str| load_embedding_file(&dir().join(f)).unwrap();
+    let astro = load("astro.pt");
+    assert_eq!(astro.name, "astro");
+    assert_eq!(astro.format, EmbeddingFormat::A1111);
+    assert_eq!(astro.step, Some(1500));
+    assert_eq!(astro.stored_name.as_deref(), Some("astro"));
+    assert_eq!(
+        astro.checkpoint_name.as_deref(),
+        Some("v1-5-pruned-emaonly")
+    );
+    assert_eq!(astro.checkpoint_hash.as_deref(), Some("e1441589"));
+    assert_eq!(load("astro-neg.pt").name, "astro-neg");
+    let legacy = load("legacy.pt");
+    assert_eq!((legacy.name.as_str(), legacy.step), ("legacy", Some(10)));
+    assert!(legacy.container.contains("legacy"), "{}", legacy.container);
+    // A1111 calls a word by its file name; the stored name is kept aside.
+    let wide = load("wide-sd2.pt");
+    assert_eq!(wide.name, "wide-sd2");
+    assert_eq!(wide.stored_name.as_deref(), Some("wide"));
+    for f in ["learned_embeds.bin", "learned_embeds.safetensors"] {
+        let e = load(f);
+        assert_eq!(e.name, "cat-toy", "{f}");
+        assert_eq!(e.format, EmbeddingFormat::Diffusers, "{f}");
+    }
+    let kohya = load("kohya.safetensors");
+    assert_eq!(kohya.format, EmbeddingFormat::Kohya);
+    assert_eq!(kohya.stored_dtype, "F16");
+    assert_eq!(
+        load("onetrainer.safetensors").format,
+        EmbeddingFormat::OneTrainer
+    );
+}
+
+#[test]
+fn refused_files_say_why_and_name_the_file() {
+    let refused: Vec<String> = index()["refuse"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().split(' ').next().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        refused,
+        ["sdxl.safetensors", "truncated.pt", "two-keys.safetensors"]
+    );
+    let err = |f: &str| -> InteropError {
+        match load_embedding_file(&dir().join(f)) {
+            Ok(_) => panic!("{f} loaded"),
+            Err(e) => e,
+        }
+    };
+    let e = err("sdxl.safetensors");
+    let msg = e.to_string();
+    assert!(matches!(e, InteropError::Sdxl { .. }), "{e:?}");
+    assert!(msg.contains("sdxl.safetensors"), "{msg}");
+    assert!(msg.contains("SDXL is not supported yet"), "{msg}");
+    assert!(msg.contains("clip_g [2, 1280]"), "{msg}");
+
+    let e = err("truncated.pt");
+    let msg = e.to_string();
+    assert!(matches!(e, InteropError::Corrupt { .. }), "{e:?}");
+    assert!(
+        msg.contains("truncated.pt") && msg.contains("truncated"),
+        "{msg}"
+    );
+
+    let e = err("two-keys.safetensors");
+    let msg = e.to_string();
+    assert!(matches!(e, InteropError::Ambiguous { .. }), "{e:?}");
+    assert!(msg.contains("two-keys.safetensors"), "{msg}");
+    assert!(msg.contains("2 tensors"), "{msg}");
+    assert!(
+        msg.contains("`a` [1, 768] F32") && msg.contains("`b` [1, 768] F32"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn width_check_names_both_widths() {
+    let wide = load_embedding_file(&dir().join("wide-sd2.pt")).unwrap();
+    assert_eq!(wide.width(), 1024);
+    wide.check_width(1024).unwrap();
+    let msg = wide.check_width(768).unwrap_err().to_string();
+    assert!(msg.contains("wide-sd2.pt"), "{msg}");
+    assert!(msg.contains("1024 wide (SD 2.x)"), "{msg}");
+    assert!(msg.contains("768 wide (SD 1.x)"), "{msg}");
+    let astro = load_embedding_file(&dir().join("astro.pt")).unwrap();
+    astro.check_width(768).unwrap();
+    assert!(astro.check_width(1024).is_err());
+}
+
+#[test]
+fn truncated_legacy_and_safetensors_files_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (f, cut) in [
+        ("legacy.pt", 3000),
+        ("legacy.pt", 300),
+        ("kohya.safetensors", 4000),
+    ] {
+        let bytes = std::fs::read(dir().join(f)).unwrap();
+        let p = tmp.path().join(f);
+        std::fs::write(&p, &bytes[..cut]).unwrap();
+        let e = load_embedding_file(&p).err().unwrap();
+        let msg = e.to_string();
+        assert!(
+            matches!(e, InteropError::Corrupt { .. }),
+            "{f}[..{cut}]: {e:?}"
+        );
+        assert!(msg.contains("truncated"), "{msg}");
+        assert!(msg.contains(&p.display().to_string()), "{msg}");
+    }
+}
+
+/// A torch zip file with the given pickle and one f32 storage `0`.
+fn torch_zip(path: &Path, pickle: &[u8], storage: &[f32]) {
+    let mut w = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
+    let opts =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    w.start_file("archive/data.pkl", opts).unwrap();
+    w.write_all(pickle).unwrap();
+    w.start_file("archive/byteorder", opts).unwrap();
+    w.write_all(b"little").unwrap();
+    w.start_file("archive/data/0", opts).unwrap();
+    for x in storage {
+        w.write_all(&x.to_le_bytes()).unwrap();
+    }
+    w.finish().unwrap();
+}
+
+/// `{"string_to_param": {"*": _rebuild_tensor_v2(storage 0, offset, size, stride)}}`.
+fn a1111_pickle(offset: u8, size: (u8, u8), stride: (u8, u8)) -> Vec<u8> {
+    let mut p = b"\x80\x02}X\x0f\x00\x00\x00string_to_param}X\x01\x00\x00\x00*".to_vec();
+    p.extend(b"ctorch._utils\n_rebuild_tensor_v2\n((X\x07\x00\x00\x00storagectorch\nFloatStorage\nX\x01\x00\x00\x000X\x03\x00\x00\x00cpuK\x10tQ");
+    p.extend([b'K', offset, b'K', size.0, b'K', size.1, 0x86]);
+    p.extend([b'K', stride.0, b'K', stride.1, 0x86]);
+    p.extend(b"\x89ccollections\nOrderedDict\n)RtRss.");
+    p
+}
+
+#[test]
+fn storage_offset_and_strides_are_honoured() {
+    let tmp = tempfile::tempdir().unwrap();
+    let storage: Vec<f32> = (0..16).map(|i| i as f32).collect();
+    // A transposed view: 3 vectors of width 2 starting at element 4, column-major.
+    let p = tmp.path().join("view.pt");
+    torch_zip(&p, &a1111_pickle(4, (3, 2), (1, 3)), &storage);
+    let e = load_embedding_file(&p).unwrap();
+    assert_eq!(
+        e.vectors.to_vec2::<f32>().unwrap(),
+        vec![vec![4.0, 7.0], vec![5.0, 8.0], vec![6.0, 9.0]]
+    );
+    // A view reaching past its storage is a damaged file, not a panic.
+    let p = tmp.path().join("past.pt");
+    torch_zip(&p, &a1111_pickle(10, (4, 2), (2, 1)), &storage);
+    let msg = load_embedding_file(&p).unwrap_err().to_string();
+    assert!(msg.contains("past the end of storage"), "{msg}");
+}
+
+#[test]
+fn code_in_a_pickle_is_refused_never_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path().join("evil.pt");
+    let pickle = b"\x80\x02}X\x0f\x00\x00\x00string_to_paramcposix\nsystem\nX\x0b\x00\x00\x00touch /tmp/x\x85Rs.";
+    torch_zip(&p, pickle, &[0.0]);
+    let e = load_embedding_file(&p).unwrap_err();
+    let msg = e.to_string();
+    assert!(matches!(e, InteropError::Unsafe { .. }), "{e:?}");
+    assert!(
+        msg.contains("evil.pt") && msg.contains("posix.system"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn a1111_pt_writer_round_trips_through_the_reader() {
+    let tmp = tempfile::tempdir().unwrap();
+    let astro = load_embedding_file(&dir().join("astro.pt")).unwrap();
+    let written = export_word(
+        &ExportWord {
+            name: "astro",
+            vectors: &astro.vectors,
+            step: Some(1500),
+            checkpoint_name: Some("v1-5-pruned-emaonly"),
+            checkpoint_hash: None,
+        },
+        ExportFormat::A1111Pt,
+        tmp.path(),
+    )
+    .unwrap();
+    assert_eq!(written, tmp.path().join("astro.pt"));
+    let back = load_embedding_file(&written).unwrap();
+    assert_eq!(back.format, EmbeddingFormat::A1111);
+    assert_eq!(back.container, "torch zip pickle");
+    assert_eq!(back.step, Some(1500));
+    assert_eq!(back.stored_name.as_deref(), Some("astro"));
+    assert_eq!(back.checkpoint_name.as_deref(), Some("v1-5-pruned-emaonly"));
+    assert_same(&back.vectors, &astro.vectors, "astro.pt round trip");
+    // torch aligns storage records to 64 bytes; so does the writer.
+    let bytes = std::fs::read(&written).unwrap();
+    let first = astro
+        .vectors
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()[0];
+    let at = bytes
+        .windows(4)
+        .position(|w| w == first.to_le_bytes())
+        .unwrap();
+    assert_eq!(at % 64, 0, "storage record is not 64-byte aligned");
+}
+
+#[test]
+fn checkpoints_and_garbage_are_not_embeddings() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let msg = load_embedding_file(&root.join("tiny-sd1/single_file.safetensors"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("Stable Diffusion checkpoint") && msg.contains("not an embedding"),
+        "{msg}"
+    );
+    let msg = load_embedding_file(&root.join("references/chelsea.png"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("chelsea.png") && msg.contains("not an embedding"),
+        "{msg}"
+    );
+}

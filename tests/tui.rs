@@ -1,0 +1,374 @@
+//! The workbench without a terminal: screens drawn into ratatui's TestBackend
+//! (insta snapshots) and flows fed through the app's update function, checking
+//! the commands it sends to the engine.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use dreamartist::engine::{EngineCommand, EngineEvent};
+use dreamartist::train::run::{StepMetrics, TrainOutcome};
+use dreamartist::train::TrainEvent;
+use dreamartist::tui::app::{App, Effect, Msg, Popup, TrainStatus};
+use dreamartist::tui::images::Images;
+use dreamartist::tui::keymap::Keymap;
+use dreamartist::tui::logbuf::LogBuffer;
+use dreamartist::tui::theme::Theme;
+use dreamartist::tui::view;
+use dreamartist::workspace::Workspace;
+use ratatui::backend::TestBackend;
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use ratatui::Terminal;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// A workspace folder named `ws` (the status bar shows the folder name).
+fn workspace(with_concept: bool) -> (tempfile::TempDir, Workspace) {
+    let tmp = tempfile::tempdir().unwrap();
+    let ws = Workspace::init(
+        &tmp.path().join("ws"),
+        fixtures().join("tiny-sd1/model").to_str().unwrap(),
+    )
+    .unwrap();
+    if with_concept {
+        dreamartist::concept::add(
+            &ws,
+            &dreamartist::concept::NewConcept {
+                name: "cat".into(),
+                references: vec![fixtures().join("references/chelsea.png")],
+                preset: "photo".into(),
+                pos_vectors: None,
+                neg_vectors: None,
+                init_text: "*".into(),
+                class: None,
+            },
+        )
+        .unwrap();
+        std::fs::write(
+            ws.prompts_dir().join("beach.toml"),
+            "prompt = \"a photo of <cat> on the beach\"\nseed = 3\nsteps = 4\n",
+        )
+        .unwrap();
+    }
+    (tmp, ws)
+}
+
+fn app(ws: &Workspace) -> App {
+    let mut a = App::new(
+        ws.clone(),
+        Keymap::default_map(),
+        Theme::plain(),
+        LogBuffer::with_fixed_time("12:00:00"),
+        "off",
+    );
+    a.update(Msg::Engine(EngineEvent::Ready {
+        model: "tiny-sd1".into(),
+        device: "cpu".into(),
+    }));
+    a
+}
+
+fn key(c: char) -> Msg {
+    Msg::Key(KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE))
+}
+
+fn code(c: KeyCode) -> Msg {
+    Msg::Key(KeyEvent::new(c, KeyModifiers::NONE))
+}
+
+fn screen(app: &App, w: u16, h: u16) -> String {
+    let mut term = Terminal::new(TestBackend::new(w, h)).unwrap();
+    let mut images = Images::off();
+    term.draw(|f| view::draw(app, &mut images, f)).unwrap();
+    term.backend().to_string()
+}
+
+fn metrics(step: u64) -> StepMetrics {
+    let loss = 1.0 + 0.3 * ((step as f64) * 0.7).sin() - step as f64 * 0.004;
+    StepMetrics {
+        step,
+        loss,
+        mse: loss,
+        rec: None,
+        lr: 0.005,
+        lr_neg: 0.005,
+        grad_norm_pos: 0.31,
+        grad_norm_neg: 0.27,
+        it_s: 4.2,
+    }
+}
+
+/// Starts training from the keyboard and feeds `steps` engine step events.
+fn training_app(ws: &Workspace, steps: u64) -> App {
+    let mut a = app(ws);
+    let fx = a.update(key('t'));
+    assert!(
+        matches!(fx.as_slice(), [Effect::Engine(EngineCommand::Train(_))]),
+        "{fx:?}"
+    );
+    a.update(Msg::Engine(EngineEvent::Train(TrainEvent::Started {
+        run_id: "20261126-120000".into(),
+        run_dir: ws.concept_dir("cat").join("runs/20261126-120000"),
+        start_step: 0,
+        total_steps: 200,
+    })));
+    for s in 1..=steps {
+        a.update(Msg::Engine(EngineEvent::Train(TrainEvent::Step(metrics(
+            s,
+        )))));
+    }
+    a
+}
+
+#[test]
+fn snapshot_empty_workspace() {
+    let (_t, ws) = workspace(false);
+    insta::assert_snapshot!(screen(&app(&ws), 120, 36));
+}
+
+#[test]
+fn snapshot_training_with_chart() {
+    let (_t, ws) = workspace(true);
+    let a = training_app(&ws, 60);
+    let s = screen(&a, 120, 36);
+    assert!(s.contains("60/200") && s.contains("running"), "{s}");
+    insta::assert_snapshot!(s);
+}
+
+#[test]
+fn snapshot_paused() {
+    let (_t, ws) = workspace(true);
+    let mut a = training_app(&ws, 20);
+    let fx = a.update(key('p'));
+    assert!(matches!(
+        fx.as_slice(),
+        [Effect::Engine(EngineCommand::Pause)]
+    ));
+    a.update(Msg::Engine(EngineEvent::Paused));
+    let fx = a.update(key('p'));
+    assert!(matches!(
+        fx.as_slice(),
+        [Effect::Engine(EngineCommand::Resume)]
+    ));
+    insta::assert_snapshot!(screen(&a, 120, 36));
+}
+
+#[test]
+fn snapshot_failed_popup() {
+    let (_t, ws) = workspace(true);
+    let mut a = training_app(&ws, 5);
+    a.update(Msg::Engine(EngineEvent::TrainFailed(
+        "step 6: training diverged (loss, gradient or vectors reached inf); the run stopped".into(),
+    )));
+    assert!(matches!(
+        a.training.as_ref().unwrap().status,
+        TrainStatus::Failed(_)
+    ));
+    insta::assert_snapshot!(screen(&a, 120, 36));
+}
+
+#[test]
+fn snapshot_help_and_palette() {
+    let (_t, ws) = workspace(true);
+    let mut a = app(&ws);
+    a.update(key('?'));
+    assert!(matches!(a.popup, Some(Popup::Help { .. })));
+    insta::assert_snapshot!("help", screen(&a, 120, 36));
+    a.update(code(KeyCode::Esc));
+    a.update(Msg::Key(KeyEvent::new(
+        KeyCode::Char('p'),
+        KeyModifiers::CONTROL,
+    )));
+    for c in "gen".chars() {
+        a.update(key(c));
+    }
+    insta::assert_snapshot!("palette", screen(&a, 120, 36));
+}
+
+#[test]
+fn snapshot_gallery_and_fullscreen() {
+    let (_t, ws) = workspace(true);
+    let mut a = training_app(&ws, 10);
+    for (step, seed) in [(5u64, 1u64), (10, 1)] {
+        a.update(Msg::Engine(EngineEvent::Train(TrainEvent::Sample {
+            step,
+            path: ws
+                .concept_dir("cat")
+                .join(format!("runs/20261126-120000/samples/step-{step:08}.png")),
+            prompt: "a photo of <cat>".into(),
+            seed,
+        })));
+    }
+    a.update(key('h'));
+    let s = screen(&a, 120, 36);
+    assert!(s.contains("Samples 1/2") && s.contains("step   5"), "{s}");
+    insta::assert_snapshot!("gallery", s);
+    a.update(key('f'));
+    insta::assert_snapshot!("fullscreen", screen(&a, 120, 36));
+}
+
+#[test]
+fn snapshot_terminal_too_small() {
+    let (_t, ws) = workspace(false);
+    let s = screen(&app(&ws), 60, 20);
+    assert!(s.contains("Terminal too small"));
+    insta::assert_snapshot!(s);
+}
+
+#[test]
+fn three_quick_saves_make_one_generate() {
+    let (_t, ws) = workspace(true);
+    let mut a = app(&ws);
+    let file = ws.prompts_dir().join("beach.toml");
+    for _ in 0..3 {
+        assert!(a.update(Msg::PromptChanged(file.clone())).is_empty());
+    }
+    // Not yet quiet long enough: nothing.
+    let soon = a.update(Msg::Tick(Instant::now()));
+    assert!(!soon
+        .iter()
+        .any(|e| matches!(e, Effect::Engine(EngineCommand::Generate(_)))));
+    let later = a.update(Msg::Tick(Instant::now() + Duration::from_millis(500)));
+    let gens: Vec<_> = later
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Engine(EngineCommand::Generate(job)) => Some(job),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(gens.len(), 1);
+    assert_eq!(gens[0].source.as_deref(), Some(file.as_path()));
+    assert_eq!(gens[0].request.seed, 3);
+    // With watch off, saves are ignored.
+    a.update(key('w'));
+    a.update(Msg::PromptChanged(file));
+    let none = a.update(Msg::Tick(Instant::now() + Duration::from_secs(5)));
+    assert!(!none
+        .iter()
+        .any(|e| matches!(e, Effect::Engine(EngineCommand::Generate(_)))));
+}
+
+#[test]
+fn quit_while_training_asks_then_stops_and_quits() {
+    let (_t, ws) = workspace(true);
+    let mut a = training_app(&ws, 3);
+    assert!(a.update(key('q')).is_empty());
+    assert_eq!(a.popup, Some(Popup::ConfirmQuit));
+    let fx = a.update(key('s'));
+    assert!(matches!(
+        fx.as_slice(),
+        [Effect::Engine(EngineCommand::Stop)]
+    ));
+    let outcome = TrainOutcome {
+        run_id: "20261126-120000".into(),
+        run_dir: PathBuf::new(),
+        positive: PathBuf::from("cat.safetensors"),
+        negative: None,
+        steps: 3,
+        loss: Some(1.0),
+        interrupted: true,
+    };
+    let fx = a.update(Msg::Engine(EngineEvent::Train(TrainEvent::Finished(
+        outcome.clone(),
+    ))));
+    assert!(matches!(fx.as_slice(), [Effect::Quit]), "{fx:?}");
+
+    // "Keep training headless" hands the run to a detached process.
+    let mut b = training_app(&ws, 3);
+    b.update(key('q'));
+    b.update(key('k'));
+    let fx = b.update(Msg::Engine(EngineEvent::Train(TrainEvent::Finished(
+        outcome,
+    ))));
+    assert!(
+        matches!(fx.as_slice(), [Effect::QuitKeepTraining { concept, total_steps: 200, .. }] if concept == "cat"),
+        "{fx:?}"
+    );
+    // Cancel keeps everything going; without training, q quits at once.
+    let mut c = training_app(&ws, 1);
+    c.update(key('q'));
+    assert!(c.update(key('c')).is_empty());
+    assert!(c.popup.is_none() && c.is_training());
+    let mut d = app(&ws);
+    assert!(matches!(d.update(key('q')).as_slice(), [Effect::Quit]));
+}
+
+#[test]
+fn palette_runs_the_chosen_action() {
+    let (_t, ws) = workspace(true);
+    let mut a = app(&ws);
+    a.update(key(':'));
+    for c in "train".chars() {
+        a.update(key(c));
+    }
+    let fx = a.update(code(KeyCode::Enter));
+    assert!(
+        matches!(fx.as_slice(), [Effect::Engine(EngineCommand::Train(_))]),
+        "{fx:?}"
+    );
+}
+
+#[test]
+fn add_reference_and_create_concept_from_the_keyboard() {
+    let (_t, ws) = workspace(false);
+    let mut a = app(&ws);
+    a.update(key('a'));
+    let photo = fixtures().join("references/chelsea.png");
+    for c in photo.to_string_lossy().chars() {
+        a.update(key(c));
+    }
+    a.update(code(KeyCode::Enter));
+    assert!(a.popup.is_none(), "{:?}", a.popup);
+    assert_eq!(a.references.len(), 1);
+    a.update(key('n'));
+    assert!(matches!(a.popup, Some(Popup::NewConcept(_))));
+    a.update(code(KeyCode::Enter));
+    assert_eq!(a.concepts.len(), 1);
+    assert_eq!(a.concepts[0].name, "chelsea");
+    // A bad path gives an error popup and copies nothing.
+    a.update(key('a'));
+    for c in "/nonexistent/x.png".chars() {
+        a.update(key(c));
+    }
+    a.update(code(KeyCode::Enter));
+    assert!(matches!(&a.popup, Some(Popup::Error(e)) if e.contains("/nonexistent/x.png")));
+    assert_eq!(a.references.len(), 1);
+}
+
+#[test]
+fn attaches_to_a_headless_run_and_follows_its_metrics() {
+    let (_t, ws) = workspace(true);
+    let run = ws.concept_dir("cat").join("runs/20261126-090000");
+    std::fs::create_dir_all(&run).unwrap();
+    std::fs::write(
+        run.join("config.toml"),
+        "concept = \"cat\"\n[train]\nsteps = 100\n",
+    )
+    .unwrap();
+    let line = |s: u64| format!("{}\n", serde_json::to_string(&metrics(s)).unwrap());
+    std::fs::write(
+        run.join("metrics.jsonl"),
+        (1..=10).map(line).collect::<String>(),
+    )
+    .unwrap();
+    let mut a = app(&ws);
+    let t0 = Instant::now();
+    a.update(Msg::Tick(t0));
+    let view = a.training.as_ref().expect("attached");
+    assert_eq!(view.status, TrainStatus::Attached);
+    assert_eq!(view.history.step(), 10);
+    assert_eq!(view.history.total_steps, 100);
+    // The headless process writes more, the last line only half.
+    let mut more: String = (11..=14).map(line).collect();
+    more.push_str("{\"step\": 15, \"lo");
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(run.join("metrics.jsonl"))
+        .unwrap();
+    std::io::Write::write_all(&mut f, more.as_bytes()).unwrap();
+    a.update(Msg::Tick(t0 + Duration::from_secs(3)));
+    assert_eq!(a.training.as_ref().unwrap().history.step(), 14);
+    let s = screen(&a, 120, 36);
+    assert!(s.contains("attached") && s.contains("14/100"), "{s}");
+}
