@@ -372,3 +372,39 @@ fn attaches_to_a_headless_run_and_follows_its_metrics() {
     let s = screen(&a, 120, 36);
     assert!(s.contains("attached") && s.contains("14/100"), "{s}");
 }
+
+#[test]
+fn export_key_writes_the_a1111_pair() {
+    let (_t, ws) = workspace(true);
+    let mut a = app(&ws);
+    // Not trained yet: a clear error.
+    a.update(key('x'));
+    assert!(
+        matches!(&a.popup, Some(Popup::Error(e)) if e.contains("train")),
+        "{:?}",
+        a.popup
+    );
+    a.update(code(KeyCode::Esc));
+    let v = candle_core::Tensor::zeros((3, 32), candle_core::DType::F32, &candle_core::Device::Cpu)
+        .unwrap();
+    for word in ["cat", "cat-neg"] {
+        let meta = dreamartist::concept::EmbeddingMeta {
+            name: word.into(),
+            ..Default::default()
+        };
+        dreamartist::concept::save_embedding(
+            &ws.concept_dir("cat").join(format!("{word}.safetensors")),
+            &v,
+            &meta,
+        )
+        .unwrap();
+    }
+    a.update(key('x'));
+    assert!(a.popup.is_none(), "{:?}", a.popup);
+    for word in ["cat", "cat-neg"] {
+        assert!(ws
+            .root
+            .join(format!("exports/a1111/{word}.safetensors"))
+            .is_file());
+    }
+}

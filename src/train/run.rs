@@ -212,26 +212,38 @@ fn init_vectors(sd: &StableDiffusion, text: &str, n: usize) -> Result<Tensor, Tr
     Ok(emb.index_select(&Tensor::new(rows.as_slice(), emb.device())?, 0)?)
 }
 
-/// A short hash of the base model (A1111's legacy 8-hex "model hash" of the UNet file).
+/// A short hash of the base model: A1111's legacy 8-hex "model hash" (SHA-256
+/// of 64 KiB at offset 1 MiB) of the checkpoint file, or of the UNet weights
+/// of a diffusers folder.
 pub fn model_hash(sd: &StableDiffusion) -> String {
     use sha2::{Digest, Sha256};
     use std::io::{Read, Seek, SeekFrom};
-    for name in [
-        "diffusion_pytorch_model.safetensors",
-        "diffusion_pytorch_model.fp16.safetensors",
-    ] {
-        let p = sd.root.join("unet").join(name);
-        if let Ok(mut f) = std::fs::File::open(&p) {
-            let mut buf = vec![0u8; 0x10000];
-            let _ = f.seek(SeekFrom::Start(0x100000));
-            let n = f.read(&mut buf).unwrap_or(0);
-            if n == 0 {
-                let _ = f.seek(SeekFrom::Start(0));
-                let _ = f.read(&mut buf);
-            }
-            let digest = Sha256::digest(&buf[..n.max(1).min(buf.len())]);
-            return digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
+    let candidates = if sd.root.is_file() {
+        vec![sd.root.clone()]
+    } else {
+        [
+            "diffusion_pytorch_model.safetensors",
+            "diffusion_pytorch_model.fp16.safetensors",
+        ]
+        .iter()
+        .map(|n| sd.root.join("unet").join(n))
+        .collect()
+    };
+    for p in candidates {
+        let Ok(mut f) = std::fs::File::open(&p) else {
+            continue;
+        };
+        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+        // Small files (tests, tiny models) have nothing at 1 MiB: hash their start.
+        let offset = if len > 0x100000 { 0x100000 } else { 0 };
+        let mut buf = Vec::with_capacity(0x10000);
+        if f.seek(SeekFrom::Start(offset)).is_err()
+            || f.take(0x10000).read_to_end(&mut buf).is_err()
+        {
+            continue;
         }
+        let digest = Sha256::digest(&buf);
+        return digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
     }
     String::new()
 }
@@ -396,11 +408,12 @@ pub fn train(
         total_steps: cfg.steps,
     });
 
+    let base_model_hash = model_hash(sd);
     let meta = |name: String, step: u64| EmbeddingMeta {
         name,
         step,
         base_model: sd.name.clone(),
-        base_model_hash: model_hash(sd),
+        base_model_hash: base_model_hash.clone(),
         pos_vectors: concept.pos_vectors,
         neg_vectors: concept.neg_vectors,
     };

@@ -986,39 +986,23 @@ impl App {
         vec![Effect::OpenEditor(path)]
     }
 
+    /// Exports the selected concept's pair as A1111 safetensors into `exports/a1111/`.
     fn export_selected(&mut self) {
         let Some(c) = self.selected_concept().cloned() else {
             self.error("no concept selected");
             return;
         };
-        let src = self.ws.concept_dir(&c.name);
-        let out = self.ws.root.join("exports").join(&c.name);
-        let result = (|| -> anyhow::Result<usize> {
-            std::fs::create_dir_all(&out)?;
-            let mut n = 0;
-            for word in [c.name.clone(), format!("{}-neg", c.name)] {
-                let f = src.join(format!("{word}.safetensors"));
-                if f.is_file() {
-                    let bytes = std::fs::read(&f)?;
-                    crate::workspace::write_atomic(
-                        &out.join(format!("{word}.safetensors")),
-                        &bytes,
-                    )?;
-                    n += 1;
-                }
+        let format = crate::interop::export::ExportFormat::A1111;
+        let out = self.ws.root.join("exports").join("a1111");
+        match crate::interop::workspace::export(&self.ws, &c.name, format, &out) {
+            Ok(files) => {
+                let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+                self.log(
+                    Level::INFO,
+                    format!("exported <{}>: {}", c.name, names.join(", ")),
+                );
             }
-            Ok(n)
-        })();
-        match result {
-            Ok(0) => self.error(format!(
-                "<{}> is not trained yet; train it first (t)",
-                c.name
-            )),
-            Ok(n) => self.log(
-                Level::INFO,
-                format!("exported {n} file(s) to {}", out.display()),
-            ),
-            Err(e) => self.error(format!("export to {}: {e:#}", out.display())),
+            Err(e) => self.error(e.to_string()),
         }
     }
 
