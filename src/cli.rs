@@ -38,6 +38,28 @@ pub enum Command {
         #[arg(long)]
         debug_fps: bool,
     },
+    /// Time a training step and the sampling loop (same JSON keys as the PyTorch peer).
+    Bench {
+        /// A model spec (diffusers folder, hf:org/name, single file).
+        #[arg(long)]
+        model: Option<String>,
+        /// SD 1.5 sizes with random weights.
+        #[arg(long)]
+        sd15_random: bool,
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+        #[arg(long, default_value_t = 20)]
+        steps: usize,
+        #[arg(long, default_value_t = 10)]
+        train_iters: usize,
+        #[arg(long, default_value = "f32")]
+        dtype: String,
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// Print only the JSON line.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print an image in the terminal (kitty, iTerm2, sixel or half-blocks).
     Show {
         image: PathBuf,
@@ -273,6 +295,41 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 theme,
                 debug_fps,
             })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench {
+            model,
+            sd15_random,
+            size,
+            steps,
+            train_iters,
+            dtype,
+            device,
+            json,
+        } => {
+            let report = crate::bench::run(&crate::bench::BenchOptions {
+                model,
+                sd15_random,
+                size,
+                steps,
+                train_iters,
+                dtype: parse_dtype(&dtype)?,
+                device: parse_device(&device)?,
+            })?;
+            let line = serde_json::to_string(&report)?;
+            if json {
+                println!("{line}");
+            } else {
+                println!(
+                    "train step {:.2} ms · sample step {:.2} ms · sample total {:.1} ms ({} steps) · peak {:.0} MiB · {} threads\n{line}",
+                    report.train_step_ms,
+                    report.sample_step_ms,
+                    report.sample_total_ms,
+                    report.sampling_steps,
+                    report.peak_mem_mib,
+                    report.threads
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Show { image, width } => {

@@ -1,6 +1,7 @@
 //! dreamartist: one-shot concept learning on Stable Diffusion with DreamArtist
 //! (contrastive prompt tuning), on candle.
 
+pub mod bench;
 pub mod cli;
 mod cli_concept;
 mod cli_generate;

@@ -15,6 +15,8 @@ use super::weights::Weights;
 #[derive(Debug, Clone)]
 pub struct Linear {
     inner: candle_nn::Linear,
+    weight: Tensor,
+    bias: Option<Tensor>,
 }
 
 impl Linear {
@@ -31,12 +33,23 @@ impl Linear {
             None
         };
         Ok(Self {
-            inner: candle_nn::Linear::new(weight, bias),
+            inner: candle_nn::Linear::new(weight.clone(), bias.clone()),
+            weight,
+            bias,
         })
     }
 
+    /// When `x` tracks gradients, the frozen-weight op spares the backward
+    /// pass the weight gradient (see [`super::frozen`]).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.inner.forward(x)
+        if !x.track_op() {
+            return self.inner.forward(x);
+        }
+        let y = super::frozen::linear(x, &self.weight)?;
+        match &self.bias {
+            Some(b) => y.broadcast_add(b),
+            None => Ok(y),
+        }
     }
 }
 
@@ -69,7 +82,11 @@ impl Conv2d {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?;
+        let y = if x.track_op() {
+            super::frozen::conv2d(x, &self.weight, self.padding, self.stride)?
+        } else {
+            x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?
+        };
         match &self.bias {
             Some(b) => y.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?),
             None => Ok(y),
@@ -187,12 +204,52 @@ pub fn quick_gelu(x: &Tensor) -> Result<Tensor> {
     x * candle_nn::ops::sigmoid(&(x * 1.702)?)?
 }
 
+/// Largest score map (elements of `[B, H, q, k]`) computed in one piece when no
+/// gradient is needed; bigger maps are computed in query chunks. At 512 px, SD's
+/// first self-attention would otherwise hold 2×8×4096×4096 f32 (1 GiB) at once.
+const MAX_SCORES: usize = 1 << 24;
+
 /// Multi-head scaled dot-product attention on `[B, H, N, d]` tensors.
 ///
 /// `upcast` computes the scores and softmax in f32 for half-precision runs
 /// (diffusers' `upcast_attention`, needed by SD 2.x). `mask`, if given, is added
-/// to the scores (broadcast over batch and heads).
+/// to the scores (broadcast over batch and heads). Without gradients, large
+/// problems are sliced over queries so memory stays bounded (the result is the
+/// same: each query row's softmax is independent).
 pub fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    scale: f64,
+    upcast: bool,
+    mask: Option<&Tensor>,
+) -> Result<Tensor> {
+    let (b, h, nq, _) = q.dims4()?;
+    let nk = k.dim(2)?;
+    let tracked = q.track_op() || k.track_op() || v.track_op();
+    let total = b * h * nq * nk;
+    if tracked || total <= MAX_SCORES || mask.is_some() {
+        return attention_full(q, k, v, scale, upcast, mask);
+    }
+    let rows = (MAX_SCORES / (b * h * nk)).max(1);
+    let mut outs = Vec::with_capacity(nq.div_ceil(rows));
+    let mut start = 0;
+    while start < nq {
+        let len = rows.min(nq - start);
+        outs.push(attention_full(
+            &q.narrow(2, start, len)?,
+            k,
+            v,
+            scale,
+            upcast,
+            None,
+        )?);
+        start += len;
+    }
+    Tensor::cat(&outs, 2)
+}
+
+fn attention_full(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
@@ -226,4 +283,30 @@ pub fn split_heads(x: &Tensor, heads: usize) -> Result<Tensor> {
 pub fn merge_heads(x: &Tensor) -> Result<Tensor> {
     let (b, h, n, d) = x.dims4()?;
     x.transpose(1, 2)?.reshape((b, n, h * d))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn sliced_attention_equals_full_attention() {
+        let d = Device::Cpu;
+        // 1×2×4100×4100 > MAX_SCORES: the sliced path runs.
+        let q = Tensor::randn(0f32, 1.0, (1, 2, 4100, 8), &d).unwrap();
+        let k = Tensor::randn(0f32, 1.0, (1, 2, 4100, 8), &d).unwrap();
+        let v = Tensor::randn(0f32, 1.0, (1, 2, 4100, 8), &d).unwrap();
+        let sliced = attention(&q, &k, &v, 0.35, false, None).unwrap();
+        let full = attention_full(&q, &k, &v, 0.35, false, None).unwrap();
+        let diff = (sliced - full)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(diff < 1e-6, "{diff}");
+    }
 }

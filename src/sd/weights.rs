@@ -27,6 +27,11 @@ pub trait TensorSource: Send + Sync {
     fn names(&self) -> Vec<String>;
     /// How to name `name` in error messages: the name as stored in the file,
     /// which differs from the requested one for sources that translate names.
+    /// True for sources that make up weights instead of reading them (benchmarks).
+    fn random_init(&self) -> bool {
+        false
+    }
+
     fn describe(&self, name: &str) -> String {
         name.to_string()
     }
@@ -170,6 +175,26 @@ impl Weights {
         self.dtype
     }
 
+    /// A freshly initialised tensor for benchmarks with real sizes and random
+    /// weights: norm scales 1, biases 0, matrices scaled by 1/sqrt(fan-in) so
+    /// activations stay in range through deep stacks.
+    fn random(&self, shape: &[usize], name: &str) -> candle_core::Result<Tensor> {
+        if shape.len() == 1 {
+            return if name.ends_with("bias") {
+                Tensor::zeros(shape, self.dtype, &self.device)
+            } else {
+                Tensor::ones(shape, self.dtype, &self.device)
+            };
+        }
+        let fan_in: usize = shape[1..].iter().product::<usize>().max(1);
+        let std = if name.contains("embedding") {
+            0.02
+        } else {
+            1.0 / (fan_in as f64).sqrt()
+        };
+        Tensor::randn(0f32, std as f32, shape, &self.device)?.to_dtype(self.dtype)
+    }
+
     pub fn device(&self) -> &Device {
         &self.device
     }
@@ -194,6 +219,14 @@ impl Weights {
     /// Loads `name` and checks that it has `shape`.
     pub fn get(&self, shape: &[usize], name: &str) -> Result<Tensor, LoadError> {
         let full = self.full_name(name);
+        if self.source.random_init() {
+            return self
+                .random(shape, name)
+                .map_err(|source| LoadError::Tensor {
+                    path: self.source.origin().to_path_buf(),
+                    source,
+                });
+        }
         let Some(found) = self.source.shape(&full) else {
             return Err(LoadError::MissingTensor {
                 path: self.source.origin().to_path_buf(),
@@ -220,5 +253,46 @@ impl Weights {
                 source,
             })
         }
+    }
+}
+
+/// A source with no file: every tensor is freshly initialised at the requested
+/// shape (benchmarks with SD-sized random weights; compute is what matters).
+pub struct RandomInit {
+    origin: PathBuf,
+}
+
+impl RandomInit {
+    pub fn new(label: &str) -> Self {
+        Self {
+            origin: PathBuf::from(label),
+        }
+    }
+}
+
+impl TensorSource for RandomInit {
+    fn origin(&self) -> &Path {
+        &self.origin
+    }
+
+    fn shape(&self, _name: &str) -> Option<Vec<usize>> {
+        None
+    }
+
+    fn load(&self, name: &str, _device: &Device) -> Result<Tensor, LoadError> {
+        Err(LoadError::MissingTensor {
+            path: self.origin.clone(),
+            name: name.to_string(),
+            expected: Vec::new(),
+            component: "random weights".into(),
+        })
+    }
+
+    fn names(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    fn random_init(&self) -> bool {
+        true
     }
 }

@@ -153,6 +153,21 @@ pub fn cpt_loss(
     let ts: Vec<f64> = batch.timesteps.iter().map(|t| *t as f64).collect();
     let n_train = schedule.num_train_timesteps();
 
+    // One template line (the common case) gives every sample the same pair:
+    // run the text encoder once, not once per sample.
+    let shared;
+    let prompts = match prompts.split_first() {
+        Some((first, rest))
+            if !rest.is_empty()
+                && rest
+                    .iter()
+                    .all(|c| c.positive == first.positive && c.negative == first.negative) =>
+        {
+            shared = [first.clone()];
+            &shared[..]
+        }
+        _ => prompts,
+    };
     let p = prompts.len();
     if p != 1 && p != b {
         candle_core::bail!("{p} prompt pairs for a batch of {b}");

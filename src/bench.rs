@@ -1,0 +1,217 @@
+//! `bench`: the DreamArtist training step and the sampling loop, timed the way
+//! the PyTorch + diffusers peer (`shared/bench/peer_bench.py`) times them, with
+//! the same JSON keys, so the two can be compared side by side.
+
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use candle_core::{DType, Device, Tensor, Var};
+use serde::Serialize;
+
+use crate::generate::{denoise, GuidedContext, StepControl};
+use crate::rng::Rng;
+use crate::sd::{LoadOptions, PseudoWord, Sampler, SamplerKind, StableDiffusion};
+use crate::train::{cpt_loss, AdamW, AdamWConfig, CfgSpec, ConceptPrompts, CptBatch};
+
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// A model spec; `None` with `sd15_random` builds SD 1.5 sizes with random weights.
+    pub model: Option<String>,
+    pub sd15_random: bool,
+    /// Image size in pixels.
+    pub size: usize,
+    pub steps: usize,
+    pub train_iters: usize,
+    pub dtype: DType,
+    pub device: Device,
+}
+
+/// One JSON line, keys as the peer's.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    #[serde(rename = "impl")]
+    pub implementation: String,
+    pub device: String,
+    pub dtype: String,
+    pub model: String,
+    pub size: usize,
+    pub train_step_ms: f64,
+    pub sample_step_ms: f64,
+    pub sample_total_ms: f64,
+    pub sampling_steps: usize,
+    pub peak_mem_mib: f64,
+    pub threads: usize,
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+/// Peak resident memory of this process (what the peer reports on CPU).
+pub fn peak_rss_mib() -> f64 {
+    #[cfg(unix)]
+    {
+        // SAFETY: getrusage only writes the struct we pass.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } == 0 {
+            return usage.ru_maxrss as f64 / 1024.0;
+        }
+    }
+    f64::NAN
+}
+
+fn sync(device: &Device) -> Result<()> {
+    device.synchronize().context("device synchronisation")
+}
+
+fn dtype_name(d: DType) -> &'static str {
+    match d {
+        DType::F16 => "f16",
+        DType::BF16 => "bf16",
+        DType::F64 => "f64",
+        _ => "f32",
+    }
+}
+
+pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
+    let load = LoadOptions {
+        dtype: opts.dtype,
+        device: opts.device.clone(),
+    };
+    let sd = match (&opts.model, opts.sd15_random) {
+        (_, true) => StableDiffusion::random_sd15(&load)?,
+        (Some(m), false) => StableDiffusion::load(m, &load)?,
+        (None, false) => anyhow::bail!("give --model SPEC or --sd15-random"),
+    };
+    let down = sd.vae.downscale();
+    if opts.size == 0 || opts.size % 8 != 0 || opts.size % down != 0 {
+        anyhow::bail!(
+            "size {} must be a multiple of 8 and of the VAE factor {down}",
+            opts.size
+        );
+    }
+    let lat = opts.size / down;
+    let lc = sd.vae.config.latent_channels;
+    let d = sd.text_encoder.hidden_size();
+    let dev = &sd.device;
+    // The peer's prompt: "a photo of" + 3 slots, for both words.
+    let words = [
+        PseudoWord {
+            name: "<p>".into(),
+            vectors: 3,
+        },
+        PseudoWord {
+            name: "<n>".into(),
+            vectors: 3,
+        },
+    ];
+    let prompts = ConceptPrompts {
+        positive: sd.tokenizer.tokenize("a photo of <p>", &words),
+        negative: sd.tokenizer.tokenize("a photo of <n>", &words),
+    };
+    let mut rng = Rng::seed(0);
+    let pos = Var::from_tensor(&(rng.randn((3, d), dev)? * 0.02)?)?;
+    let neg = Var::from_tensor(&(rng.randn((3, d), dev)? * 0.02)?)?;
+    let adam = AdamWConfig {
+        weight_decay: 0.01,
+        ..Default::default()
+    };
+    let mut opt_pos = AdamW::new(&pos, adam)?;
+    let mut opt_neg = AdamW::new(&neg, adam)?;
+    let z0 = rng.randn((1, lc, lat, lat), dev)?;
+    let cfg = CfgSpec::Constant(3.0);
+    let mut train_ms = Vec::new();
+    for i in 0..opts.train_iters + 2 {
+        sync(dev)?;
+        let t0 = Instant::now();
+        let t = rng.below(sd.schedule.num_train_timesteps() as u64) as usize;
+        let noise = rng.randn((1, lc, lat, lat), dev)?;
+        let batch = CptBatch {
+            z0: &z0,
+            noise: &noise,
+            timesteps: &[t],
+            image: None,
+            mask: None,
+        };
+        let loss = cpt_loss(
+            &sd,
+            std::slice::from_ref(&prompts),
+            pos.as_tensor(),
+            neg.as_tensor(),
+            &cfg,
+            0.0,
+            &batch,
+        )?;
+        let grads = loss.total.backward()?;
+        for (var, opt) in [(&pos, &mut opt_pos), (&neg, &mut opt_neg)] {
+            if let Some(g) = grads.get(var.as_tensor()) {
+                opt.update(var, g, 3e-3)?;
+            }
+        }
+        sync(dev)?;
+        if i >= 2 {
+            train_ms.push(t0.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+
+    // Sampling: encode, DDIM with CFG 7.5, decode; twice, the first as warm-up.
+    let vectors = Tensor::cat(&[pos.as_tensor(), neg.as_tensor()], 0)?;
+    let mut sample = || -> Result<(Vec<f64>, f64)> {
+        sync(dev)?;
+        let t0 = Instant::now();
+        let ctx = sd.text_encoder.encode(
+            &[prompts.negative.clone(), prompts.positive.clone()],
+            Some(&vectors),
+        )?;
+        let (uncond, cond) = (ctx.narrow(0, 0, 1)?, ctx.narrow(0, 1, 1)?);
+        let mut sampler = Sampler::new(&sd.schedule, SamplerKind::Ddim, opts.steps)?;
+        let x = (rng.randn((1, lc, lat, lat), dev)? * sampler.init_noise_sigma())?;
+        let guided = GuidedContext {
+            cond: &cond,
+            uncond: &uncond,
+            cfg: 7.5,
+        };
+        let mut step_ms = Vec::new();
+        let mut last = Instant::now();
+        let x = denoise(&sd.unet, &mut sampler, x, 0, &guided, |_, _| {
+            let _ = dev.synchronize();
+            step_ms.push(last.elapsed().as_secs_f64() * 1e3);
+            last = Instant::now();
+            StepControl::Continue
+        })?
+        .context("sampling was cancelled")?;
+        let img = sd
+            .vae
+            .decode(&sd.vae.unscale_latents(&x)?.to_dtype(sd.dtype)?)?;
+        let _ = img.to_dtype(DType::F32)?.sum_all()?.to_scalar::<f32>()?;
+        sync(dev)?;
+        Ok((step_ms, t0.elapsed().as_secs_f64() * 1e3))
+    };
+    sample()?;
+    let (mut step_ms, total_ms) = sample()?;
+    Ok(BenchReport {
+        implementation: "dreamartist".into(),
+        device: match dev.location() {
+            candle_core::DeviceLocation::Cpu => "cpu".into(),
+            candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
+            candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
+        },
+        dtype: dtype_name(opts.dtype).into(),
+        model: sd.name.clone(),
+        size: opts.size,
+        train_step_ms: round2(median(&mut train_ms)),
+        sample_step_ms: round2(median(&mut step_ms)),
+        sample_total_ms: (total_ms * 10.0).round() / 10.0,
+        sampling_steps: opts.steps,
+        peak_mem_mib: (peak_rss_mib() * 10.0).round() / 10.0,
+        threads: candle_core::utils::get_num_threads(),
+    })
+}

@@ -1,0 +1,63 @@
+//! Stable Diffusion 1.5's real sizes with random weights, for benchmarks:
+//! the compute of a step does not depend on the weights' values.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::clip::ClipTextEncoder;
+use super::config::{ClipTextConfig, SchedulerConfig, UNetConfig, VaeConfig};
+use super::error::LoadError;
+use super::model::{LoadOptions, StableDiffusion};
+use super::scheduler::NoiseSchedule;
+use super::single_file::{shipped_tokenizer, Family};
+use super::unet::UNet;
+use super::vae::Vae;
+use super::weights::{RandomInit, Weights};
+
+const SD15_TEXT: &str = r#"{"hidden_size": 768, "intermediate_size": 3072, "num_attention_heads": 12,
+ "num_hidden_layers": 12, "max_position_embeddings": 77, "hidden_act": "quick_gelu", "vocab_size": 49408}"#;
+
+const SD15_UNET: &str = r#"{"in_channels": 4, "out_channels": 4, "block_out_channels": [320, 640, 1280, 1280],
+ "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+ "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+ "layers_per_block": 2, "attention_head_dim": 8, "cross_attention_dim": 768, "norm_num_groups": 32,
+ "sample_size": 64}"#;
+
+const SD15_VAE: &str = r#"{"in_channels": 3, "out_channels": 3, "block_out_channels": [128, 256, 512, 512],
+ "down_block_types": ["DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D"],
+ "up_block_types": ["UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D"],
+ "layers_per_block": 2, "latent_channels": 4, "norm_num_groups": 32, "scaling_factor": 0.18215, "sample_size": 512}"#;
+
+const SD15_SCHEDULER: &str = r#"{"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012,
+ "beta_schedule": "scaled_linear", "prediction_type": "epsilon", "steps_offset": 1, "clip_sample": false}"#;
+
+fn parse<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<T, LoadError> {
+    serde_json::from_str(text).map_err(|e| LoadError::BadConfig {
+        path: PathBuf::from(format!("<built-in SD1.5 {what} config>")),
+        message: e.to_string(),
+    })
+}
+
+impl StableDiffusion {
+    /// SD 1.5 sizes (CLIP ViT-L/14 text encoder, the 860M UNet, the 84M VAE) with random weights.
+    pub fn random_sd15(opts: &LoadOptions) -> Result<Self, LoadError> {
+        let source = Arc::new(RandomInit::new("<random SD1.5 weights>"));
+        let w = |component: &str| Weights::new(source.clone(), component, opts.dtype, &opts.device);
+        let text_cfg: ClipTextConfig = parse(SD15_TEXT, "text encoder")?;
+        let unet_cfg: UNetConfig = parse(SD15_UNET, "UNet")?;
+        let vae_cfg: VaeConfig = parse(SD15_VAE, "VAE")?;
+        let sched_cfg: SchedulerConfig = parse(SD15_SCHEDULER, "scheduler")?;
+        let label = PathBuf::from("<sd15-random>");
+        Ok(Self {
+            root: label.clone(),
+            name: "sd15-random".into(),
+            tokenizer: shipped_tokenizer(Family::Sd1)?,
+            text_encoder: ClipTextEncoder::load(&w("text encoder"), &text_cfg)?,
+            unet: UNet::load(&w("UNet"), &unet_cfg, &label)?,
+            vae: Vae::load(&w("VAE"), &vae_cfg, &label)?,
+            schedule: NoiseSchedule::from_config(&sched_cfg, &label)?,
+            dtype: opts.dtype,
+            device: opts.device.clone(),
+        })
+    }
+}
