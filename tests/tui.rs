@@ -408,3 +408,17 @@ fn export_key_writes_the_a1111_pair() {
             .is_file());
     }
 }
+
+#[test]
+fn training_from_the_dashboard_renders_previews() {
+    let (_t, ws) = workspace(true);
+    let mut a = app(&ws);
+    let fx = a.update(key('t'));
+    match fx.as_slice() {
+        [Effect::Engine(EngineCommand::Train(req))] => {
+            assert_eq!(req.config.steps, 1500);
+            assert_eq!(req.config.sample_every, 150, "previews every tenth of the run");
+        }
+        other => panic!("{other:?}"),
+    }
+}

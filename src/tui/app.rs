@@ -811,7 +811,12 @@ impl App {
             follow_offset: 0,
         });
         self.focus = PaneId::Training;
-        let config = concept.train.clone();
+        let mut config = concept.train.clone();
+        // The dashboard shows the concept appearing: preview about every tenth
+        // of the run unless the concept sets its own cadence.
+        if config.sample_every == 0 {
+            config.sample_every = (config.steps / 10).max(1);
+        }
         vec![Effect::Engine(EngineCommand::Train(Box::new(
             TrainRequest {
                 concept,
