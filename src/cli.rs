@@ -99,6 +99,8 @@ pub enum Command {
     Convert(crate::cli_interop::ConvertArgs),
     /// Say what a file is: an embedding or a single-file checkpoint.
     Inspect(crate::cli_interop::InspectArgs),
+    /// Score a concept's runs with CLIP: fidelity, text alignment, diversity.
+    Eval(crate::cli_eval::EvalArgs),
     /// Check this build against a golden fixture folder (cases.toml + goldens.safetensors + model/).
     Selftest {
         /// Fixture folder, e.g. tests/fixtures/tiny-sd1.
@@ -360,6 +362,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Export(args) => crate::cli_interop::run_export(args),
         Command::Convert(args) => crate::cli_interop::run_convert(args),
         Command::Inspect(args) => crate::cli_interop::run_inspect(args),
+        Command::Eval(args) => crate::cli_eval::run(args),
         Command::Selftest {
             fixture,
             kinds,

@@ -101,7 +101,10 @@ fn train_from_the_keyboard_in_tmux() {
 
     tmux(&["send-keys", "-t", &session, "?"]);
     wait_for(&session, "Help · keys", 10);
-    tmux(&["send-keys", "-t", &session, "Escape"]);
+    // Any key closes help. (Escape followed at once by `q` would reach the app
+    // as Alt-q: terminals encode Alt as an Escape prefix.)
+    tmux(&["send-keys", "-t", &session, "Enter"]);
+    std::thread::sleep(Duration::from_millis(200));
     tmux(&["send-keys", "-t", &session, "q"]);
     wait_for(&session, "keep training headless", 10);
     tmux(&["send-keys", "-t", &session, "s"]);
