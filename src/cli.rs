@@ -131,9 +131,16 @@ pub enum ConceptCommand {
         pos_vectors: Option<usize>,
         #[arg(long)]
         neg_vectors: Option<usize>,
-        /// Text whose token embeddings initialise the vectors.
+        /// Text whose token embeddings initialise the vectors (several words allowed).
         #[arg(long, default_value = "*")]
         init_text: String,
+        /// tokens: the init text's embeddings over the slots; mean: every vector =
+        /// their mean + N(0, init-noise²).
+        #[arg(long)]
+        init_mode: Option<String>,
+        /// Noise std of `--init-mode mean` (default 0.01).
+        #[arg(long)]
+        init_noise: Option<f64>,
         /// The class word (e.g. cat), used by evaluation prompts.
         #[arg(long)]
         class: Option<String>,
@@ -190,6 +197,15 @@ pub struct TrainArgs {
     /// Render a preview sample every N steps into the run's samples/.
     #[arg(long)]
     pub sample_every: Option<u64>,
+    /// AdamW weight decay.
+    #[arg(long)]
+    pub weight_decay: Option<f64>,
+    /// Gradient-norm clip per matrix (0 = off).
+    #[arg(long)]
+    pub clip_grad_norm: Option<f64>,
+    /// Train on a fresh VAE posterior sample of the reference each step (default: the mean).
+    #[arg(long)]
+    pub vae_sample: bool,
 }
 
 #[derive(Debug, clap::Args)]

@@ -5,7 +5,8 @@ use std::process::ExitCode;
 use anyhow::Result;
 
 use crate::cli::ConceptCommand;
-use crate::concept::{self, add, Concept, NewConcept};
+use crate::concept::{self, add_configured, Concept, NewConcept};
+use crate::train::InitMode;
 use crate::workspace::Workspace;
 
 pub fn run(action: ConceptCommand) -> Result<ExitCode> {
@@ -17,22 +18,34 @@ pub fn run(action: ConceptCommand) -> Result<ExitCode> {
             pos_vectors,
             neg_vectors,
             init_text,
+            init_mode,
+            init_noise,
             class,
             workspace,
         } => {
             let ws = Workspace::open(&workspace)?;
-            let c = add(
-                &ws,
-                &NewConcept {
-                    name,
-                    references,
-                    preset,
-                    pos_vectors,
-                    neg_vectors,
-                    init_text,
-                    class,
-                },
-            )?;
+            let new = NewConcept {
+                name,
+                references,
+                preset,
+                pos_vectors,
+                neg_vectors,
+                init_text,
+                class,
+            };
+            let c = add_configured(&ws, &new, |c| {
+                if let Some(m) = &init_mode {
+                    let mode: InitMode = m.parse().map_err(anyhow::Error::msg)?;
+                    c.train.init_mode = mode.to_string();
+                }
+                if let Some(n) = init_noise {
+                    if !(n.is_finite() && n >= 0.0) {
+                        anyhow::bail!("--init-noise must be a non-negative number, got {n}");
+                    }
+                    c.train.init_noise = n;
+                }
+                Ok(())
+            })?;
             println!(
                 "created concept {} ({} + {} vectors, preset {}, {} reference(s))",
                 c.positive_word(),

@@ -56,6 +56,15 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
     if let Some(v) = args.sample_every {
         cfg.sample_every = v;
     }
+    if let Some(v) = args.weight_decay {
+        cfg.weight_decay = v;
+    }
+    if let Some(v) = args.clip_grad_norm {
+        cfg.clip_grad_norm = v;
+    }
+    if args.vae_sample {
+        cfg.vae_sample = true;
+    }
     let sd = load_workspace_model(&ws)?;
 
     let stop = Arc::new(AtomicBool::new(false));

@@ -417,7 +417,10 @@ fn training_from_the_dashboard_renders_previews() {
     match fx.as_slice() {
         [Effect::Engine(EngineCommand::Train(req))] => {
             assert_eq!(req.config.steps, 1500);
-            assert_eq!(req.config.sample_every, 150, "previews every tenth of the run");
+            assert_eq!(
+                req.config.sample_every, 150,
+                "previews every tenth of the run"
+            );
         }
         other => panic!("{other:?}"),
     }

@@ -23,6 +23,16 @@ pub struct NewConcept {
 /// Creates a concept: validates everything first (name, preset, images, masks),
 /// then copies the references into the workspace and writes `concept.toml`.
 pub fn add(ws: &Workspace, new: &NewConcept) -> Result<Concept> {
+    add_configured(ws, new, |_| Ok(()))
+}
+
+/// [`add`] with a last say on the concept before anything is written (e.g.
+/// `--init-mode mean`): an error from `configure` leaves the workspace untouched.
+pub fn add_configured(
+    ws: &Workspace,
+    new: &NewConcept,
+    configure: impl FnOnce(&mut Concept) -> Result<()>,
+) -> Result<Concept> {
     let name = new.name.as_str();
     let references = &new.references;
     validate_name(name)?;
@@ -38,6 +48,17 @@ pub fn add(ws: &Workspace, new: &NewConcept) -> Result<Concept> {
     if pos_vectors == 0 || neg_vectors == 0 || pos_vectors + neg_vectors > 75 {
         bail!("vector counts must be at least 1 and fit a 75-token prompt (got {pos_vectors} + {neg_vectors})");
     }
+    let mut c = Concept {
+        name: name.to_string(),
+        references: Vec::new(),
+        preset: preset.name().to_string(),
+        pos_vectors,
+        neg_vectors,
+        init_text: new.init_text.clone(),
+        class: new.class.clone(),
+        train: preset.train_config(),
+    };
+    configure(&mut c)?;
     // Validate before writing anything.
     for r in references {
         let img = open_image(r)?;
@@ -58,16 +79,7 @@ pub fn add(ws: &Workspace, new: &NewConcept) -> Result<Concept> {
     for r in references {
         stored.push(import_reference(ws, r)?);
     }
-    let c = Concept {
-        name: name.to_string(),
-        references: stored,
-        preset: preset.name().to_string(),
-        pos_vectors,
-        neg_vectors,
-        init_text: new.init_text.clone(),
-        class: new.class.clone(),
-        train: preset.train_config(),
-    };
+    c.references = stored;
     c.save(ws)?;
     Ok(c)
 }

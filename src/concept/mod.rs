@@ -15,7 +15,7 @@ use crate::train::TrainConfig;
 use crate::workspace::{write_atomic, Workspace};
 
 pub use bank::word_bank;
-pub use create::{add, NewConcept};
+pub use create::{add, add_configured, NewConcept};
 pub use embedding::{load_embedding, save_embedding, EmbeddingMeta};
 pub use preset::Preset;
 

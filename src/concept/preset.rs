@@ -10,16 +10,21 @@ pub enum Preset {
     Anime,
     /// Styles: 3/5 vectors, lr 0.0025, cfg 5, ~15k steps, style templates.
     Style,
+    /// The toy world (`assets/toyworld`): the benchmark's DreamArtist setting,
+    /// 3/6 vectors, 400 steps × batch 4, lr 0.005, cfg 3, one-line template,
+    /// mean init (give the colour and shape words as init text). Minutes on a CPU.
+    Toy,
 }
 
 impl Preset {
-    pub const NAMES: [&'static str; 3] = ["photo", "anime", "style"];
+    pub const NAMES: [&'static str; 4] = ["photo", "anime", "style", "toy"];
 
     pub fn parse(s: &str) -> Result<Self, String> {
         match s {
             "photo" => Ok(Preset::Photo),
             "anime" => Ok(Preset::Anime),
             "style" => Ok(Preset::Style),
+            "toy" => Ok(Preset::Toy),
             other => Err(format!(
                 "unknown preset `{other}` (known: {})",
                 Self::NAMES.join(", ")
@@ -32,6 +37,7 @@ impl Preset {
             Preset::Photo => "photo",
             Preset::Anime => "anime",
             Preset::Style => "style",
+            Preset::Toy => "toy",
         }
     }
 
@@ -41,6 +47,7 @@ impl Preset {
             Preset::Photo => (3, 3),
             Preset::Anime => (3, 6),
             Preset::Style => (3, 5),
+            Preset::Toy => (3, 6),
         }
     }
 
@@ -66,6 +73,23 @@ impl Preset {
                 lr: "0.0025".into(),
                 train_cfg: "5".into(),
                 template: "style".into(),
+                ..base
+            },
+            Preset::Toy => TrainConfig {
+                steps: 400,
+                batch_size: 4,
+                lr: "0.005".into(),
+                weight_decay: 0.01,
+                train_cfg: "3".into(),
+                template: "a photo of [name]".into(),
+                init_mode: "mean".into(),
+                init_noise: 0.01,
+                vae_sample: true,
+                checkpoint_every: 100,
+                sample_every: 100,
+                sample_prompt: "a photo of [name]".into(),
+                sample_steps: 30,
+                sample_cfg: 5.0,
                 ..base
             },
         }

@@ -29,7 +29,8 @@ pub struct TrainConfig {
     pub train_cfg: String,
     /// Weight of the L1 reconstruction loss through the VAE decoder (0 = off).
     pub rec_weight: f64,
-    /// Prompt template: `subject`, `style`, `subject_filewords`, `style_filewords`, `none`.
+    /// Prompt template: `subject`, `style`, `subject_filewords`, `style_filewords`, `none`,
+    /// or one custom line containing `[name]` (e.g. `"a photo of [name]"`).
     pub template: String,
     /// Keep `[filewords]` out of the negative prompt.
     pub filewords_positive_only: bool,
@@ -53,6 +54,15 @@ pub struct TrainConfig {
     pub sample_cfg: f64,
     pub sample_seed: u64,
     pub seed: u64,
+    /// How the vectors start: `tokens` (the init text's embeddings over the
+    /// slots) or `mean` (every slot = their mean + `N(0, init_noise²)`).
+    pub init_mode: String,
+    /// Standard deviation of the noise added in `init_mode = "mean"`.
+    pub init_noise: f64,
+    /// Encode a fresh VAE posterior sample of the reference every step instead
+    /// of the posterior mean (what the toy-world reference and diffusers'
+    /// textual-inversion script do); off keeps the mean, as A1111 does.
+    pub vae_sample: bool,
 }
 
 impl Default for TrainConfig {
@@ -84,6 +94,9 @@ impl Default for TrainConfig {
             sample_cfg: 5.0,
             sample_seed: 1,
             seed: 0,
+            init_mode: "tokens".into(),
+            init_noise: 0.01,
+            vae_sample: false,
         }
     }
 }

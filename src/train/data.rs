@@ -1,7 +1,9 @@
 //! Reference images for training: centre-crop and resize to the training size,
 //! optional `<stem>.txt` caption (for `[filewords]`), optional
 //! `<stem>_mask.png` weighting map (0 → 0, 50% → 1, 100% → 5, resized to latent
-//! size), optional horizontal flip. Latents are encoded once (VAE mean × scale).
+//! size), optional horizontal flip. Latents are encoded once: the posterior
+//! mean × scale, and the posterior std × scale for runs that draw a fresh
+//! posterior sample every step (`vae_sample`).
 
 use std::path::{Path, PathBuf};
 
@@ -17,9 +19,13 @@ use crate::sd::StableDiffusion;
 pub struct Reference {
     pub path: PathBuf,
     pub caption: Option<String>,
-    /// Scaled latents `[1, C, h, w]`, and the flipped ones.
+    /// Scaled latents `[1, C, h, w]` (posterior mean), and the flipped ones.
     pub latent: Tensor,
     pub latent_flipped: Tensor,
+    /// Scaled posterior std `[1, C, h, w]`: a posterior sample is
+    /// `latent + latent_std · ε`.
+    pub latent_std: Tensor,
+    pub latent_std_flipped: Tensor,
     /// Images in [-1, 1] `[1, 3, H, W]` (for the reconstruction loss).
     pub image: Tensor,
     pub image_flipped: Tensor,
@@ -127,12 +133,15 @@ pub fn load_references(
         let flipped = image::imageops::flip_horizontal(&rgb);
         let image = to_tensor(&rgb, device)?;
         let image_flipped = to_tensor(&flipped, device)?;
-        let encode = |t: &Tensor| -> candle_core::Result<Tensor> {
+        let encode = |t: &Tensor| -> candle_core::Result<(Tensor, Tensor)> {
             let dist = sd.vae.encode(&t.to_dtype(sd.dtype)?)?;
-            sd.vae.scale_latents(&dist.mean)?.to_dtype(DType::F32)
+            let mean = sd.vae.scale_latents(&dist.mean)?.to_dtype(DType::F32)?;
+            // Scaling is affine: the std scales by the factor, the shift cancels.
+            let std = (dist.std.to_dtype(DType::F32)? * sd.vae.config.scaling_factor)?;
+            Ok((mean, std))
         };
-        let latent = encode(&image)?;
-        let latent_flipped = encode(&image_flipped)?;
+        let (latent, latent_std) = encode(&image)?;
+        let (latent_flipped, latent_std_flipped) = encode(&image_flipped)?;
         let (caption_path, mask_path) = companions(path);
         let caption = if caption_path.is_file() {
             let text = std::fs::read_to_string(&caption_path)
@@ -172,6 +181,8 @@ pub fn load_references(
             caption,
             latent,
             latent_flipped,
+            latent_std,
+            latent_std_flipped,
             image,
             image_flipped,
             mask,

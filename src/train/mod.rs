@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod data;
+pub mod init;
 pub mod loss;
 pub mod optim;
 pub mod run;
@@ -13,6 +14,7 @@ pub mod template;
 use std::path::PathBuf;
 
 pub use config::TrainConfig;
+pub use init::InitMode;
 pub use loss::{cpt_loss, CfgSpec, ConceptPrompts, CptBatch, CptLoss};
 pub use optim::{clip_grad_norm, AdamW, AdamWConfig};
 pub use run::{train, TrainControl, TrainEvent, TrainOutcome, TrainRequest};

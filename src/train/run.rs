@@ -16,6 +16,7 @@ use candle_core::{DType, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
 use super::data::{load_references, Reference};
+use super::init::{initial_vectors, InitMode};
 use super::schedule::LrSchedule;
 use super::template::{fill, template_lines};
 use super::{
@@ -195,23 +196,6 @@ pub fn list_checkpoints(run_dir: &Path) -> Vec<(u64, PathBuf)> {
     cps
 }
 
-/// Initial vectors: the init text's token embeddings spread over `n` slots.
-fn init_vectors(sd: &StableDiffusion, text: &str, n: usize) -> Result<Tensor, TrainError> {
-    let ids = sd.tokenizer.encode_text(text);
-    if ids.is_empty() {
-        return Err(TrainError::Config(format!(
-            "init text `{text}` has no tokens; use a word such as `*` or the concept's class"
-        )));
-    }
-    let emb = sd
-        .text_encoder
-        .token_embeddings(&ids)?
-        .to_dtype(DType::F32)?;
-    let k = ids.len();
-    let rows: Vec<u32> = (0..n).map(|i| ((i * k) / n) as u32).collect();
-    Ok(emb.index_select(&Tensor::new(rows.as_slice(), emb.device())?, 0)?)
-}
-
 /// A short hash of the base model: A1111's legacy 8-hex "model hash" (SHA-256
 /// of 64 KiB at offset 1 MiB) of the checkpoint file, or of the UNet weights
 /// of a diffusers folder.
@@ -311,6 +295,7 @@ pub fn train(
     let schedule = LrSchedule::parse(&cfg.lr, &cfg.lr_schedule, cfg.warmup_steps, cfg.steps)
         .map_err(TrainError::Config)?;
     let lines = template_lines(&cfg.template).map_err(TrainError::Config)?;
+    let init_mode: InitMode = cfg.init_mode.parse().map_err(TrainError::Config)?;
     if cfg.batch_size == 0 || cfg.grad_accum == 0 {
         return Err(TrainError::Config(
             "batch_size and grad_accum must be at least 1".into(),
@@ -349,10 +334,14 @@ pub fn train(
     let mut st = match &resume_from {
         None => {
             let mut rng = Rng::seed(cfg.seed);
-            let pos0 = init_vectors(sd, &concept.init_text, concept.pos_vectors)?;
-            let neg0 = init_vectors(sd, &concept.init_text, concept.neg_vectors)?;
-            let jitter = (rng.randn(neg0.dims(), neg0.device())? * 1e-3)?;
-            let neg0 = (neg0 + jitter)?;
+            let (pos0, neg0) = initial_vectors(
+                sd,
+                &concept.init_text,
+                init_mode,
+                cfg.init_noise,
+                (concept.pos_vectors, concept.neg_vectors),
+                &mut rng,
+            )?;
             let pos = Var::from_tensor(&pos0)?;
             let neg = Var::from_tensor(&neg0)?;
             let rc = RunConfig {
@@ -435,6 +424,7 @@ pub fn train(
                 &lines,
                 cfg.batch_size,
                 cfg.flip,
+                cfg.vae_sample,
                 num_train,
                 &sd.device,
             )?;
@@ -698,13 +688,16 @@ struct MicroBatch {
 }
 
 /// Draws one micro-batch. The order of draws is part of the resume contract:
-/// per sample, reference, flip, template line, timestep, then the noise.
+/// per sample, reference, flip, template line, timestep, the noise, then (with
+/// `vae_sample`) the posterior sample's ε.
+#[allow(clippy::too_many_arguments)]
 fn draw_batch(
     rng: &mut Rng,
     refs: &[Reference],
     lines: &[String],
     batch: usize,
     flip: bool,
+    vae_sample: bool,
     num_train: u64,
     device: &candle_core::Device,
 ) -> Result<MicroBatch, TrainError> {
@@ -721,13 +714,23 @@ fn draw_batch(
         let li = rng.below(lines.len() as u64) as usize;
         let t = rng.below(num_train) as usize;
         let r = &refs[ri];
-        let (lat, img, mask) = if flipped {
-            (&r.latent_flipped, &r.image_flipped, &r.mask_flipped)
+        let (lat, std, img, mask) = if flipped {
+            (
+                &r.latent_flipped,
+                &r.latent_std_flipped,
+                &r.image_flipped,
+                &r.mask_flipped,
+            )
         } else {
-            (&r.latent, &r.image, &r.mask)
+            (&r.latent, &r.latent_std, &r.image, &r.mask)
         };
         noise.push(rng.randn(lat.dims(), device)?);
-        z0.push(lat.clone());
+        if vae_sample {
+            let eps = rng.randn(lat.dims(), device)?;
+            z0.push((lat + (std * eps)?)?);
+        } else {
+            z0.push(lat.clone());
+        }
         images.push(img.clone());
         if any_mask {
             masks.push(match mask {

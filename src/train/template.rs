@@ -59,8 +59,12 @@ pub const TEMPLATE_NAMES: [&str; 5] = [
     "none",
 ];
 
-/// The lines of a shipped template.
+/// The lines of a shipped template, or a custom single line: a value that
+/// contains `[name]` (e.g. `"a photo of [name]"`) is used as the only line.
 pub fn template_lines(name: &str) -> Result<Vec<String>, String> {
+    if name.contains("[name]") {
+        return Ok(vec![name.to_string()]);
+    }
     let with_filewords =
         |lines: &[&str]| lines.iter().map(|l| format!("{l}, [filewords]")).collect();
     match name {
@@ -70,7 +74,7 @@ pub fn template_lines(name: &str) -> Result<Vec<String>, String> {
         "style_filewords" => Ok(with_filewords(STYLE)),
         "none" => Ok(vec!["[name]".into()]),
         other => Err(format!(
-            "unknown template `{other}` (known: {})",
+            "unknown template `{other}` (known: {}, or one line containing `[name]`)",
             TEMPLATE_NAMES.join(", ")
         )),
     }
@@ -112,5 +116,13 @@ mod tests {
             .iter()
             .all(|l| l.contains("[name]")));
         assert!(template_lines("bogus").is_err());
+        assert_eq!(
+            template_lines("a photo of [name]").unwrap(),
+            vec!["a photo of [name]".to_string()]
+        );
+        assert_eq!(
+            fill("a photo of [name]", "<x-neg>", Some("ignored")),
+            "a photo of <x-neg>"
+        );
     }
 }

@@ -1,0 +1,145 @@
+//! Initial pseudo-word vectors. Two modes:
+//!
+//! * `tokens` (the default, A1111's): the init text's token embeddings spread
+//!   over the slots in order; the negative word gets a 1e-3 jitter so the two
+//!   words are not identical.
+//! * `mean`: every slot of both words is the mean embedding of the init text's
+//!   tokens plus `N(0, init_noise²)`. With several words ("red green … cross")
+//!   this starts the concept in the middle of a vocabulary instead of on one
+//!   word, which is how the toy-world reference initialises TI and DreamArtist.
+//!
+//! Every draw comes from the run's seeded [`Rng`] in a fixed order (positive
+//! matrix first, then negative), so the positive init of a seed is the same for
+//! Textual Inversion and DreamArtist.
+
+use std::fmt;
+use std::str::FromStr;
+
+use candle_core::{DType, Tensor};
+
+use super::TrainError;
+use crate::rng::Rng;
+use crate::sd::StableDiffusion;
+
+/// How the vectors start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum InitMode {
+    #[default]
+    Tokens,
+    Mean,
+}
+
+impl InitMode {
+    pub const NAMES: [&'static str; 2] = ["tokens", "mean"];
+}
+
+impl FromStr for InitMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "tokens" => Ok(InitMode::Tokens),
+            "mean" => Ok(InitMode::Mean),
+            other => Err(format!(
+                "unknown init mode `{other}` (known: {})",
+                Self::NAMES.join(", ")
+            )),
+        }
+    }
+}
+
+impl fmt::Display for InitMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            InitMode::Tokens => "tokens",
+            InitMode::Mean => "mean",
+        })
+    }
+}
+
+/// The init text's token embeddings `[k, d]` (f32).
+fn text_embeddings(sd: &StableDiffusion, text: &str) -> Result<Tensor, TrainError> {
+    let ids = sd.tokenizer.encode_text(text);
+    if ids.is_empty() {
+        return Err(TrainError::Config(format!(
+            "init text `{text}` has no tokens; use a word such as `*` or the concept's class"
+        )));
+    }
+    Ok(sd
+        .text_encoder
+        .token_embeddings(&ids)?
+        .to_dtype(DType::F32)?)
+}
+
+/// The token embeddings spread over `n` slots (token `i·k/n` for slot `i`).
+fn spread(emb: &Tensor, n: usize) -> Result<Tensor, TrainError> {
+    let k = emb.dim(0)?;
+    let rows: Vec<u32> = (0..n).map(|i| ((i * k) / n) as u32).collect();
+    Ok(emb.index_select(&Tensor::new(rows.as_slice(), emb.device())?, 0)?)
+}
+
+/// The initial `(positive, negative)` matrices, drawing any noise from `rng`.
+pub fn initial_vectors(
+    sd: &StableDiffusion,
+    text: &str,
+    mode: InitMode,
+    noise: f64,
+    (n_pos, n_neg): (usize, usize),
+    rng: &mut Rng,
+) -> Result<(Tensor, Tensor), TrainError> {
+    let emb = text_embeddings(sd, text)?;
+    match mode {
+        InitMode::Tokens => {
+            let pos = spread(&emb, n_pos)?;
+            let neg = spread(&emb, n_neg)?;
+            let jitter = (rng.randn(neg.dims(), neg.device())? * 1e-3)?;
+            Ok((pos, (neg + jitter)?))
+        }
+        InitMode::Mean => {
+            if !(noise.is_finite() && noise >= 0.0) {
+                return Err(TrainError::Config(format!(
+                    "init_noise must be a non-negative number, got {noise}"
+                )));
+            }
+            let mean = emb.mean_keepdim(0)?;
+            let mut around = |n: usize| -> Result<Tensor, TrainError> {
+                let d = mean.dim(1)?;
+                let eps = (rng.randn((n, d), mean.device())? * noise)?;
+                Ok(mean.broadcast_add(&eps)?)
+            };
+            let pos = around(n_pos)?;
+            let neg = around(n_neg)?;
+            Ok((pos, neg))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn init_modes_parse_and_print() {
+        for name in InitMode::NAMES {
+            let m: InitMode = name.parse().unwrap();
+            assert_eq!(m.to_string(), name);
+        }
+        assert!("median".parse::<InitMode>().is_err());
+        assert_eq!(InitMode::default(), InitMode::Tokens);
+    }
+
+    #[test]
+    fn spread_covers_every_token_in_order() {
+        let emb = Tensor::arange(0f32, 4.0, &candle_core::Device::Cpu)
+            .unwrap()
+            .reshape((4, 1))
+            .unwrap();
+        let s = spread(&emb, 2).unwrap().flatten_all().unwrap();
+        assert_eq!(s.to_vec1::<f32>().unwrap(), vec![0.0, 2.0]);
+        let s = spread(&emb, 6).unwrap().flatten_all().unwrap();
+        assert_eq!(
+            s.to_vec1::<f32>().unwrap(),
+            vec![0.0, 0.0, 1.0, 2.0, 2.0, 3.0]
+        );
+    }
+}
