@@ -425,3 +425,33 @@ fn training_from_the_dashboard_renders_previews() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn eval_popup_shows_results_and_launches_an_evaluation() {
+    let (_t, ws) = workspace(true);
+    let mut a = app(&ws);
+    a.update(key('E'));
+    assert!(
+        matches!(&a.popup, Some(Popup::Eval { lines, .. }) if lines[0].contains("No evaluation yet"))
+    );
+    let fx = a.update(code(KeyCode::Enter));
+    match fx.as_slice() {
+        [Effect::Engine(EngineCommand::Eval { concept, clip, .. })] => {
+            assert_eq!(concept, "cat");
+            assert_eq!(clip, dreamartist::eval::DEFAULT_CLIP);
+        }
+        other => panic!("{other:?}"),
+    }
+    a.update(Msg::Engine(EngineEvent::EvalDone {
+        concept: "cat".into(),
+        table: vec![
+            "target  fidelity  text  diversity".into(),
+            "final   0.91  0.30  0.12".into(),
+        ],
+    }));
+    let s = screen(&a, 120, 36);
+    assert!(
+        s.contains("Evaluation <cat>") && s.contains("0.91") && s.contains("done"),
+        "{s}"
+    );
+}

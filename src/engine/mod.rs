@@ -39,6 +39,12 @@ pub enum EngineCommand {
     SaveNow,
     Generate(Box<GenerateJob>),
     CancelGenerate,
+    /// CLIP evaluation of a concept's latest run (served when no training runs).
+    Eval {
+        concept: String,
+        clip: String,
+        settings: crate::eval::EvalSettings,
+    },
     Shutdown,
 }
 
@@ -82,6 +88,18 @@ pub enum EngineEvent {
         source: Option<PathBuf>,
         error: String,
     },
+    EvalProgress {
+        concept: String,
+        text: String,
+    },
+    EvalDone {
+        concept: String,
+        table: Vec<String>,
+    },
+    EvalFailed {
+        concept: String,
+        error: String,
+    },
     Stopped,
 }
 
@@ -123,6 +141,8 @@ impl Engine {
                     tx: ev_tx,
                     queue: VecDeque::new(),
                     training: None,
+                    eval: None,
+                    clip: None,
                     shutdown: false,
                 }
                 .run();
@@ -164,6 +184,9 @@ struct Worker<'a> {
     tx: Sender<EngineEvent>,
     queue: VecDeque<GenerateJob>,
     training: Option<TrainRequest>,
+    eval: Option<(String, String, crate::eval::EvalSettings)>,
+    /// The CLIP model of the last evaluation, kept for the next one.
+    clip: Option<(String, crate::eval::ClipModel)>,
     shutdown: bool,
 }
 
@@ -186,6 +209,10 @@ impl Worker<'_> {
             }
             if let Some(job) = self.queue.pop_front() {
                 self.run_job(job);
+                continue;
+            }
+            if let Some((concept, clip, settings)) = self.eval.take() {
+                self.run_eval(concept, clip, settings);
                 continue;
             }
             match self.rx.recv_timeout(Duration::from_millis(200)) {
@@ -219,6 +246,11 @@ impl Worker<'_> {
                 return Interrupt::CancelGeneration;
             }
             EngineCommand::Train(req) => self.training = Some(*req),
+            EngineCommand::Eval {
+                concept,
+                clip,
+                settings,
+            } => self.eval = Some((concept, clip, settings)),
             EngineCommand::Shutdown => {
                 self.shutdown = true;
                 self.queue.clear();
@@ -231,6 +263,73 @@ impl Worker<'_> {
             | EngineCommand::SaveNow => {}
         }
         Interrupt::None
+    }
+
+    fn run_eval(&mut self, concept: String, spec: String, settings: crate::eval::EvalSettings) {
+        let fail = |this: &Self, error: String| {
+            this.emit(EngineEvent::EvalFailed {
+                concept: concept.clone(),
+                error,
+            })
+        };
+        if self.clip.as_ref().is_none_or(|(s, _)| *s != spec) {
+            self.emit(EngineEvent::EvalProgress {
+                concept: concept.clone(),
+                text: format!("loading CLIP {spec}"),
+            });
+            match crate::eval::ClipModel::load(&spec, &self.sd.device) {
+                Ok(m) => self.clip = Some((spec.clone(), m)),
+                Err(e) => return fail(self, e.to_string()),
+            }
+        }
+        let Some((_, clip)) = self.clip.as_ref() else {
+            return;
+        };
+        let req = crate::eval::EvalRequest {
+            concept: concept.clone(),
+            targets: Vec::new(),
+            settings,
+        };
+        let tx = self.tx.clone();
+        let rx = &self.rx;
+        let mut pending = Vec::new();
+        let result = crate::eval::evaluate(self.sd, clip, self.ws, &req, |ev| {
+            let text = match ev {
+                crate::eval::EvalEvent::Target { label, .. } => format!("evaluating {label}"),
+                crate::eval::EvalEvent::Prompt {
+                    index,
+                    count,
+                    prompt,
+                    ..
+                } => format!("prompt {}/{count}: {prompt}", index + 1),
+                crate::eval::EvalEvent::Report { path, .. } => format!("wrote {}", path.display()),
+            };
+            let _ = tx.send(EngineEvent::EvalProgress {
+                concept: concept.clone(),
+                text,
+            });
+            while let Ok(cmd) = rx.try_recv() {
+                pending.push(cmd);
+            }
+            if pending
+                .iter()
+                .any(|c| matches!(c, EngineCommand::CancelGenerate | EngineCommand::Shutdown))
+            {
+                crate::eval::EvalControl::Stop
+            } else {
+                crate::eval::EvalControl::Continue
+            }
+        });
+        for cmd in pending {
+            self.accept(cmd, None);
+        }
+        match result {
+            Ok(reports) => self.emit(EngineEvent::EvalDone {
+                concept: concept.clone(),
+                table: crate::eval::table_lines(&reports),
+            }),
+            Err(e) => fail(self, e.to_string()),
+        }
     }
 
     fn run_job(&mut self, job: GenerateJob) {

@@ -176,13 +176,26 @@ impl ConceptForm {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Popup {
-    Help { scroll: u16 },
-    Palette { query: String, selected: usize },
-    AddReference { path: String },
+    Help {
+        scroll: u16,
+    },
+    Palette {
+        query: String,
+        selected: usize,
+    },
+    AddReference {
+        path: String,
+    },
     NewConcept(ConceptForm),
     ConfirmQuit,
     Error(String),
     Fullscreen,
+    /// The selected concept's CLIP evaluations; Enter runs a new one.
+    Eval {
+        concept: String,
+        lines: Vec<String>,
+        status: String,
+    },
 }
 
 pub struct App {
@@ -634,6 +647,33 @@ impl App {
                 }
                 Vec::new()
             }
+            Popup::Eval { concept, lines, .. } => {
+                match k.code {
+                    KeyCode::Enter if self.is_training() => {
+                        self.error("stop the training first: evaluation shares the engine");
+                    }
+                    KeyCode::Enter => {
+                        let clip = self
+                            .ws
+                            .config
+                            .clip
+                            .clone()
+                            .unwrap_or_else(|| crate::eval::DEFAULT_CLIP.to_string());
+                        self.popup = Some(Popup::Eval {
+                            concept: concept.clone(),
+                            lines,
+                            status: format!("running with {clip}…"),
+                        });
+                        return vec![Effect::Engine(EngineCommand::Eval {
+                            concept,
+                            clip,
+                            settings: crate::eval::EvalSettings::default(),
+                        })];
+                    }
+                    _ => self.popup = None,
+                }
+                Vec::new()
+            }
             Popup::ConfirmQuit => {
                 match k.code {
                     KeyCode::Char('s') => {
@@ -946,6 +986,22 @@ impl App {
                 }
             }
             Action::History => self.show_full_history = !self.show_full_history,
+            Action::Eval => match self.selected_concept().map(|c| c.name.clone()) {
+                Some(concept) => {
+                    let reports = crate::eval::concept_evals(&self.ws.concept_dir(&concept));
+                    let lines = if reports.is_empty() {
+                        vec!["No evaluation yet. Press Enter to run one (CLIP, 4 samples per prompt).".to_string()]
+                    } else {
+                        crate::eval::table_lines(&reports)
+                    };
+                    self.popup = Some(Popup::Eval {
+                        concept,
+                        lines,
+                        status: String::new(),
+                    });
+                }
+                None => self.error("no concept selected"),
+            },
             Action::LogLevel => {
                 self.log_level = match self.log_level {
                     Level::ERROR => Level::WARN,
@@ -1103,6 +1159,33 @@ impl App {
             EngineEvent::GenerateFailed { source, error, .. } => {
                 self.log(Level::ERROR, error.clone());
                 self.set_prompt_status(&source, PromptStatus::Error(error));
+            }
+            EngineEvent::EvalProgress { concept, text } => {
+                if let Some(Popup::Eval {
+                    concept: c, status, ..
+                }) = self.popup.as_mut()
+                {
+                    if *c == concept {
+                        *status = text;
+                    }
+                }
+            }
+            EngineEvent::EvalDone { concept, table } => {
+                self.log(Level::INFO, format!("evaluated <{concept}>"));
+                if let Some(Popup::Eval {
+                    concept: c,
+                    lines,
+                    status,
+                }) = self.popup.as_mut()
+                {
+                    if *c == concept {
+                        *lines = table;
+                        *status = "done".into();
+                    }
+                }
+            }
+            EngineEvent::EvalFailed { concept, error } => {
+                self.error(format!("evaluation of <{concept}> failed: {error}"));
             }
             EngineEvent::Stopped => {}
         }

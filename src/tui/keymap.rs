@@ -38,10 +38,11 @@ pub enum Action {
     Fullscreen,
     History,
     LogLevel,
+    Eval,
 }
 
 impl Action {
-    pub const ALL: [Action; 26] = [
+    pub const ALL: [Action; 27] = [
         Action::Help,
         Action::Palette,
         Action::Quit,
@@ -68,6 +69,7 @@ impl Action {
         Action::Fullscreen,
         Action::History,
         Action::LogLevel,
+        Action::Eval,
     ];
 
     pub fn id(&self) -> &'static str {
@@ -98,6 +100,7 @@ impl Action {
             Action::Fullscreen => "fullscreen",
             Action::History => "history",
             Action::LogLevel => "log_level",
+            Action::Eval => "eval",
         }
     }
 

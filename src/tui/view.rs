@@ -239,6 +239,32 @@ fn draw_popup(app: &App, images: &mut Images, popup: &Popup, f: &mut Frame) {
                 r,
             );
         }
+        Popup::Eval {
+            concept,
+            lines,
+            status,
+        } => {
+            let r = centered(
+                area,
+                area.width.saturating_sub(6),
+                (lines.len() as u16 + 5).min(area.height),
+            );
+            f.render_widget(Clear, r);
+            let mut text: Vec<Line> = lines.iter().map(|l| Line::from(l.clone())).collect();
+            text.push(Line::from(""));
+            text.push(Line::from(Span::styled(
+                if status.is_empty() {
+                    "Enter runs an evaluation · any other key closes".to_string()
+                } else {
+                    status.clone()
+                },
+                app.theme.muted(),
+            )));
+            f.render_widget(
+                Paragraph::new(text).block(popup_block(app, &format!("Evaluation <{concept}>"))),
+                r,
+            );
+        }
         Popup::Fullscreen => {
             let r = area;
             f.render_widget(Clear, r);

@@ -45,6 +45,9 @@ pub struct WorkspaceConfig {
     /// Colour theme of the workbench (a name from `themes/`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub theme: Option<String>,
+    /// The CLIP model the workbench evaluates with (a folder or `hf:org/name`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clip: Option<String>,
 }
 
 fn default_device() -> String {
@@ -102,6 +105,7 @@ impl Workspace {
             device: default_device(),
             dtype: default_dtype(),
             theme: None,
+            clip: None,
         };
         let text = format!(
             "# dreamartist workspace\n# model: a diffusers folder (relative to this file) or hf:org/name\n{}",
