@@ -143,11 +143,13 @@ struct SweepArgs {
 }
 
 fn main() -> Result<()> {
-    match Cli::parse().command {
+    dreamartist::threads::configure();
+    let cli = Cli::parse();
+    dreamartist::threads::on_pool(|| match cli.command {
         Command::Compare(a) => compare(&a),
         Command::Ceiling(a) => ceiling(&a),
         Command::Sweep(a) => sweep(&a),
-    }
+    })
 }
 
 fn settings(c: &Common) -> SampleSettings {

@@ -163,7 +163,8 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
     }
 
     // Sampling: encode, DDIM with CFG 7.5, decode; twice, the first as warm-up.
-    let vectors = Tensor::cat(&[pos.as_tensor(), neg.as_tensor()], 0)?;
+    // Detached: sampling needs no gradient graph.
+    let vectors = Tensor::cat(&[pos.as_tensor(), neg.as_tensor()], 0)?.detach();
     let mut sample = || -> Result<(Vec<f64>, f64)> {
         sync(dev)?;
         let t0 = Instant::now();

@@ -283,8 +283,15 @@ pub fn parse_device(s: &str) -> Result<Device> {
 }
 
 pub fn main() -> ExitCode {
+    crate::threads::configure();
     let cli = Cli::parse();
-    match run(cli) {
+    // Headless work runs on the compute pool (see `threads::on_pool`); the
+    // workbench keeps its UI thread and runs its engine thread there instead.
+    let result = match cli.command {
+        None | Some(Command::Tui { .. }) => run(cli),
+        Some(_) => crate::threads::on_pool(|| run(cli)),
+    };
+    match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -325,7 +332,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             device,
             json,
         } => {
-            let report = crate::bench::run(&crate::bench::BenchOptions {
+            let opts = crate::bench::BenchOptions {
                 model,
                 sd15_random,
                 size,
@@ -333,7 +340,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 train_iters,
                 dtype: parse_dtype(&dtype)?,
                 device: parse_device(&device)?,
-            })?;
+            };
+            let report = crate::bench::run(&opts)?;
             let line = serde_json::to_string(&report)?;
             if json {
                 println!("{line}");

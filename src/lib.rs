@@ -17,6 +17,7 @@ pub mod interop;
 pub mod rng;
 pub mod sd;
 pub mod selftest;
+pub mod threads;
 pub mod toyworld;
 pub mod train;
 pub mod tui;

@@ -203,16 +203,18 @@ impl Worker<'_> {
 
     fn run(mut self) {
         while !self.shutdown {
+            // Each job runs on the compute pool (`threads::on_pool`); waiting
+            // for commands does not, so an idle engine holds no pool worker.
             if let Some(req) = self.training.take() {
-                self.run_training(req);
+                crate::threads::on_pool(|| self.run_training(req));
                 continue;
             }
             if let Some(job) = self.queue.pop_front() {
-                self.run_job(job);
+                crate::threads::on_pool(|| self.run_job(job));
                 continue;
             }
             if let Some((concept, clip, settings)) = self.eval.take() {
-                self.run_eval(concept, clip, settings);
+                crate::threads::on_pool(|| self.run_eval(concept, clip, settings));
                 continue;
             }
             match self.rx.recv_timeout(Duration::from_millis(200)) {

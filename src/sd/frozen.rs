@@ -125,6 +125,15 @@ impl CustomOp1 for FrozenConv {
     }
 
     fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        if crate::sd::fused::applies(grad) && grad.dtype() == self.kernel.dtype() {
+            return Ok(Some(conv_input_grad_gemm(
+                x.dims4()?,
+                grad,
+                &self.kernel,
+                self.padding,
+                self.stride,
+            )?));
+        }
         // As candle's own conv2d backward, minus the kernel gradient.
         let grad_h = grad.dim(2)?;
         let k_h = self.kernel.dim(2)?;
@@ -137,6 +146,109 @@ impl CustomOp1 for FrozenConv {
             self.stride,
             1,
         )?))
+    }
+}
+
+/// The input gradient of a convolution as one gemm and a col2im (CPU).
+///
+/// `cols = Wᵀ · dY` per image (`[C·k·k, Ho·Wo]`), then every column entry is
+/// added back to the input pixel it was read from. candle's transposed
+/// convolution computes each output element as its own dot product, with a
+/// thread-pool dispatch per kernel tap: several times slower on SD's layers.
+fn conv_input_grad_gemm(
+    x_dims: (usize, usize, usize, usize),
+    grad: &Tensor,
+    kernel: &Tensor,
+    padding: usize,
+    stride: usize,
+) -> Result<Tensor> {
+    let (b, c_out, ho, wo) = grad.dims4()?;
+    let (_, c_in, k_h, k_w) = kernel.dims4()?;
+    let w_t = kernel.reshape((c_out, c_in * k_h * k_w))?.t()?;
+    let dy = grad.reshape((b, c_out, ho * wo))?;
+    let cols = w_t.broadcast_left(b)?.matmul(&dy)?;
+    cols.apply_op1_no_bwd(&Col2Im {
+        x_dims,
+        k: (k_h, k_w),
+        out: (ho, wo),
+        padding,
+        stride,
+    })
+}
+
+struct Col2Im {
+    x_dims: (usize, usize, usize, usize),
+    k: (usize, usize),
+    out: (usize, usize),
+    padding: usize,
+    stride: usize,
+}
+
+impl Col2Im {
+    fn run<T: candle_core::WithDType>(&self, cols: &[T]) -> Vec<T> {
+        use rayon::prelude::*;
+        let (b, c, h, w) = self.x_dims;
+        let (k_h, k_w) = self.k;
+        let (ho, wo) = self.out;
+        let plane = h * w;
+        let per_channel = k_h * k_w * ho * wo;
+        let mut dx = vec![T::zero(); b * c * plane];
+        let fill = |bc: usize, out: &mut [T]| {
+            let (bi, ci) = (bc / c, bc % c);
+            let base = (bi * c + ci) * per_channel;
+            for kh in 0..k_h {
+                for kw in 0..k_w {
+                    let row = base + (kh * k_w + kw) * ho * wo;
+                    for oy in 0..ho {
+                        let iy = (oy * self.stride + kh) as isize - self.padding as isize;
+                        if iy < 0 || iy >= h as isize {
+                            continue;
+                        }
+                        let dst = iy as usize * w;
+                        for ox in 0..wo {
+                            let ix = (ox * self.stride + kw) as isize - self.padding as isize;
+                            if ix >= 0 && (ix as usize) < w {
+                                let o = &mut out[dst + ix as usize];
+                                *o += cols[row + oy * wo + ox];
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        if dx.len() >= 1 << 16 {
+            dx.par_chunks_mut(plane)
+                .enumerate()
+                .for_each(|(bc, out)| fill(bc, out));
+        } else {
+            dx.chunks_mut(plane)
+                .enumerate()
+                .for_each(|(bc, out)| fill(bc, out));
+        }
+        dx
+    }
+}
+
+impl CustomOp1 for Col2Im {
+    fn name(&self) -> &'static str {
+        "col2im"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let Some((start, end)) = l.contiguous_offsets() else {
+            candle_core::bail!("col2im: columns are not contiguous");
+        };
+        let (b, c, h, w) = self.x_dims;
+        let need = b * c * self.k.0 * self.k.1 * self.out.0 * self.out.1;
+        if end - start != need {
+            candle_core::bail!("col2im: {} column entries, expected {need}", end - start);
+        }
+        let out = match s {
+            CpuStorage::F32(v) => CpuStorage::F32(self.run(&v[start..end])),
+            CpuStorage::F64(v) => CpuStorage::F64(self.run(&v[start..end])),
+            _ => candle_core::bail!("col2im: only f32/f64 on CPU"),
+        };
+        Ok((out, Shape::from((b, c, h, w))))
     }
 }
 

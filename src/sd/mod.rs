@@ -8,6 +8,7 @@ pub mod clip;
 pub mod config;
 pub mod error;
 pub mod frozen;
+pub mod fused;
 pub mod model;
 pub mod nn;
 pub mod random;

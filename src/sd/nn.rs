@@ -134,6 +134,9 @@ impl GroupNorm {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if super::fused::applies(x) {
+            return super::fused::group_norm(x, self.groups, &self.weight, &self.bias, self.eps);
+        }
         let dtype = x.dtype();
         let (b, c, h, w) = x.dims4()?;
         let xs =
@@ -172,6 +175,9 @@ impl LayerNorm {
             let x = x.contiguous()?;
             return candle_nn::ops::layer_norm(&x, &self.weight, &self.bias, self.eps as f32);
         }
+        if super::fused::applies(x) {
+            return super::fused::layer_norm(x, &self.weight, &self.bias, self.eps);
+        }
         let dtype = x.dtype();
         let xs = x.to_dtype(stats_dtype(dtype))?;
         let mean = xs.mean_keepdim(D::Minus1)?;
@@ -190,6 +196,9 @@ impl LayerNorm {
 pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
     if !x.track_op() {
         return candle_nn::ops::softmax_last_dim(&x.contiguous()?);
+    }
+    if super::fused::applies(x) {
+        return super::fused::softmax_last_dim(x);
     }
     // The max is only a numerical shift; softmax is invariant to it, so no
     // gradient needs to flow through it.

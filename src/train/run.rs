@@ -526,8 +526,9 @@ pub fn train(
             });
         }
         if let (Some(decay), Some((ep, en))) = (cfg.ema_decay, st.ema.as_mut()) {
-            *ep = ((&*ep * decay)? + (st.pos.as_tensor() * (1.0 - decay))?)?;
-            *en = ((&*en * decay)? + (st.neg.as_tensor() * (1.0 - decay))?)?;
+            // Detached: the average must not chain a gradient graph across steps.
+            *ep = ((&*ep * decay)? + (st.pos.as_tensor().detach() * (1.0 - decay))?)?;
+            *en = ((&*en * decay)? + (st.neg.as_tensor().detach() * (1.0 - decay))?)?;
             if cfg.ema_replace_every > 0 && step % cfg.ema_replace_every == 0 {
                 st.pos.set(ep)?;
                 st.neg.set(en)?;
@@ -578,7 +579,7 @@ pub fn train(
     // The finished (or interrupted) pair: EMA weights when EMA is on.
     let (pos_out, neg_out) = match &st.ema {
         Some((ep, en)) => (ep.clone(), en.clone()),
-        None => (st.pos.as_tensor().clone(), st.neg.as_tensor().clone()),
+        None => (st.pos.as_tensor().detach(), st.neg.as_tensor().detach()),
     };
     let pos_path = run_dir.join(format!("{}.safetensors", concept.name));
     save_embedding(&pos_path, &pos_out, &meta(concept.name.clone(), st.step))?;
@@ -639,13 +640,14 @@ fn render_preview(
     let mut bank = WordBank::new();
     bank.insert(
         &concept.positive_word(),
-        st.pos.as_tensor().clone(),
+        // Detached: a preview must not build a gradient graph (slow, and memory).
+        st.pos.as_tensor().detach(),
         "live vectors",
     );
     if !CfgSpec::is_plain_ti(&cfg.train_cfg.parse().map_err(TrainError::Config)?) {
         bank.insert(
             &concept.negative_word(),
-            st.neg.as_tensor().clone(),
+            st.neg.as_tensor().detach(),
             "live vectors",
         );
     }

@@ -1,0 +1,498 @@
+//! Fused CPU kernels for group norm, layer norm and softmax, with backward.
+//!
+//! candle's fused norm/softmax kernels have no backward, so training used to
+//! build these from a dozen elementwise ops each; backward doubled that. On a
+//! small model per-op overhead (allocation, strided iteration, thread wake-ups)
+//! dominates, and these three layers were a large share of the step. Here each
+//! is one op forward and one op backward, with statistics accumulated in f64.
+//!
+//! Only contiguous f32/f64 CPU tensors take these kernels (callers check with
+//! [`applies`]); half precision and CUDA keep the composite path.
+
+use candle_core::{
+    CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor, WithDType,
+};
+use rayon::prelude::*;
+
+/// Whether the fused kernels handle this tensor.
+pub fn applies(x: &Tensor) -> bool {
+    x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64)
+}
+
+/// The contiguous slice of one CPU storage.
+fn slice<'a, T: WithDType>(v: &'a [T], l: &Layout, what: &str) -> Result<&'a [T]> {
+    match l.contiguous_offsets() {
+        Some((start, end)) => Ok(&v[start..end]),
+        None => candle_core::bail!("{what}: input is not contiguous"),
+    }
+}
+
+/// Above this many elements rows are spread over the thread pool.
+const PARALLEL_ELEMENTS: usize = 1 << 16;
+
+/// Fills `out` row by row with `row(index, out_row)`, in parallel when large.
+fn for_rows<T: Send>(out: &mut [T], row_len: usize, row: impl Fn(usize, &mut [T]) + Sync) {
+    if out.len() >= PARALLEL_ELEMENTS {
+        out.par_chunks_mut(row_len)
+            .enumerate()
+            .for_each(|(r, o)| row(r, o));
+    } else {
+        out.chunks_mut(row_len)
+            .enumerate()
+            .for_each(|(r, o)| row(r, o));
+    }
+}
+
+fn f64_vec(t: &Tensor) -> Result<Vec<f64>> {
+    t.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()
+}
+
+/// Normalisation over rows of `row_len` elements; the affine parameter of the
+/// element at flat index `i` is `params[i / param_stride % params.len()]`.
+#[derive(Clone)]
+struct NormGeometry {
+    row_len: usize,
+    param_stride: usize,
+    eps: f64,
+}
+
+impl NormGeometry {
+    /// Mean and reciprocal standard deviation of one row (two passes, f64).
+    fn stats<T: WithDType>(&self, row: &[T]) -> (f64, f64) {
+        let n = row.len() as f64;
+        let mean = row.iter().map(|v| v.to_f64()).sum::<f64>() / n;
+        let var = row
+            .iter()
+            .map(|v| {
+                let d = v.to_f64() - mean;
+                d * d
+            })
+            .sum::<f64>()
+            / n;
+        (mean, 1.0 / (var + self.eps).sqrt())
+    }
+
+    #[inline(always)]
+    fn param(&self, i: usize, params: &[f64]) -> f64 {
+        params[(i / self.param_stride) % params.len()]
+    }
+
+    fn forward<T: WithDType>(&self, x: &[T], weight: &[f64], bias: &[f64]) -> Vec<T> {
+        let mut out = vec![T::zero(); x.len()];
+        for_rows(&mut out, self.row_len, |r, out_row| {
+            let base = r * self.row_len;
+            let xr = &x[r * self.row_len..(r + 1) * self.row_len];
+            let (mean, rstd) = self.stats(xr);
+            for (j, (o, v)) in out_row.iter_mut().zip(xr).enumerate() {
+                let hat = (v.to_f64() - mean) * rstd;
+                *o = T::from_f64(hat * self.param(base + j, weight) + self.param(base + j, bias));
+            }
+        });
+        out
+    }
+
+    /// `dx = rstd · (g − mean(g) − x̂ · mean(g · x̂))` with `g = dy · weight`.
+    fn backward<T: WithDType>(&self, x: &[T], dy: &[T], weight: &[f64]) -> Vec<T> {
+        let n = self.row_len as f64;
+        let mut out = vec![T::zero(); x.len()];
+        for_rows(&mut out, self.row_len, |r, out_row| {
+            let base = r * self.row_len;
+            let range = r * self.row_len..(r + 1) * self.row_len;
+            let (xr, dyr) = (&x[range.clone()], &dy[range]);
+            let (mean, rstd) = self.stats(xr);
+            let (mut sum_g, mut sum_gx) = (0.0, 0.0);
+            for (j, (v, d)) in xr.iter().zip(dyr).enumerate() {
+                let g = d.to_f64() * self.param(base + j, weight);
+                sum_g += g;
+                sum_gx += g * (v.to_f64() - mean) * rstd;
+            }
+            let (mean_g, mean_gx) = (sum_g / n, sum_gx / n);
+            for (j, (o, (v, d))) in out_row.iter_mut().zip(xr.iter().zip(dyr)).enumerate() {
+                let hat = (v.to_f64() - mean) * rstd;
+                let g = d.to_f64() * self.param(base + j, weight);
+                *o = T::from_f64(rstd * (g - mean_g - hat * mean_gx));
+            }
+        });
+        out
+    }
+}
+
+struct NormOp {
+    geometry: NormGeometry,
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl CustomOp1 for NormOp {
+    fn name(&self) -> &'static str {
+        "fused-norm"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        const WHAT: &str = "fused norm";
+        let (w, b) = (f64_vec(&self.weight)?, f64_vec(&self.bias)?);
+        let g = &self.geometry;
+        let out = match s {
+            CpuStorage::F32(v) => CpuStorage::F32(g.forward(slice(v, l, WHAT)?, &w, &b)),
+            CpuStorage::F64(v) => CpuStorage::F64(g.forward(slice(v, l, WHAT)?, &w, &b)),
+            _ => candle_core::bail!("{WHAT}: only f32/f64 on CPU"),
+        };
+        Ok((out, l.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let grad = grad.contiguous()?;
+        Ok(Some(x.apply_op2_no_bwd(
+            &grad,
+            &NormBackward {
+                geometry: self.geometry.clone(),
+                weight: f64_vec(&self.weight)?,
+            },
+        )?))
+    }
+}
+
+struct NormBackward {
+    geometry: NormGeometry,
+    weight: Vec<f64>,
+}
+
+fn same_len(l1: &Layout, l2: &Layout, what: &str) -> Result<()> {
+    if l1.shape().elem_count() != l2.shape().elem_count() {
+        candle_core::bail!("{what}: {:?} vs {:?}", l1.shape(), l2.shape());
+    }
+    Ok(())
+}
+
+impl CustomOp2 for NormBackward {
+    fn name(&self) -> &'static str {
+        "fused-norm-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        const WHAT: &str = "fused norm backward";
+        same_len(l1, l2, WHAT)?;
+        let (g, w) = (&self.geometry, &self.weight);
+        let out = match (s1, s2) {
+            (CpuStorage::F32(x), CpuStorage::F32(dy)) => {
+                CpuStorage::F32(g.backward(slice(x, l1, WHAT)?, slice(dy, l2, WHAT)?, w))
+            }
+            (CpuStorage::F64(x), CpuStorage::F64(dy)) => {
+                CpuStorage::F64(g.backward(slice(x, l1, WHAT)?, slice(dy, l2, WHAT)?, w))
+            }
+            _ => candle_core::bail!("{WHAT}: only f32/f64 on CPU, both the same"),
+        };
+        Ok((out, l1.shape().clone()))
+    }
+}
+
+/// Group norm of a contiguous `[B, C, H, W]` f32/f64 CPU tensor.
+pub fn group_norm(
+    x: &Tensor,
+    groups: usize,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f64,
+) -> Result<Tensor> {
+    let (_, c, h, w) = x.dims4()?;
+    if x.elem_count() == 0 || groups == 0 {
+        return Ok(x.clone());
+    }
+    x.contiguous()?.apply_op1(NormOp {
+        geometry: NormGeometry {
+            row_len: (c / groups) * h * w,
+            param_stride: h * w,
+            eps,
+        },
+        weight: weight.clone(),
+        bias: bias.clone(),
+    })
+}
+
+/// Layer norm over the last dimension of a contiguous f32/f64 CPU tensor.
+pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
+    let d = x.dims().last().copied().unwrap_or(1);
+    if x.elem_count() == 0 {
+        return Ok(x.clone());
+    }
+    x.contiguous()?.apply_op1(NormOp {
+        geometry: NormGeometry {
+            row_len: d,
+            param_stride: 1,
+            eps,
+        },
+        weight: weight.clone(),
+        bias: bias.clone(),
+    })
+}
+
+struct Softmax {
+    row_len: usize,
+}
+
+/// The exponential in the element's own precision (f32's is much cheaper).
+trait Exp: WithDType {
+    fn exp_(self) -> Self;
+}
+
+impl Exp for f32 {
+    #[inline(always)]
+    fn exp_(self) -> Self {
+        self.exp()
+    }
+}
+
+impl Exp for f64 {
+    #[inline(always)]
+    fn exp_(self) -> Self {
+        self.exp()
+    }
+}
+
+fn softmax_rows<T: Exp>(x: &[T], row_len: usize) -> Vec<T> {
+    let mut out = vec![T::zero(); x.len()];
+    for_rows(&mut out, row_len, |r, row| {
+        let xr = &x[r * row_len..(r + 1) * row_len];
+        let max = xr
+            .iter()
+            .copied()
+            .fold(xr[0], |a, b| if b > a { b } else { a });
+        let mut sum = 0.0;
+        for (o, v) in row.iter_mut().zip(xr) {
+            *o = (*v - max).exp_();
+            sum += o.to_f64();
+        }
+        let inv = T::from_f64(1.0 / sum);
+        for o in row.iter_mut() {
+            *o *= inv;
+        }
+    });
+    out
+}
+
+/// `dx = y · (dy − Σ dy·y)` per row.
+fn softmax_backward_rows<T: WithDType>(y: &[T], dy: &[T], row_len: usize) -> Vec<T> {
+    let mut out = vec![T::zero(); y.len()];
+    for_rows(&mut out, row_len, |r, row| {
+        let range = r * row_len..(r + 1) * row_len;
+        let (yr, dyr) = (&y[range.clone()], &dy[range]);
+        let dot: f64 = yr
+            .iter()
+            .zip(dyr)
+            .map(|(a, b)| a.to_f64() * b.to_f64())
+            .sum();
+        for (o, (a, b)) in row.iter_mut().zip(yr.iter().zip(dyr)) {
+            *o = T::from_f64(a.to_f64() * (b.to_f64() - dot));
+        }
+    });
+    out
+}
+
+impl CustomOp1 for Softmax {
+    fn name(&self) -> &'static str {
+        "fused-softmax"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        const WHAT: &str = "fused softmax";
+        let out = match s {
+            CpuStorage::F32(v) => CpuStorage::F32(softmax_rows(slice(v, l, WHAT)?, self.row_len)),
+            CpuStorage::F64(v) => CpuStorage::F64(softmax_rows(slice(v, l, WHAT)?, self.row_len)),
+            _ => candle_core::bail!("{WHAT}: only f32/f64 on CPU"),
+        };
+        Ok((out, l.shape().clone()))
+    }
+
+    fn bwd(&self, _x: &Tensor, res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let grad = grad.contiguous()?;
+        Ok(Some(res.apply_op2_no_bwd(
+            &grad,
+            &SoftmaxBackward {
+                row_len: self.row_len,
+            },
+        )?))
+    }
+}
+
+struct SoftmaxBackward {
+    row_len: usize,
+}
+
+impl CustomOp2 for SoftmaxBackward {
+    fn name(&self) -> &'static str {
+        "fused-softmax-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        const WHAT: &str = "fused softmax backward";
+        same_len(l1, l2, WHAT)?;
+        let n = self.row_len;
+        let out =
+            match (s1, s2) {
+                (CpuStorage::F32(y), CpuStorage::F32(dy)) => CpuStorage::F32(
+                    softmax_backward_rows(slice(y, l1, WHAT)?, slice(dy, l2, WHAT)?, n),
+                ),
+                (CpuStorage::F64(y), CpuStorage::F64(dy)) => CpuStorage::F64(
+                    softmax_backward_rows(slice(y, l1, WHAT)?, slice(dy, l2, WHAT)?, n),
+                ),
+                _ => candle_core::bail!("{WHAT}: only f32/f64 on CPU, both the same"),
+            };
+        Ok((out, l1.shape().clone()))
+    }
+}
+
+/// Softmax over the last dimension of a contiguous f32/f64 CPU tensor.
+pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+    let d = x.dims().last().copied().unwrap_or(1);
+    if x.elem_count() == 0 {
+        return Ok(x.clone());
+    }
+    x.contiguous()?.apply_op1(Softmax { row_len: d })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var, D};
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap()
+    }
+
+    fn composite_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Tensor {
+        let mean = x.mean_keepdim(D::Minus1).unwrap();
+        let c = x.broadcast_sub(&mean).unwrap();
+        let var = c.sqr().unwrap().mean_keepdim(D::Minus1).unwrap();
+        c.broadcast_div(&(var + eps).unwrap().sqrt().unwrap())
+            .unwrap()
+            .broadcast_mul(w)
+            .unwrap()
+            .broadcast_add(b)
+            .unwrap()
+    }
+
+    /// Value and input gradient equal the composite formulation (f64).
+    #[test]
+    fn layer_norm_matches_composite() {
+        let d = Device::Cpu;
+        let x = Var::from_tensor(&Tensor::randn(0f64, 2.0, (3, 5, 7), &d).unwrap()).unwrap();
+        let w = Tensor::randn(1f64, 0.5, 7, &d).unwrap();
+        let b = Tensor::randn(0f64, 0.5, 7, &d).unwrap();
+        let probe = Tensor::randn(0f64, 1.0, (3, 5, 7), &d).unwrap();
+        let fused = layer_norm(x.as_tensor(), &w, &b, 1e-5).unwrap();
+        let slow = composite_norm(x.as_tensor(), &w, &b, 1e-5);
+        assert!(max_diff(&fused, &slow) < 1e-12);
+        let gf = (fused * &probe)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let gs = (slow * &probe)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let (gf, gs) = (gf.get(&x).unwrap(), gs.get(&x).unwrap());
+        assert!(max_diff(gf, gs) < 1e-12, "{}", max_diff(gf, gs));
+    }
+
+    #[test]
+    fn group_norm_matches_composite() {
+        let d = Device::Cpu;
+        let (bs, c, h, wd, groups) = (2, 8, 3, 4, 4);
+        let x = Var::from_tensor(&Tensor::randn(0f64, 2.0, (bs, c, h, wd), &d).unwrap()).unwrap();
+        let w = Tensor::randn(1f64, 0.5, c, &d).unwrap();
+        let b = Tensor::randn(0f64, 0.5, c, &d).unwrap();
+        let probe = Tensor::randn(0f64, 1.0, (bs, c, h, wd), &d).unwrap();
+        let fused = group_norm(x.as_tensor(), groups, &w, &b, 1e-5).unwrap();
+        let grouped = x
+            .as_tensor()
+            .reshape((bs, groups, c / groups * h * wd))
+            .unwrap();
+        let ones = Tensor::ones(1, DType::F64, &d).unwrap();
+        let zeros = Tensor::zeros(1, DType::F64, &d).unwrap();
+        let slow = composite_norm(&grouped, &ones, &zeros, 1e-5)
+            .reshape((bs, c, h, wd))
+            .unwrap()
+            .broadcast_mul(&w.reshape((1, c, 1, 1)).unwrap())
+            .unwrap()
+            .broadcast_add(&b.reshape((1, c, 1, 1)).unwrap())
+            .unwrap();
+        assert!(max_diff(&fused, &slow) < 1e-12);
+        let gf = (fused * &probe)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let gs = (slow * &probe)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let (gf, gs) = (gf.get(&x).unwrap(), gs.get(&x).unwrap());
+        assert!(max_diff(gf, gs) < 1e-12, "{}", max_diff(gf, gs));
+    }
+
+    #[test]
+    fn softmax_matches_composite() {
+        let d = Device::Cpu;
+        let x = Var::from_tensor(&Tensor::randn(0f64, 3.0, (2, 3, 6), &d).unwrap()).unwrap();
+        let probe = Tensor::randn(0f64, 1.0, (2, 3, 6), &d).unwrap();
+        let fused = softmax_last_dim(x.as_tensor()).unwrap();
+        let e = x.as_tensor().exp().unwrap();
+        let slow = e.broadcast_div(&e.sum_keepdim(D::Minus1).unwrap()).unwrap();
+        assert!(max_diff(&fused, &slow) < 1e-12);
+        let gf = (fused * &probe)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let gs = (slow * &probe)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let (gf, gs) = (gf.get(&x).unwrap(), gs.get(&x).unwrap());
+        assert!(max_diff(gf, gs) < 1e-12, "{}", max_diff(gf, gs));
+    }
+
+    /// f32 in, f32 out, same values as f64 to f32 precision.
+    #[test]
+    fn f32_keeps_its_dtype() {
+        let d = Device::Cpu;
+        let x = Tensor::randn(0f32, 1.0, (2, 4, 2, 2), &d).unwrap();
+        let w = Tensor::ones(4, DType::F32, &d).unwrap();
+        let b = Tensor::zeros(4, DType::F32, &d).unwrap();
+        let y = group_norm(&x, 2, &w, &b, 1e-5).unwrap();
+        assert_eq!(y.dtype(), DType::F32);
+        let y64 = group_norm(&x.to_dtype(DType::F64).unwrap(), 2, &w, &b, 1e-5).unwrap();
+        assert!(max_diff(&y.to_dtype(DType::F64).unwrap(), &y64) < 1e-6);
+    }
+}
