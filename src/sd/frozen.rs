@@ -68,9 +68,26 @@ impl CustomOp2 for FrozenMatmul {
     }
 }
 
-/// `x · Wᵀ` over the last dimension of `x` (any leading dims), with a
+/// `x · Wᵀ (+ b)` over the last dimension of `x` (any leading dims), with a
 /// gradient for `x` only. `weight` is `[out, in]`.
-pub fn linear(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
+///
+/// With a bias the value is computed on a detached input and handed out by a
+/// [`Precomputed`] op: a separate bias add would cost an op forward and, in
+/// candle's backward, a zero gradient allocated and summed for the bias.
+pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    if let Some(b) = bias {
+        let value = x
+            .detach()
+            .broadcast_matmul(&weight.t()?)?
+            .broadcast_add(b)?
+            .contiguous()?;
+        return x.apply_op1(Precomputed::new(
+            value,
+            InputGrad::Linear {
+                weight: weight.clone(),
+            },
+        ));
+    }
     let dims = x.dims().to_vec();
     let k = *dims.last().unwrap_or(&0);
     let m = x.elem_count() / k.max(1);
@@ -83,15 +100,33 @@ pub fn linear(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
     y.reshape(out)
 }
 
-/// Hands a precomputed value out as the op's output (moved: the op keeps no copy).
-struct FrozenConv {
-    value: Mutex<Option<Tensor>>,
-    kernel: Tensor,
-    padding: usize,
-    stride: usize,
+/// How a [`Precomputed`] op maps the output gradient to the input's.
+enum InputGrad {
+    Conv {
+        kernel: Tensor,
+        padding: usize,
+        stride: usize,
+    },
+    Linear {
+        weight: Tensor,
+    },
 }
 
-impl FrozenConv {
+/// Hands a precomputed value out as the op's output (moved: the op keeps no
+/// copy); its backward yields only the input gradient.
+struct Precomputed {
+    value: Mutex<Option<Tensor>>,
+    grad: InputGrad,
+}
+
+impl Precomputed {
+    fn new(value: Tensor, grad: InputGrad) -> Self {
+        Self {
+            value: Mutex::new(Some(value)),
+            grad,
+        }
+    }
+
     fn take(&self) -> Result<Tensor> {
         self.value
             .lock()
@@ -101,9 +136,9 @@ impl FrozenConv {
     }
 }
 
-impl CustomOp1 for FrozenConv {
+impl CustomOp1 for Precomputed {
     fn name(&self) -> &'static str {
-        "frozen-conv2d"
+        "frozen-precomputed"
     }
 
     fn cpu_fwd(&self, _s: &CpuStorage, _l: &Layout) -> Result<(CpuStorage, Shape)> {
@@ -125,27 +160,41 @@ impl CustomOp1 for FrozenConv {
     }
 
     fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        if crate::sd::fused::applies(grad) && grad.dtype() == self.kernel.dtype() {
-            return Ok(Some(conv_input_grad_gemm(
-                x.dims4()?,
-                grad,
-                &self.kernel,
-                self.padding,
-                self.stride,
-            )?));
+        let (kernel, padding, stride) = match &self.grad {
+            InputGrad::Conv {
+                kernel,
+                padding,
+                stride,
+            } => (kernel, *padding, *stride),
+            InputGrad::Linear { weight } => {
+                let out = weight.dim(0)?;
+                let m = grad.elem_count() / out.max(1);
+                let dx = grad.contiguous()?.reshape((m, out))?.matmul(weight)?;
+                return Ok(Some(dx.reshape(x.dims())?));
+            }
+        };
+        self.conv_bwd(x, grad, kernel, padding, stride).map(Some)
+    }
+}
+
+impl Precomputed {
+    fn conv_bwd(
+        &self,
+        x: &Tensor,
+        grad: &Tensor,
+        kernel: &Tensor,
+        padding: usize,
+        stride: usize,
+    ) -> Result<Tensor> {
+        if crate::sd::fused::applies(grad) && grad.dtype() == kernel.dtype() {
+            return conv_input_grad_gemm(x.dims4()?, grad, kernel, padding, stride);
         }
         // As candle's own conv2d backward, minus the kernel gradient.
         let grad_h = grad.dim(2)?;
-        let k_h = self.kernel.dim(2)?;
-        let out_size = (grad_h - 1) * self.stride + (k_h - 1) + 1 - 2 * self.padding;
+        let k_h = kernel.dim(2)?;
+        let out_size = (grad_h - 1) * stride + (k_h - 1) + 1 - 2 * padding;
         let out_padding = x.dim(2)? - out_size;
-        Ok(Some(grad.conv_transpose2d(
-            &self.kernel,
-            self.padding,
-            out_padding,
-            self.stride,
-            1,
-        )?))
+        grad.conv_transpose2d(kernel, padding, out_padding, stride, 1)
     }
 }
 
@@ -252,18 +301,26 @@ impl CustomOp1 for Col2Im {
     }
 }
 
-/// 2-D convolution with a frozen kernel and a gradient for `x` only.
-pub fn conv2d(x: &Tensor, kernel: &Tensor, padding: usize, stride: usize) -> Result<Tensor> {
-    let value = x
-        .detach()
-        .conv2d(kernel, padding, stride, 1, 1)?
-        .contiguous()?;
-    x.apply_op1(FrozenConv {
-        value: Mutex::new(Some(value)),
-        kernel: kernel.clone(),
-        padding,
-        stride,
-    })
+/// 2-D convolution (+ bias) with a frozen kernel and a gradient for `x` only.
+pub fn conv2d(
+    x: &Tensor,
+    kernel: &Tensor,
+    bias: Option<&Tensor>,
+    padding: usize,
+    stride: usize,
+) -> Result<Tensor> {
+    let mut value = x.detach().conv2d(kernel, padding, stride, 1, 1)?;
+    if let Some(b) = bias {
+        value = value.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?)?;
+    }
+    x.apply_op1(Precomputed::new(
+        value.contiguous()?,
+        InputGrad::Conv {
+            kernel: kernel.clone(),
+            padding,
+            stride,
+        },
+    ))
 }
 
 #[cfg(test)]
@@ -287,26 +344,33 @@ mod tests {
         let d = Device::Cpu;
         let x0 = Tensor::randn(0f64, 1.0, (2, 5, 7), &d).unwrap();
         let w = Tensor::randn(0f64, 1.0, (3, 7), &d).unwrap();
+        let b = Tensor::randn(0f64, 1.0, 3, &d).unwrap();
         let r = Tensor::randn(0f64, 1.0, (2, 5, 3), &d).unwrap();
-        let v = Var::from_tensor(&x0).unwrap();
-        let frozen = linear(v.as_tensor(), &w).unwrap();
-        let plain = v.as_tensor().broadcast_matmul(&w.t().unwrap()).unwrap();
-        assert!(close(&frozen, &plain) < 1e-12);
-        let g1 = (frozen * &r)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        let g2 = (plain * &r).unwrap().sum_all().unwrap().backward().unwrap();
-        assert!(
-            close(
-                g1.get(v.as_tensor()).unwrap(),
-                g2.get(v.as_tensor()).unwrap()
-            ) < 1e-12
-        );
-        // No gradient is produced for the frozen weight.
-        assert!(g1.get(&w).is_none());
+        for bias in [None, Some(&b)] {
+            let v = Var::from_tensor(&x0).unwrap();
+            let frozen = linear(v.as_tensor(), &w, bias).unwrap();
+            let mut plain = v.as_tensor().broadcast_matmul(&w.t().unwrap()).unwrap();
+            if let Some(b) = bias {
+                plain = plain.broadcast_add(b).unwrap();
+            }
+            assert!(close(&frozen, &plain) < 1e-12);
+            let g1 = (frozen * &r)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            let g2 = (plain * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            assert!(
+                close(
+                    g1.get(v.as_tensor()).unwrap(),
+                    g2.get(v.as_tensor()).unwrap()
+                ) < 1e-12
+            );
+            // No gradient is produced for the frozen weight or bias.
+            assert!(g1.get(&w).is_none());
+            assert!(g1.get(&b).is_none());
+        }
     }
 
     #[test]
@@ -321,8 +385,14 @@ mod tests {
             let x0 = Tensor::randn(0f64, 1.0, (2, 4, hw, hw), &d).unwrap();
             let w = Tensor::randn(0f64, 1.0, (6, 4, k, k), &d).unwrap();
             let v = Var::from_tensor(&x0).unwrap();
-            let frozen = conv2d(v.as_tensor(), &w, pad, stride).unwrap();
-            let plain = v.as_tensor().conv2d(&w, pad, stride, 1, 1).unwrap();
+            let bias = Tensor::randn(0f64, 1.0, 6, &d).unwrap();
+            let frozen = conv2d(v.as_tensor(), &w, Some(&bias), pad, stride).unwrap();
+            let plain = v
+                .as_tensor()
+                .conv2d(&w, pad, stride, 1, 1)
+                .unwrap()
+                .broadcast_add(&bias.reshape((1, 6, 1, 1)).unwrap())
+                .unwrap();
             assert!(close(&frozen, &plain) < 1e-12);
             let r = Tensor::randn(0f64, 1.0, plain.dims(), &d).unwrap();
             let g1 = (frozen * &r)

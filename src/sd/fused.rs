@@ -54,6 +54,14 @@ struct NormGeometry {
     row_len: usize,
     param_stride: usize,
     eps: f64,
+    /// Apply SiLU to the normalised output (group norm → SiLU in every
+    /// resnet block: one op instead of two, forward and backward).
+    silu: bool,
+}
+
+#[inline(always)]
+fn sigmoid(v: f64) -> f64 {
+    1.0 / (1.0 + (-v).exp())
 }
 
 impl NormGeometry {
@@ -72,46 +80,75 @@ impl NormGeometry {
         (mean, 1.0 / (var + self.eps).sqrt())
     }
 
+    /// Calls `f(j, p)` for each element `j` of the row starting at flat index
+    /// `base`, with `p` the index of its affine parameter (no division per element).
     #[inline(always)]
-    fn param(&self, i: usize, params: &[f64]) -> f64 {
-        params[(i / self.param_stride) % params.len()]
+    fn for_each_param(&self, base: usize, params: usize, mut f: impl FnMut(usize, usize)) {
+        let stride = self.param_stride;
+        let mut p = (base / stride) % params;
+        let mut left = stride - base % stride;
+        for j in 0..self.row_len {
+            f(j, p);
+            left -= 1;
+            if left == 0 {
+                left = stride;
+                p += 1;
+                if p == params {
+                    p = 0;
+                }
+            }
+        }
     }
 
     fn forward<T: WithDType>(&self, x: &[T], weight: &[f64], bias: &[f64]) -> Vec<T> {
         let mut out = vec![T::zero(); x.len()];
         for_rows(&mut out, self.row_len, |r, out_row| {
             let base = r * self.row_len;
-            let xr = &x[r * self.row_len..(r + 1) * self.row_len];
+            let xr = &x[base..base + self.row_len];
             let (mean, rstd) = self.stats(xr);
-            for (j, (o, v)) in out_row.iter_mut().zip(xr).enumerate() {
-                let hat = (v.to_f64() - mean) * rstd;
-                *o = T::from_f64(hat * self.param(base + j, weight) + self.param(base + j, bias));
-            }
+            let silu = self.silu;
+            self.for_each_param(base, weight.len(), |j, p| {
+                let scale = weight[p] * rstd;
+                let n = xr[j].to_f64() * scale + (bias[p] - mean * scale);
+                out_row[j] = T::from_f64(if silu { n * sigmoid(n) } else { n });
+            });
         });
         out
     }
 
-    /// `dx = rstd · (g − mean(g) − x̂ · mean(g · x̂))` with `g = dy · weight`.
-    fn backward<T: WithDType>(&self, x: &[T], dy: &[T], weight: &[f64]) -> Vec<T> {
+    /// `dx = rstd · (g − mean(g) − x̂ · mean(g · x̂))` with `g = dy · weight`
+    /// (`dy` first taken through SiLU's derivative when the op applies it).
+    fn backward<T: WithDType>(&self, x: &[T], dy: &[T], weight: &[f64], bias: &[f64]) -> Vec<T> {
         let n = self.row_len as f64;
         let mut out = vec![T::zero(); x.len()];
         for_rows(&mut out, self.row_len, |r, out_row| {
             let base = r * self.row_len;
-            let range = r * self.row_len..(r + 1) * self.row_len;
+            let range = base..base + self.row_len;
             let (xr, dyr) = (&x[range.clone()], &dy[range]);
             let (mean, rstd) = self.stats(xr);
+            let silu = self.silu;
+            // Gradient at the affine output, through SiLU if applied.
+            let upstream = |j: usize, p: usize| {
+                let d = dyr[j].to_f64();
+                if !silu {
+                    return d;
+                }
+                let n = (xr[j].to_f64() - mean) * rstd * weight[p] + bias[p];
+                let s = sigmoid(n);
+                d * s * (1.0 + n * (1.0 - s))
+            };
             let (mut sum_g, mut sum_gx) = (0.0, 0.0);
-            for (j, (v, d)) in xr.iter().zip(dyr).enumerate() {
-                let g = d.to_f64() * self.param(base + j, weight);
+            self.for_each_param(base, weight.len(), |j, p| {
+                let g = upstream(j, p) * weight[p];
                 sum_g += g;
-                sum_gx += g * (v.to_f64() - mean) * rstd;
-            }
+                sum_gx += g * (xr[j].to_f64() - mean) * rstd;
+            });
             let (mean_g, mean_gx) = (sum_g / n, sum_gx / n);
-            for (j, (o, (v, d))) in out_row.iter_mut().zip(xr.iter().zip(dyr)).enumerate() {
-                let hat = (v.to_f64() - mean) * rstd;
-                let g = d.to_f64() * self.param(base + j, weight);
-                *o = T::from_f64(rstd * (g - mean_g - hat * mean_gx));
-            }
+            self.for_each_param(base, weight.len(), |j, p| {
+                let hat = (xr[j].to_f64() - mean) * rstd;
+                let g = upstream(j, p) * weight[p];
+                out_row[j] = T::from_f64(rstd * (g - mean_g - hat * mean_gx));
+            });
         });
         out
     }
@@ -147,6 +184,7 @@ impl CustomOp1 for NormOp {
             &NormBackward {
                 geometry: self.geometry.clone(),
                 weight: f64_vec(&self.weight)?,
+                bias: f64_vec(&self.bias)?,
             },
         )?))
     }
@@ -155,6 +193,7 @@ impl CustomOp1 for NormOp {
 struct NormBackward {
     geometry: NormGeometry,
     weight: Vec<f64>,
+    bias: Vec<f64>,
 }
 
 fn same_len(l1: &Layout, l2: &Layout, what: &str) -> Result<()> {
@@ -178,13 +217,13 @@ impl CustomOp2 for NormBackward {
     ) -> Result<(CpuStorage, Shape)> {
         const WHAT: &str = "fused norm backward";
         same_len(l1, l2, WHAT)?;
-        let (g, w) = (&self.geometry, &self.weight);
+        let (g, w, b) = (&self.geometry, &self.weight, &self.bias);
         let out = match (s1, s2) {
             (CpuStorage::F32(x), CpuStorage::F32(dy)) => {
-                CpuStorage::F32(g.backward(slice(x, l1, WHAT)?, slice(dy, l2, WHAT)?, w))
+                CpuStorage::F32(g.backward(slice(x, l1, WHAT)?, slice(dy, l2, WHAT)?, w, b))
             }
             (CpuStorage::F64(x), CpuStorage::F64(dy)) => {
-                CpuStorage::F64(g.backward(slice(x, l1, WHAT)?, slice(dy, l2, WHAT)?, w))
+                CpuStorage::F64(g.backward(slice(x, l1, WHAT)?, slice(dy, l2, WHAT)?, w, b))
             }
             _ => candle_core::bail!("{WHAT}: only f32/f64 on CPU, both the same"),
         };
@@ -192,13 +231,15 @@ impl CustomOp2 for NormBackward {
     }
 }
 
-/// Group norm of a contiguous `[B, C, H, W]` f32/f64 CPU tensor.
+/// Group norm of a contiguous `[B, C, H, W]` f32/f64 CPU tensor, followed by
+/// SiLU when `silu`.
 pub fn group_norm(
     x: &Tensor,
     groups: usize,
     weight: &Tensor,
     bias: &Tensor,
     eps: f64,
+    silu: bool,
 ) -> Result<Tensor> {
     let (_, c, h, w) = x.dims4()?;
     if x.elem_count() == 0 || groups == 0 {
@@ -209,6 +250,7 @@ pub fn group_norm(
             row_len: (c / groups) * h * w,
             param_stride: h * w,
             eps,
+            silu,
         },
         weight: weight.clone(),
         bias: bias.clone(),
@@ -226,6 +268,7 @@ pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Resul
             row_len: d,
             param_stride: 1,
             eps,
+            silu: false,
         },
         weight: weight.clone(),
         bias: bias.clone(),
@@ -234,6 +277,8 @@ pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Resul
 
 struct Softmax {
     row_len: usize,
+    /// Applied to the input first (attention's 1/√d): saves a scaling op.
+    scale: f64,
 }
 
 /// The exponential in the element's own precision (f32's is much cheaper).
@@ -255,17 +300,19 @@ impl Exp for f64 {
     }
 }
 
-fn softmax_rows<T: Exp>(x: &[T], row_len: usize) -> Vec<T> {
+fn softmax_rows<T: Exp>(x: &[T], row_len: usize, scale: f64) -> Vec<T> {
+    let scale = T::from_f64(scale);
     let mut out = vec![T::zero(); x.len()];
     for_rows(&mut out, row_len, |r, row| {
         let xr = &x[r * row_len..(r + 1) * row_len];
         let max = xr
             .iter()
             .copied()
-            .fold(xr[0], |a, b| if b > a { b } else { a });
+            .fold(xr[0], |a, b| if b > a { b } else { a })
+            * scale; // scale > 0: the largest input stays the largest
         let mut sum = 0.0;
         for (o, v) in row.iter_mut().zip(xr) {
-            *o = (*v - max).exp_();
+            *o = (*v * scale - max).exp_();
             sum += o.to_f64();
         }
         let inv = T::from_f64(1.0 / sum);
@@ -276,8 +323,8 @@ fn softmax_rows<T: Exp>(x: &[T], row_len: usize) -> Vec<T> {
     out
 }
 
-/// `dx = y · (dy − Σ dy·y)` per row.
-fn softmax_backward_rows<T: WithDType>(y: &[T], dy: &[T], row_len: usize) -> Vec<T> {
+/// `dx = scale · y · (dy − Σ dy·y)` per row.
+fn softmax_backward_rows<T: WithDType>(y: &[T], dy: &[T], row_len: usize, scale: f64) -> Vec<T> {
     let mut out = vec![T::zero(); y.len()];
     for_rows(&mut out, row_len, |r, row| {
         let range = r * row_len..(r + 1) * row_len;
@@ -288,7 +335,7 @@ fn softmax_backward_rows<T: WithDType>(y: &[T], dy: &[T], row_len: usize) -> Vec
             .map(|(a, b)| a.to_f64() * b.to_f64())
             .sum();
         for (o, (a, b)) in row.iter_mut().zip(yr.iter().zip(dyr)) {
-            *o = T::from_f64(a.to_f64() * (b.to_f64() - dot));
+            *o = T::from_f64(scale * a.to_f64() * (b.to_f64() - dot));
         }
     });
     out
@@ -302,8 +349,12 @@ impl CustomOp1 for Softmax {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         const WHAT: &str = "fused softmax";
         let out = match s {
-            CpuStorage::F32(v) => CpuStorage::F32(softmax_rows(slice(v, l, WHAT)?, self.row_len)),
-            CpuStorage::F64(v) => CpuStorage::F64(softmax_rows(slice(v, l, WHAT)?, self.row_len)),
+            CpuStorage::F32(v) => {
+                CpuStorage::F32(softmax_rows(slice(v, l, WHAT)?, self.row_len, self.scale))
+            }
+            CpuStorage::F64(v) => {
+                CpuStorage::F64(softmax_rows(slice(v, l, WHAT)?, self.row_len, self.scale))
+            }
             _ => candle_core::bail!("{WHAT}: only f32/f64 on CPU"),
         };
         Ok((out, l.shape().clone()))
@@ -315,6 +366,7 @@ impl CustomOp1 for Softmax {
             &grad,
             &SoftmaxBackward {
                 row_len: self.row_len,
+                scale: self.scale,
             },
         )?))
     }
@@ -322,6 +374,7 @@ impl CustomOp1 for Softmax {
 
 struct SoftmaxBackward {
     row_len: usize,
+    scale: f64,
 }
 
 impl CustomOp2 for SoftmaxBackward {
@@ -338,14 +391,14 @@ impl CustomOp2 for SoftmaxBackward {
     ) -> Result<(CpuStorage, Shape)> {
         const WHAT: &str = "fused softmax backward";
         same_len(l1, l2, WHAT)?;
-        let n = self.row_len;
+        let (n, scale) = (self.row_len, self.scale);
         let out =
             match (s1, s2) {
                 (CpuStorage::F32(y), CpuStorage::F32(dy)) => CpuStorage::F32(
-                    softmax_backward_rows(slice(y, l1, WHAT)?, slice(dy, l2, WHAT)?, n),
+                    softmax_backward_rows(slice(y, l1, WHAT)?, slice(dy, l2, WHAT)?, n, scale),
                 ),
                 (CpuStorage::F64(y), CpuStorage::F64(dy)) => CpuStorage::F64(
-                    softmax_backward_rows(slice(y, l1, WHAT)?, slice(dy, l2, WHAT)?, n),
+                    softmax_backward_rows(slice(y, l1, WHAT)?, slice(dy, l2, WHAT)?, n, scale),
                 ),
                 _ => candle_core::bail!("{WHAT}: only f32/f64 on CPU, both the same"),
             };
@@ -353,13 +406,14 @@ impl CustomOp2 for SoftmaxBackward {
     }
 }
 
-/// Softmax over the last dimension of a contiguous f32/f64 CPU tensor.
-pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+/// `softmax(scale · x)` over the last dimension of a contiguous f32/f64 CPU
+/// tensor (`scale` > 0).
+pub fn softmax_last_dim(x: &Tensor, scale: f64) -> Result<Tensor> {
     let d = x.dims().last().copied().unwrap_or(1);
     if x.elem_count() == 0 {
         return Ok(x.clone());
     }
-    x.contiguous()?.apply_op1(Softmax { row_len: d })
+    x.contiguous()?.apply_op1(Softmax { row_len: d, scale })
 }
 
 #[cfg(test)]
@@ -427,7 +481,7 @@ mod tests {
         let w = Tensor::randn(1f64, 0.5, c, &d).unwrap();
         let b = Tensor::randn(0f64, 0.5, c, &d).unwrap();
         let probe = Tensor::randn(0f64, 1.0, (bs, c, h, wd), &d).unwrap();
-        let fused = group_norm(x.as_tensor(), groups, &w, &b, 1e-5).unwrap();
+        let fused = group_norm(x.as_tensor(), groups, &w, &b, 1e-5, false).unwrap();
         let grouped = x
             .as_tensor()
             .reshape((bs, groups, c / groups * h * wd))
@@ -463,7 +517,7 @@ mod tests {
         let d = Device::Cpu;
         let x = Var::from_tensor(&Tensor::randn(0f64, 3.0, (2, 3, 6), &d).unwrap()).unwrap();
         let probe = Tensor::randn(0f64, 1.0, (2, 3, 6), &d).unwrap();
-        let fused = softmax_last_dim(x.as_tensor()).unwrap();
+        let fused = softmax_last_dim(x.as_tensor(), 1.0).unwrap();
         let e = x.as_tensor().exp().unwrap();
         let slow = e.broadcast_div(&e.sum_keepdim(D::Minus1).unwrap()).unwrap();
         assert!(max_diff(&fused, &slow) < 1e-12);
@@ -483,6 +537,57 @@ mod tests {
         assert!(max_diff(gf, gs) < 1e-12, "{}", max_diff(gf, gs));
     }
 
+    /// The SiLU-fused group norm and the scaled softmax against the plain ops.
+    #[test]
+    fn fused_silu_and_softmax_scale_match_composite() {
+        let d = Device::Cpu;
+        let (bs, c, h, wd) = (2, 4, 3, 3);
+        let x = Var::from_tensor(&Tensor::randn(0f64, 2.0, (bs, c, h, wd), &d).unwrap()).unwrap();
+        let w = Tensor::randn(1f64, 0.5, c, &d).unwrap();
+        let b = Tensor::randn(0f64, 0.5, c, &d).unwrap();
+        let probe = Tensor::randn(0f64, 1.0, (bs, c, h, wd), &d).unwrap();
+        let fused = group_norm(x.as_tensor(), 2, &w, &b, 1e-5, true).unwrap();
+        let slow = group_norm(x.as_tensor(), 2, &w, &b, 1e-5, false)
+            .unwrap()
+            .silu()
+            .unwrap();
+        assert!(max_diff(&fused, &slow) < 1e-12);
+        let gf = (fused * &probe)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let gs = (slow * &probe)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let (gf, gs) = (gf.get(&x).unwrap(), gs.get(&x).unwrap());
+        assert!(max_diff(gf, gs) < 1e-12, "{}", max_diff(gf, gs));
+
+        let y = Var::from_tensor(&Tensor::randn(0f64, 3.0, (2, 5), &d).unwrap()).unwrap();
+        let probe = Tensor::randn(0f64, 1.0, (2, 5), &d).unwrap();
+        let fused = softmax_last_dim(y.as_tensor(), 0.35).unwrap();
+        let slow = softmax_last_dim(&(y.as_tensor() * 0.35).unwrap(), 1.0).unwrap();
+        assert!(max_diff(&fused, &slow) < 1e-12);
+        let gf = (fused * &probe)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let gs = (slow * &probe)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let (gf, gs) = (gf.get(&y).unwrap(), gs.get(&y).unwrap());
+        assert!(max_diff(gf, gs) < 1e-12, "{}", max_diff(gf, gs));
+    }
+
     /// f32 in, f32 out, same values as f64 to f32 precision.
     #[test]
     fn f32_keeps_its_dtype() {
@@ -490,9 +595,9 @@ mod tests {
         let x = Tensor::randn(0f32, 1.0, (2, 4, 2, 2), &d).unwrap();
         let w = Tensor::ones(4, DType::F32, &d).unwrap();
         let b = Tensor::zeros(4, DType::F32, &d).unwrap();
-        let y = group_norm(&x, 2, &w, &b, 1e-5).unwrap();
+        let y = group_norm(&x, 2, &w, &b, 1e-5, false).unwrap();
         assert_eq!(y.dtype(), DType::F32);
-        let y64 = group_norm(&x.to_dtype(DType::F64).unwrap(), 2, &w, &b, 1e-5).unwrap();
+        let y64 = group_norm(&x.to_dtype(DType::F64).unwrap(), 2, &w, &b, 1e-5, false).unwrap();
         assert!(max_diff(&y.to_dtype(DType::F64).unwrap(), &y64) < 1e-6);
     }
 }

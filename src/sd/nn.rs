@@ -45,11 +45,7 @@ impl Linear {
         if !x.track_op() {
             return self.inner.forward(x);
         }
-        let y = super::frozen::linear(x, &self.weight)?;
-        match &self.bias {
-            Some(b) => y.broadcast_add(b),
-            None => Ok(y),
-        }
+        super::frozen::linear(x, &self.weight, self.bias.as_ref())
     }
 }
 
@@ -82,11 +78,16 @@ impl Conv2d {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = if x.track_op() {
-            super::frozen::conv2d(x, &self.weight, self.padding, self.stride)?
-        } else {
-            x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?
-        };
+        if x.track_op() {
+            return super::frozen::conv2d(
+                x,
+                &self.weight,
+                self.bias.as_ref(),
+                self.padding,
+                self.stride,
+            );
+        }
+        let y = x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?;
         match &self.bias {
             Some(b) => y.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?),
             None => Ok(y),
@@ -135,7 +136,14 @@ impl GroupNorm {
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         if super::fused::applies(x) {
-            return super::fused::group_norm(x, self.groups, &self.weight, &self.bias, self.eps);
+            return super::fused::group_norm(
+                x,
+                self.groups,
+                &self.weight,
+                &self.bias,
+                self.eps,
+                false,
+            );
         }
         let dtype = x.dtype();
         let (b, c, h, w) = x.dims4()?;
@@ -150,6 +158,23 @@ impl GroupNorm {
         normed
             .broadcast_mul(&self.weight.reshape((1, c, 1, 1))?)?
             .broadcast_add(&self.bias.reshape((1, c, 1, 1))?)
+    }
+}
+
+impl GroupNorm {
+    /// `silu(group_norm(x))`, one fused op on CPU.
+    pub fn forward_silu(&self, x: &Tensor) -> Result<Tensor> {
+        if super::fused::applies(x) {
+            return super::fused::group_norm(
+                x,
+                self.groups,
+                &self.weight,
+                &self.bias,
+                self.eps,
+                true,
+            );
+        }
+        self.forward(x)?.silu()
     }
 }
 
@@ -198,7 +223,7 @@ pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
         return candle_nn::ops::softmax_last_dim(&x.contiguous()?);
     }
     if super::fused::applies(x) {
-        return super::fused::softmax_last_dim(x);
+        return super::fused::softmax_last_dim(x, 1.0);
     }
     // The max is only a numerical shift; softmax is invariant to it, so no
     // gradient needs to flow through it.
@@ -272,11 +297,18 @@ fn attention_full(
     } else {
         (q.clone(), k.clone())
     };
-    let mut scores = (q.matmul(&k.t()?)? * scale)?;
-    if let Some(m) = mask {
-        scores = scores.broadcast_add(&m.to_dtype(scores.dtype())?)?;
-    }
-    let probs = softmax_last_dim(&scores)?.to_dtype(dtype)?;
+    let raw = q.matmul(&k.t()?)?;
+    let probs = if mask.is_none() && raw.track_op() && super::fused::applies(&raw) {
+        // Scale folded into the fused softmax: one op less each way.
+        super::fused::softmax_last_dim(&raw, scale)?
+    } else {
+        let mut scores = (raw * scale)?;
+        if let Some(m) = mask {
+            scores = scores.broadcast_add(&m.to_dtype(scores.dtype())?)?;
+        }
+        softmax_last_dim(&scores)?
+    };
+    let probs = probs.to_dtype(dtype)?;
     probs.matmul(v)
 }
 

@@ -412,7 +412,7 @@ impl UNet {
                 x = us.forward(&x, size)?;
             }
         }
-        let x = self.norm_out.forward(&x)?.silu()?;
+        let x = self.norm_out.forward_silu(&x)?;
         self.conv_out.forward(&x)
     }
 }

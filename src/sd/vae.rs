@@ -233,7 +233,7 @@ impl Vae {
         x = self.enc_mid.forward(&x)?;
         x = self
             .enc_conv_out
-            .forward(&self.enc_norm_out.forward(&x)?.silu()?)?;
+            .forward(&self.enc_norm_out.forward_silu(&x)?)?;
         if let Some(q) = &self.quant_conv {
             x = q.forward(&x)?;
         }
@@ -261,7 +261,7 @@ impl Vae {
             }
         }
         self.dec_conv_out
-            .forward(&self.dec_norm_out.forward(&x)?.silu()?)
+            .forward(&self.dec_norm_out.forward_silu(&x)?)
     }
 
     /// Unscaled VAE latents → the scaled latents the UNet works on.
