@@ -159,8 +159,12 @@ impl TransformerBlock {
             .forward(&self.norm2.forward(&x)?, Some(context))?
             + &x)?;
         let h = self.ff_proj.forward(&self.norm3.forward(&x)?)?;
-        let half = h.dim(2)? / 2;
-        let geglu = (h.narrow(2, 0, half)? * h.narrow(2, half, half)?.gelu_erf()?)?;
+        let geglu = if super::fused::applies(&h) {
+            super::fused::geglu(&h)?
+        } else {
+            let half = h.dim(2)? / 2;
+            (h.narrow(2, 0, half)? * h.narrow(2, half, half)?.gelu_erf()?)?
+        };
         self.ff_out.forward(&geglu)? + x
     }
 }

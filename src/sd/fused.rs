@@ -416,6 +416,123 @@ pub fn softmax_last_dim(x: &Tensor, scale: f64) -> Result<Tensor> {
     x.contiguous()?.apply_op1(Softmax { row_len: d, scale })
 }
 
+/// `gelu(x) = x · Φ(x)` (erf form) and its derivative `Φ(x) + x · φ(x)`.
+#[inline(always)]
+fn gelu_and_grad(v: f64) -> (f64, f64) {
+    let cdf = 0.5 * (1.0 + candle_core::cpu::erf::erf_f64(v * std::f64::consts::FRAC_1_SQRT_2));
+    let pdf = (-0.5 * v * v).exp() / (2.0 * std::f64::consts::PI).sqrt();
+    (v * cdf, cdf + v * pdf)
+}
+
+/// GEGLU: the last dimension is `[a, b]`; the output is `a · gelu(b)`.
+struct Geglu {
+    half: usize,
+}
+
+fn geglu_rows<T: WithDType>(h: &[T], half: usize) -> Vec<T> {
+    let mut out = vec![T::zero(); h.len() / 2];
+    for_rows(&mut out, half, |r, row| {
+        let (a, b) = h[2 * r * half..2 * (r + 1) * half].split_at(half);
+        for ((o, a), b) in row.iter_mut().zip(a).zip(b) {
+            *o = T::from_f64(a.to_f64() * gelu_and_grad(b.to_f64()).0);
+        }
+    });
+    out
+}
+
+fn geglu_backward_rows<T: WithDType>(h: &[T], dy: &[T], half: usize) -> Vec<T> {
+    let mut out = vec![T::zero(); h.len()];
+    for_rows(&mut out, 2 * half, |r, row| {
+        let (a, b) = h[2 * r * half..2 * (r + 1) * half].split_at(half);
+        let d = &dy[r * half..(r + 1) * half];
+        let (da, db) = row.split_at_mut(half);
+        for j in 0..half {
+            let (g, dg) = gelu_and_grad(b[j].to_f64());
+            da[j] = T::from_f64(d[j].to_f64() * g);
+            db[j] = T::from_f64(d[j].to_f64() * a[j].to_f64() * dg);
+        }
+    });
+    out
+}
+
+impl CustomOp1 for Geglu {
+    fn name(&self) -> &'static str {
+        "fused-geglu"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        const WHAT: &str = "fused geglu";
+        let out = match s {
+            CpuStorage::F32(v) => CpuStorage::F32(geglu_rows(slice(v, l, WHAT)?, self.half)),
+            CpuStorage::F64(v) => CpuStorage::F64(geglu_rows(slice(v, l, WHAT)?, self.half)),
+            _ => candle_core::bail!("{WHAT}: only f32/f64 on CPU"),
+        };
+        let mut dims = l.shape().dims().to_vec();
+        if let Some(last) = dims.last_mut() {
+            *last = self.half;
+        }
+        Ok((out, Shape::from(dims)))
+    }
+
+    fn bwd(&self, h: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let grad = grad.contiguous()?;
+        Ok(Some(h.apply_op2_no_bwd(
+            &grad,
+            &GegluBackward { half: self.half },
+        )?))
+    }
+}
+
+struct GegluBackward {
+    half: usize,
+}
+
+impl CustomOp2 for GegluBackward {
+    fn name(&self) -> &'static str {
+        "fused-geglu-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        const WHAT: &str = "fused geglu backward";
+        if l1.shape().elem_count() != 2 * l2.shape().elem_count() {
+            candle_core::bail!("{WHAT}: {:?} vs {:?}", l1.shape(), l2.shape());
+        }
+        let half = self.half;
+        let out = match (s1, s2) {
+            (CpuStorage::F32(h), CpuStorage::F32(dy)) => CpuStorage::F32(geglu_backward_rows(
+                slice(h, l1, WHAT)?,
+                slice(dy, l2, WHAT)?,
+                half,
+            )),
+            (CpuStorage::F64(h), CpuStorage::F64(dy)) => CpuStorage::F64(geglu_backward_rows(
+                slice(h, l1, WHAT)?,
+                slice(dy, l2, WHAT)?,
+                half,
+            )),
+            _ => candle_core::bail!("{WHAT}: only f32/f64 on CPU, both the same"),
+        };
+        Ok((out, l1.shape().clone()))
+    }
+}
+
+/// `a · gelu_erf(b)` where the last dimension of `h` is `[a, b]` (even length).
+pub fn geglu(h: &Tensor) -> Result<Tensor> {
+    let d = h.dims().last().copied().unwrap_or(0);
+    if d % 2 != 0 {
+        candle_core::bail!("geglu: odd last dimension {d}");
+    }
+    if h.elem_count() == 0 {
+        return h.narrow(h.rank() - 1, 0, d / 2);
+    }
+    h.contiguous()?.apply_op1(Geglu { half: d / 2 })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -586,6 +703,33 @@ mod tests {
             .unwrap();
         let (gf, gs) = (gf.get(&y).unwrap(), gs.get(&y).unwrap());
         assert!(max_diff(gf, gs) < 1e-12, "{}", max_diff(gf, gs));
+    }
+
+    #[test]
+    fn geglu_matches_composite() {
+        let d = Device::Cpu;
+        let h = Var::from_tensor(&Tensor::randn(0f64, 2.0, (2, 3, 8), &d).unwrap()).unwrap();
+        let probe = Tensor::randn(0f64, 1.0, (2, 3, 4), &d).unwrap();
+        let fused = geglu(h.as_tensor()).unwrap();
+        let t = h.as_tensor();
+        let slow =
+            (t.narrow(2, 0, 4).unwrap() * t.narrow(2, 4, 4).unwrap().gelu_erf().unwrap()).unwrap();
+        assert!(max_diff(&fused, &slow) < 1e-12);
+        let gf = (fused * &probe)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let gs = (slow * &probe)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let (gf, gs) = (gf.get(&h).unwrap(), gs.get(&h).unwrap());
+        // candle's gelu_erf backward rounds 1/√(2π) to 0.398942; ours is exact.
+        assert!(max_diff(gf, gs) < 1e-5, "{}", max_diff(gf, gs));
     }
 
     /// f32 in, f32 out, same values as f64 to f32 precision.
