@@ -114,6 +114,10 @@ pub enum Command {
         /// Run the cases on this single-file checkpoint (configs from the fixture's model/).
         #[arg(long)]
         model: Option<PathBuf>,
+        /// Compute dtype: f32, or f16/bf16 with looser tolerances (vectors,
+        /// losses and optimiser state stay f32).
+        #[arg(long, default_value = "f32")]
+        dtype: String,
     },
 }
 
@@ -392,6 +396,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             kinds,
             device,
             model,
+            dtype,
         } => {
             if let Some(ks) = &kinds {
                 for k in ks {
@@ -403,7 +408,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let opts = SelftestOptions {
                 kinds,
                 device: parse_device(&device)?,
-                dtype: DType::F32,
+                dtype: parse_dtype(&dtype)?,
                 model,
             };
             let results = run_fixture(&fixture, &opts, |r| println!("{}", r.line()))?;

@@ -4,13 +4,22 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
+use candle_core::DType;
 use dreamartist::selftest::{run_fixture, Outcome, SelftestOptions, Summary, SUPPORTED_KINDS};
 
 fn check_fixture(name: &str) {
+    check_fixture_in(name, DType::F32);
+}
+
+fn check_fixture_in(name: &str, dtype: DType) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
         .join(name);
-    let results = run_fixture(&dir, &SelftestOptions::default(), |_| {}).expect("fixture runs");
+    let opts = SelftestOptions {
+        dtype,
+        ..Default::default()
+    };
+    let results = run_fixture(&dir, &opts, |_| {}).expect("fixture runs");
     let failures: Vec<String> = results
         .iter()
         .filter(|r| matches!(r.outcome, Outcome::Fail { .. }))
@@ -45,6 +54,27 @@ fn tiny_sd1_passes_every_supported_case() {
 #[test]
 fn tiny_sd2v_passes_every_supported_case() {
     check_fixture("tiny-sd2v");
+}
+
+/// Half precision: the model computes in f16, vectors, latents and losses stay
+/// f32; every case passes the looser f16 tolerances.
+#[test]
+fn both_fixtures_pass_in_f16() {
+    check_fixture_in("tiny-sd1", DType::F16);
+    check_fixture_in("tiny-sd2v", DType::F16);
+}
+
+/// bf16 has no CPU matmul in candle: refused before loading, naming the fix.
+#[test]
+fn bf16_on_cpu_is_refused_with_the_fix() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-sd1");
+    let opts = SelftestOptions {
+        dtype: DType::BF16,
+        kinds: Some(vec!["unet".into()]),
+        ..Default::default()
+    };
+    let err = run_fixture(&dir, &opts, |_| {}).unwrap_err().to_string();
+    assert!(err.contains("bf16") && err.contains("f16"), "{err}");
 }
 
 #[test]

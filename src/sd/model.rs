@@ -170,6 +170,21 @@ pub struct LoadOptions {
     pub device: Device,
 }
 
+impl LoadOptions {
+    /// Refuses combinations the backend cannot run, before any weight is read.
+    pub fn check(&self, model: &Path) -> Result<(), LoadError> {
+        if self.dtype == DType::BF16 && self.device.is_cpu() {
+            return Err(LoadError::UnsupportedLayout {
+                path: model.to_path_buf(),
+                message: "bf16 runs only on CUDA (candle's CPU backend has no bf16 matmul); \
+                          use --dtype f16 or f32 on the CPU"
+                    .into(),
+            });
+        }
+        Ok(())
+    }
+}
+
 impl Default for LoadOptions {
     fn default() -> Self {
         Self {
@@ -194,6 +209,7 @@ pub struct StableDiffusion {
 
 impl StableDiffusion {
     pub fn load(spec: &str, opts: &LoadOptions) -> Result<Self, LoadError> {
+        opts.check(Path::new(spec))?;
         let spec = ModelSpec::parse(spec);
         if let Some(file) = spec.single_file()? {
             return Self::load_single_file(&file, opts);
@@ -203,10 +219,12 @@ impl StableDiffusion {
 
     /// Loads an original-layout single-file checkpoint.
     pub fn load_single_file(spec: &SingleFileSpec, opts: &LoadOptions) -> Result<Self, LoadError> {
+        opts.check(&spec.path)?;
         single_file::load(spec, opts)
     }
 
     pub fn load_folder(root: &Path, opts: &LoadOptions) -> Result<Self, LoadError> {
+        opts.check(root)?;
         let tokenizer = load_tokenizer(root)?;
         let text_encoder = load_text_encoder(root, opts)?;
         let unet = load_unet(root, opts)?;

@@ -1,7 +1,7 @@
 //! Stable Diffusion 1.5's real sizes with random weights, for benchmarks:
 //! the compute of a step does not depend on the weights' values.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::clip::ClipTextEncoder;
@@ -41,6 +41,7 @@ fn parse<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<T, Lo
 impl StableDiffusion {
     /// SD 1.5 sizes (CLIP ViT-L/14 text encoder, the 860M UNet, the 84M VAE) with random weights.
     pub fn random_sd15(opts: &LoadOptions) -> Result<Self, LoadError> {
+        opts.check(Path::new("<sd15-random>"))?;
         let source = Arc::new(RandomInit::new("<random SD1.5 weights>"));
         let w = |component: &str| Weights::new(source.clone(), component, opts.dtype, &opts.device);
         let text_cfg: ClipTextConfig = parse(SD15_TEXT, "text encoder")?;
