@@ -4,7 +4,7 @@
 # NVRTC). The driver library libcuda.so is not among them: candle's cudarc
 # loads it at run time, so only a link-time stub is provided here.
 #
-#   scripts/build-cuda.sh            # → dist/dreamartist-cuda
+#   scripts/build-cuda.sh            # → dist/dreamartist-cuda (+ .gz to carry)
 #   CUDA_COMPUTE_CAP=90 scripts/build-cuda.sh   (H100/H200; the default)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,9 +14,15 @@ export CUDA_COMPUTE_CAP="${CUDA_COMPUTE_CAP:-90}"
 if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv"
 fi
-"$venv/bin/pip" install -q --upgrade \
-    "nvidia-cuda-nvcc>=13,<14" "nvidia-cuda-crt>=13,<14" "nvidia-cuda-runtime>=13,<14" \
-    "nvidia-cublas>=13,<14" "nvidia-curand>=10,<11" "nvidia-cuda-nvrtc>=13,<14"
+# CUDA 13.0, the version of the GPU machines' driver (580): candle's kernels are
+# shipped as PTX, and a driver refuses PTX from a newer nvcc; cudarc 0.19 also
+# knows toolkits only up to 13.4. CUDA_WHEELS picks another release (e.g. 13.4).
+ver="${CUDA_WHEELS:-13.0}"
+"$venv/bin/pip" install -q \
+    "nvidia-cuda-nvcc==$ver.*" "nvidia-cuda-crt==$ver.*" "nvidia-cuda-runtime==$ver.*" \
+    "nvidia-cublas==$ver.*" "nvidia-cuda-nvrtc==$ver.*" "nvidia-cuda-cccl==$ver.*" \
+    "nvidia-nvvm==$ver.*" \
+    "nvidia-curand>=10,<11"
 
 site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 root="$site/nvidia/cu13"
@@ -35,16 +41,27 @@ for lib in cublas cublasLt curand nvrtc cudart; do
     f=$(ls "$toolkit/lib64"/lib$lib.so.* 2>/dev/null | head -1 || true)
     [ -n "$f" ] && ln -sf "$(basename "$f")" "$toolkit/lib64/lib$lib.so"
 done
-# A stub libcuda.so with the right soname, for the link step only.
+# A stub libcuda.so with the right soname, for the link step only: one empty
+# function per driver API entry point (names after the headers' `_v2` macros).
+# At run time the driver's own libcuda.so.1 is loaded instead.
 if [ ! -e "$toolkit/lib64/libcuda.so" ]; then
-    echo 'void cuInit(void){}' > "$toolkit/cuda_stub.c"
+    # (The wheels have no cudaProfiler.h: its three entry points are listed by hand.)
+    { gcc -E -P -I "$toolkit/include" "$toolkit/include/cuda.h" \
+        | grep -oE '\bcu[A-Z][A-Za-z0-9_]*[[:space:]]*\(' | sed 's/[[:space:]]*($//'
+      printf '%s\n' cuProfilerInitialize cuProfilerStart cuProfilerStop
+    } | sort -u | sed 's/.*/void &(void) {}/' > "$toolkit/cuda_stub.c"
     gcc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$toolkit/lib64/libcuda.so" "$toolkit/cuda_stub.c"
 fi
 export CUDA_ROOT="$toolkit" CUDA_PATH="$toolkit" CUDA_TOOLKIT_ROOT_DIR="$toolkit"
 export PATH="$toolkit/bin:$PATH"
 export LIBRARY_PATH="$toolkit/lib64:${LIBRARY_PATH:-}"
 nvcc --version | tail -1
+# Its own target folder: the CPU build in target/release stays as it is.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target/cuda-build}"
 cargo build --release --features cuda
 mkdir -p dist
-cp target/release/dreamartist dist/dreamartist-cuda
-echo "built dist/dreamartist-cuda"
+# Stripped, and gzipped for carrying to the GPU machine (candle's PTX kernels
+# make the binary ~63 MiB; gzip brings it to ~17 MiB).
+strip -o dist/dreamartist-cuda "$CARGO_TARGET_DIR/release/dreamartist"
+gzip -9 -c dist/dreamartist-cuda > dist/dreamartist-cuda.gz
+echo "built dist/dreamartist-cuda and dist/dreamartist-cuda.gz"

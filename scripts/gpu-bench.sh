@@ -3,7 +3,7 @@
 # selftest on both fixtures, then our bench and the PyTorch peer on SD1.5-sized
 # random weights at 512 px, in the same run. Results go to $OUT.
 #
-# Carry: dist/dreamartist-cuda (scripts/build-cuda.sh), and .whl/ with the
+# Carry: dist/dreamartist-cuda.gz (scripts/build-cuda.sh), and .whl/ with the
 # diffusers wheel (the machine's Python has torch and transformers, not diffusers):
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
 #       --platform manylinux2014_x86_64 -d .whl diffusers
@@ -12,6 +12,10 @@ cd "$(dirname "$0")/.."
 OUT="${OUT:-$PWD/gpu-out}"
 mkdir -p "$OUT"
 bin=dist/dreamartist-cuda
+if [ ! -x "$bin" ] && [ -f dist/dreamartist-cuda.gz ]; then
+    bin=/tmp/dreamartist-cuda
+    gzip -dc dist/dreamartist-cuda.gz > "$bin" && chmod +x "$bin"
+fi
 dtype="${DTYPE:-f16}"
 
 # The CUDA 13 user-space libraries come with the machine's PyTorch.
@@ -28,8 +32,10 @@ fi
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/gpu.csv" 2>&1
 for fx in tiny-sd1 tiny-sd2v; do
-    timeout 300 "$bin" selftest "tests/fixtures/$fx" --device cuda > "$OUT/selftest-$fx.txt" 2>&1
-    echo "selftest $fx: exit $? ($(tail -1 "$OUT/selftest-$fx.txt"))"
+    for dt in f32 f16 bf16; do
+        timeout 300 "$bin" selftest "tests/fixtures/$fx" --device cuda --dtype "$dt" > "$OUT/selftest-$fx-$dt.txt" 2>&1
+        echo "selftest $fx $dt: exit $? ($(tail -1 "$OUT/selftest-$fx-$dt.txt"))"
+    done
 done
 timeout 300 "$bin" bench --sd15-random --size 512 --steps 20 --train-iters 10 --device cuda --dtype "$dtype" --json \
     > "$OUT/ours.json" 2> "$OUT/ours.err"
