@@ -128,11 +128,33 @@ impl Precomputed {
     }
 
     fn take(&self) -> Result<Tensor> {
-        self.value
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("frozen conv: poisoned".into()))?
-            .take()
-            .ok_or_else(|| candle_core::Error::Msg("frozen conv: forward ran twice".into()))
+        take_value(&self.value)
+    }
+}
+
+/// Moves a precomputed value out of its slot (a custom op's forward runs once).
+pub(crate) fn take_value(slot: &Mutex<Option<Tensor>>) -> Result<Tensor> {
+    slot.lock()
+        .map_err(|_| candle_core::Error::Msg("precomputed value: poisoned".into()))?
+        .take()
+        .ok_or_else(|| candle_core::Error::Msg("precomputed value: forward ran twice".into()))
+}
+
+/// A precomputed CPU value as a custom op's output storage.
+pub(crate) fn cpu_output(value: &Tensor) -> Result<(CpuStorage, Shape)> {
+    let (storage, layout) = value.storage_and_layout();
+    match &*storage {
+        Storage::Cpu(s) => Ok((s.try_clone(layout)?, layout.shape().clone())),
+        _ => candle_core::bail!("precomputed value on another device"),
+    }
+}
+
+/// A precomputed CUDA value as a custom op's output storage.
+pub(crate) fn cuda_output(value: &Tensor) -> Result<(CudaStorage, Shape)> {
+    let (storage, layout) = value.storage_and_layout();
+    match &*storage {
+        Storage::Cuda(s) => Ok((s.try_clone(layout)?, layout.shape().clone())),
+        _ => candle_core::bail!("precomputed value on another device"),
     }
 }
 
@@ -142,21 +164,11 @@ impl CustomOp1 for Precomputed {
     }
 
     fn cpu_fwd(&self, _s: &CpuStorage, _l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let value = self.take()?;
-        let (storage, layout) = value.storage_and_layout();
-        match &*storage {
-            Storage::Cpu(s) => Ok((s.try_clone(layout)?, layout.shape().clone())),
-            _ => candle_core::bail!("frozen conv: value on another device"),
-        }
+        cpu_output(&self.take()?)
     }
 
     fn cuda_fwd(&self, _s: &CudaStorage, _l: &Layout) -> Result<(CudaStorage, Shape)> {
-        let value = self.take()?;
-        let (storage, layout) = value.storage_and_layout();
-        match &*storage {
-            Storage::Cuda(s) => Ok((s.try_clone(layout)?, layout.shape().clone())),
-            _ => candle_core::bail!("frozen conv: value on another device"),
-        }
+        cuda_output(&self.take()?)
     }
 
     fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {

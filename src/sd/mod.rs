@@ -14,6 +14,7 @@ pub mod nn;
 pub mod random;
 pub mod scheduler;
 pub mod single_file;
+pub mod sliced;
 pub mod tokenizer;
 pub mod unet;
 pub mod vae;

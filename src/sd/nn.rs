@@ -247,9 +247,10 @@ const MAX_SCORES: usize = 1 << 24;
 ///
 /// `upcast` computes the scores and softmax in f32 for half-precision runs
 /// (diffusers' `upcast_attention`, needed by SD 2.x). `mask`, if given, is added
-/// to the scores (broadcast over batch and heads). Without gradients, large
-/// problems are sliced over queries so memory stays bounded (the result is the
-/// same: each query row's softmax is independent).
+/// to the scores (broadcast over batch and heads). Large problems are sliced
+/// over queries so memory stays bounded (the result is the same: each query
+/// row's softmax is independent); with gradients, backward recomputes each
+/// slice ([`super::sliced`]).
 pub fn attention(
     q: &Tensor,
     k: &Tensor,
@@ -262,10 +263,14 @@ pub fn attention(
     let nk = k.dim(2)?;
     let tracked = q.track_op() || k.track_op() || v.track_op();
     let total = b * h * nq * nk;
-    if tracked || total <= MAX_SCORES || mask.is_some() {
+    if total <= MAX_SCORES || mask.is_some() {
         return attention_full(q, k, v, scale, upcast, mask);
     }
     let rows = (MAX_SCORES / (b * h * nk)).max(1);
+    if tracked {
+        // Training: slices here too, with the probabilities recomputed in backward.
+        return super::sliced::attention(q, k, v, scale, upcast, rows);
+    }
     let mut outs = Vec::with_capacity(nq.div_ceil(rows));
     let mut start = 0;
     while start < nq {
