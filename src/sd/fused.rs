@@ -536,20 +536,8 @@ pub fn geglu(h: &Tensor) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sd::testutil::{assert_same_value_and_gradients as check, max_diff};
     use candle_core::{Device, Var, D};
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f64>()
-            .unwrap()
-    }
 
     fn composite_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Tensor {
         let mean = x.mean_keepdim(D::Minus1).unwrap();
@@ -570,24 +558,9 @@ mod tests {
         let x = Var::from_tensor(&Tensor::randn(0f64, 2.0, (3, 5, 7), &d).unwrap()).unwrap();
         let w = Tensor::randn(1f64, 0.5, 7, &d).unwrap();
         let b = Tensor::randn(0f64, 0.5, 7, &d).unwrap();
-        let probe = Tensor::randn(0f64, 1.0, (3, 5, 7), &d).unwrap();
         let fused = layer_norm(x.as_tensor(), &w, &b, 1e-5).unwrap();
         let slow = composite_norm(x.as_tensor(), &w, &b, 1e-5);
-        assert!(max_diff(&fused, &slow) < 1e-12);
-        let gf = (fused * &probe)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        let gs = (slow * &probe)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        let (gf, gs) = (gf.get(&x).unwrap(), gs.get(&x).unwrap());
-        assert!(max_diff(gf, gs) < 1e-12, "{}", max_diff(gf, gs));
+        check(&[&x], &fused, &slow, 1e-12, 1e-12);
     }
 
     #[test]
@@ -597,7 +570,6 @@ mod tests {
         let x = Var::from_tensor(&Tensor::randn(0f64, 2.0, (bs, c, h, wd), &d).unwrap()).unwrap();
         let w = Tensor::randn(1f64, 0.5, c, &d).unwrap();
         let b = Tensor::randn(0f64, 0.5, c, &d).unwrap();
-        let probe = Tensor::randn(0f64, 1.0, (bs, c, h, wd), &d).unwrap();
         let fused = group_norm(x.as_tensor(), groups, &w, &b, 1e-5, false).unwrap();
         let grouped = x
             .as_tensor()
@@ -612,46 +584,17 @@ mod tests {
             .unwrap()
             .broadcast_add(&b.reshape((1, c, 1, 1)).unwrap())
             .unwrap();
-        assert!(max_diff(&fused, &slow) < 1e-12);
-        let gf = (fused * &probe)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        let gs = (slow * &probe)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        let (gf, gs) = (gf.get(&x).unwrap(), gs.get(&x).unwrap());
-        assert!(max_diff(gf, gs) < 1e-12, "{}", max_diff(gf, gs));
+        check(&[&x], &fused, &slow, 1e-12, 1e-12);
     }
 
     #[test]
     fn softmax_matches_composite() {
         let d = Device::Cpu;
         let x = Var::from_tensor(&Tensor::randn(0f64, 3.0, (2, 3, 6), &d).unwrap()).unwrap();
-        let probe = Tensor::randn(0f64, 1.0, (2, 3, 6), &d).unwrap();
         let fused = softmax_last_dim(x.as_tensor(), 1.0).unwrap();
         let e = x.as_tensor().exp().unwrap();
         let slow = e.broadcast_div(&e.sum_keepdim(D::Minus1).unwrap()).unwrap();
-        assert!(max_diff(&fused, &slow) < 1e-12);
-        let gf = (fused * &probe)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        let gs = (slow * &probe)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        let (gf, gs) = (gf.get(&x).unwrap(), gs.get(&x).unwrap());
-        assert!(max_diff(gf, gs) < 1e-12, "{}", max_diff(gf, gs));
+        check(&[&x], &fused, &slow, 1e-12, 1e-12);
     }
 
     /// The SiLU-fused group norm and the scaled softmax against the plain ops.
@@ -662,74 +605,29 @@ mod tests {
         let x = Var::from_tensor(&Tensor::randn(0f64, 2.0, (bs, c, h, wd), &d).unwrap()).unwrap();
         let w = Tensor::randn(1f64, 0.5, c, &d).unwrap();
         let b = Tensor::randn(0f64, 0.5, c, &d).unwrap();
-        let probe = Tensor::randn(0f64, 1.0, (bs, c, h, wd), &d).unwrap();
         let fused = group_norm(x.as_tensor(), 2, &w, &b, 1e-5, true).unwrap();
         let slow = group_norm(x.as_tensor(), 2, &w, &b, 1e-5, false)
             .unwrap()
             .silu()
             .unwrap();
-        assert!(max_diff(&fused, &slow) < 1e-12);
-        let gf = (fused * &probe)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        let gs = (slow * &probe)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        let (gf, gs) = (gf.get(&x).unwrap(), gs.get(&x).unwrap());
-        assert!(max_diff(gf, gs) < 1e-12, "{}", max_diff(gf, gs));
+        check(&[&x], &fused, &slow, 1e-12, 1e-12);
 
         let y = Var::from_tensor(&Tensor::randn(0f64, 3.0, (2, 5), &d).unwrap()).unwrap();
-        let probe = Tensor::randn(0f64, 1.0, (2, 5), &d).unwrap();
         let fused = softmax_last_dim(y.as_tensor(), 0.35).unwrap();
         let slow = softmax_last_dim(&(y.as_tensor() * 0.35).unwrap(), 1.0).unwrap();
-        assert!(max_diff(&fused, &slow) < 1e-12);
-        let gf = (fused * &probe)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        let gs = (slow * &probe)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        let (gf, gs) = (gf.get(&y).unwrap(), gs.get(&y).unwrap());
-        assert!(max_diff(gf, gs) < 1e-12, "{}", max_diff(gf, gs));
+        check(&[&y], &fused, &slow, 1e-12, 1e-12);
     }
 
     #[test]
     fn geglu_matches_composite() {
         let d = Device::Cpu;
         let h = Var::from_tensor(&Tensor::randn(0f64, 2.0, (2, 3, 8), &d).unwrap()).unwrap();
-        let probe = Tensor::randn(0f64, 1.0, (2, 3, 4), &d).unwrap();
         let fused = geglu(h.as_tensor()).unwrap();
         let t = h.as_tensor();
         let slow =
             (t.narrow(2, 0, 4).unwrap() * t.narrow(2, 4, 4).unwrap().gelu_erf().unwrap()).unwrap();
-        assert!(max_diff(&fused, &slow) < 1e-12);
-        let gf = (fused * &probe)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        let gs = (slow * &probe)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        let (gf, gs) = (gf.get(&h).unwrap(), gs.get(&h).unwrap());
         // candle's gelu_erf backward rounds 1/√(2π) to 0.398942; ours is exact.
-        assert!(max_diff(gf, gs) < 1e-5, "{}", max_diff(gf, gs));
+        check(&[&h], &fused, &slow, 1e-12, 1e-5);
     }
 
     /// f32 in, f32 out, same values as f64 to f32 precision.

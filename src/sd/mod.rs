@@ -15,6 +15,8 @@ pub mod random;
 pub mod scheduler;
 pub mod single_file;
 pub mod sliced;
+#[cfg(test)]
+mod testutil;
 pub mod tokenizer;
 pub mod unet;
 pub mod vae;
