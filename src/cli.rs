@@ -289,10 +289,11 @@ pub fn parse_device(s: &str) -> Result<Device> {
 pub fn main() -> ExitCode {
     crate::threads::configure();
     let cli = Cli::parse();
-    // Headless work runs on the compute pool (see `threads::on_pool`); the
-    // workbench keeps its UI thread and runs its engine thread there instead.
+    // Headless work runs on the compute pool (see `threads::on_pool`). The
+    // workbench and `watch` wait on their engine thread, whose jobs go to the
+    // pool themselves: their own thread must not hold a pool worker.
     let result = match cli.command {
-        None | Some(Command::Tui { .. }) => run(cli),
+        None | Some(Command::Tui { .. }) | Some(Command::Watch { .. }) => run(cli),
         Some(_) => crate::threads::on_pool(|| run(cli)),
     };
     match result {
