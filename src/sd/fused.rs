@@ -279,6 +279,9 @@ struct Softmax {
     row_len: usize,
     /// Applied to the input first (attention's 1/√d): saves a scaling op.
     scale: f64,
+    /// Added after scaling, row `r` using mask row `r % rows` (CLIP's causal
+    /// mask, `[q, k]`, broadcast over batch and heads).
+    mask: Option<std::sync::Arc<Vec<f64>>>,
 }
 
 /// The exponential in the element's own precision (f32's is much cheaper).
@@ -300,19 +303,32 @@ impl Exp for f64 {
     }
 }
 
-fn softmax_rows<T: Exp>(x: &[T], row_len: usize, scale: f64) -> Vec<T> {
+fn softmax_rows<T: Exp>(x: &[T], row_len: usize, scale: f64, mask: Option<&[f64]>) -> Vec<T> {
     let scale = T::from_f64(scale);
+    let mask_rows = mask.map_or(1, |m| (m.len() / row_len).max(1));
     let mut out = vec![T::zero(); x.len()];
     for_rows(&mut out, row_len, |r, row| {
         let xr = &x[r * row_len..(r + 1) * row_len];
-        let max = xr
+        match mask {
+            Some(m) => {
+                let mr = &m[(r % mask_rows) * row_len..][..row_len];
+                for ((o, v), mv) in row.iter_mut().zip(xr).zip(mr) {
+                    *o = *v * scale + T::from_f64(*mv);
+                }
+            }
+            None => {
+                for (o, v) in row.iter_mut().zip(xr) {
+                    *o = *v * scale;
+                }
+            }
+        }
+        let max = row
             .iter()
             .copied()
-            .fold(xr[0], |a, b| if b > a { b } else { a })
-            * scale; // scale > 0: the largest input stays the largest
+            .fold(row[0], |a, b| if b > a { b } else { a });
         let mut sum = 0.0;
-        for (o, v) in row.iter_mut().zip(xr) {
-            *o = (*v * scale - max).exp_();
+        for o in row.iter_mut() {
+            *o = (*o - max).exp_();
             sum += o.to_f64();
         }
         let inv = T::from_f64(1.0 / sum);
@@ -349,12 +365,18 @@ impl CustomOp1 for Softmax {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         const WHAT: &str = "fused softmax";
         let out = match s {
-            CpuStorage::F32(v) => {
-                CpuStorage::F32(softmax_rows(slice(v, l, WHAT)?, self.row_len, self.scale))
-            }
-            CpuStorage::F64(v) => {
-                CpuStorage::F64(softmax_rows(slice(v, l, WHAT)?, self.row_len, self.scale))
-            }
+            CpuStorage::F32(v) => CpuStorage::F32(softmax_rows(
+                slice(v, l, WHAT)?,
+                self.row_len,
+                self.scale,
+                self.mask.as_ref().map(|m| m.as_slice()),
+            )),
+            CpuStorage::F64(v) => CpuStorage::F64(softmax_rows(
+                slice(v, l, WHAT)?,
+                self.row_len,
+                self.scale,
+                self.mask.as_ref().map(|m| m.as_slice()),
+            )),
             _ => candle_core::bail!("{WHAT}: only f32/f64 on CPU"),
         };
         Ok((out, l.shape().clone()))
@@ -406,14 +428,30 @@ impl CustomOp2 for SoftmaxBackward {
     }
 }
 
-/// `softmax(scale · x)` over the last dimension of a contiguous f32/f64 CPU
-/// tensor (`scale` > 0).
-pub fn softmax_last_dim(x: &Tensor, scale: f64) -> Result<Tensor> {
+/// `softmax(scale · x + mask)` over the last dimension of a contiguous f32/f64
+/// CPU tensor (`scale` > 0). `mask`, if given, is `[rows, k]` with `k` the last
+/// dimension of `x`, and is repeated over the leading dimensions (an attention
+/// mask `[q, k]` over batch and heads).
+pub fn softmax_last_dim(x: &Tensor, scale: f64, mask: Option<&Tensor>) -> Result<Tensor> {
     let d = x.dims().last().copied().unwrap_or(1);
     if x.elem_count() == 0 {
         return Ok(x.clone());
     }
-    x.contiguous()?.apply_op1(Softmax { row_len: d, scale })
+    let mask = match mask {
+        Some(m) => {
+            let (_, k) = m.dims2()?;
+            if k != d {
+                candle_core::bail!("softmax mask {:?} for rows of {d}", m.dims());
+            }
+            Some(std::sync::Arc::new(f64_vec(m)?))
+        }
+        None => None,
+    };
+    x.contiguous()?.apply_op1(Softmax {
+        row_len: d,
+        scale,
+        mask,
+    })
 }
 
 /// `gelu(x) = x · Φ(x)` (erf form) and its derivative `Φ(x) + x · φ(x)`.
@@ -533,6 +571,89 @@ pub fn geglu(h: &Tensor) -> Result<Tensor> {
     h.contiguous()?.apply_op1(Geglu { half: d / 2 })
 }
 
+/// CLIP's `quick_gelu`, `x · σ(1.702 x)`, with derivative `σ + 1.702 x σ (1 − σ)`.
+struct QuickGelu;
+
+const QUICK_GELU_K: f64 = 1.702;
+
+fn quick_gelu_rows<T: WithDType>(x: &[T]) -> Vec<T> {
+    x.iter()
+        .map(|v| {
+            let v = v.to_f64();
+            T::from_f64(v * sigmoid(QUICK_GELU_K * v))
+        })
+        .collect()
+}
+
+fn quick_gelu_backward_rows<T: WithDType>(x: &[T], dy: &[T]) -> Vec<T> {
+    x.iter()
+        .zip(dy)
+        .map(|(v, d)| {
+            let v = v.to_f64();
+            let s = sigmoid(QUICK_GELU_K * v);
+            T::from_f64(d.to_f64() * (s + QUICK_GELU_K * v * s * (1.0 - s)))
+        })
+        .collect()
+}
+
+impl CustomOp1 for QuickGelu {
+    fn name(&self) -> &'static str {
+        "fused-quick-gelu"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        const WHAT: &str = "fused quick_gelu";
+        let out = match s {
+            CpuStorage::F32(v) => CpuStorage::F32(quick_gelu_rows(slice(v, l, WHAT)?)),
+            CpuStorage::F64(v) => CpuStorage::F64(quick_gelu_rows(slice(v, l, WHAT)?)),
+            _ => candle_core::bail!("{WHAT}: only f32/f64 on CPU"),
+        };
+        Ok((out, l.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(x.apply_op2_no_bwd(
+            &grad.contiguous()?,
+            &QuickGeluBackward,
+        )?))
+    }
+}
+
+struct QuickGeluBackward;
+
+impl CustomOp2 for QuickGeluBackward {
+    fn name(&self) -> &'static str {
+        "fused-quick-gelu-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        const WHAT: &str = "fused quick_gelu backward";
+        same_len(l1, l2, WHAT)?;
+        let out =
+            match (s1, s2) {
+                (CpuStorage::F32(x), CpuStorage::F32(dy)) => CpuStorage::F32(
+                    quick_gelu_backward_rows(slice(x, l1, WHAT)?, slice(dy, l2, WHAT)?),
+                ),
+                (CpuStorage::F64(x), CpuStorage::F64(dy)) => CpuStorage::F64(
+                    quick_gelu_backward_rows(slice(x, l1, WHAT)?, slice(dy, l2, WHAT)?),
+                ),
+                _ => candle_core::bail!("{WHAT}: only f32/f64 on CPU, both the same"),
+            };
+        Ok((out, l1.shape().clone()))
+    }
+}
+
+/// `x · σ(1.702 x)` of a contiguous f32/f64 CPU tensor.
+pub fn quick_gelu(x: &Tensor) -> Result<Tensor> {
+    x.contiguous()?.apply_op1(QuickGelu)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -591,7 +712,7 @@ mod tests {
     fn softmax_matches_composite() {
         let d = Device::Cpu;
         let x = Var::from_tensor(&Tensor::randn(0f64, 3.0, (2, 3, 6), &d).unwrap()).unwrap();
-        let fused = softmax_last_dim(x.as_tensor(), 1.0).unwrap();
+        let fused = softmax_last_dim(x.as_tensor(), 1.0, None).unwrap();
         let e = x.as_tensor().exp().unwrap();
         let slow = e.broadcast_div(&e.sum_keepdim(D::Minus1).unwrap()).unwrap();
         check(&[&x], &fused, &slow, 1e-12, 1e-12);
@@ -613,8 +734,8 @@ mod tests {
         check(&[&x], &fused, &slow, 1e-12, 1e-12);
 
         let y = Var::from_tensor(&Tensor::randn(0f64, 3.0, (2, 5), &d).unwrap()).unwrap();
-        let fused = softmax_last_dim(y.as_tensor(), 0.35).unwrap();
-        let slow = softmax_last_dim(&(y.as_tensor() * 0.35).unwrap(), 1.0).unwrap();
+        let fused = softmax_last_dim(y.as_tensor(), 0.35, None).unwrap();
+        let slow = softmax_last_dim(&(y.as_tensor() * 0.35).unwrap(), 1.0, None).unwrap();
         check(&[&y], &fused, &slow, 1e-12, 1e-12);
     }
 
@@ -628,6 +749,29 @@ mod tests {
             (t.narrow(2, 0, 4).unwrap() * t.narrow(2, 4, 4).unwrap().gelu_erf().unwrap()).unwrap();
         // candle's gelu_erf backward rounds 1/√(2π) to 0.398942; ours is exact.
         check(&[&h], &fused, &slow, 1e-12, 1e-5);
+    }
+
+    /// CLIP's pieces: the causal-masked scaled softmax and quick_gelu.
+    #[test]
+    fn masked_softmax_and_quick_gelu_match_composite() {
+        let d = Device::Cpu;
+        let t = 5;
+        let x = Var::from_tensor(&Tensor::randn(0f64, 2.0, (2, 3, t, t), &d).unwrap()).unwrap();
+        let mask: Vec<f64> = (0..t)
+            .flat_map(|i| (0..t).map(move |j| if j > i { f64::NEG_INFINITY } else { 0.0 }))
+            .collect();
+        let mask = Tensor::from_vec(mask, (t, t), &d).unwrap();
+        let fused = softmax_last_dim(x.as_tensor(), 0.5, Some(&mask)).unwrap();
+        let scores = (x.as_tensor() * 0.5).unwrap().broadcast_add(&mask).unwrap();
+        let e = scores.exp().unwrap();
+        let slow = e.broadcast_div(&e.sum_keepdim(D::Minus1).unwrap()).unwrap();
+        check(&[&x], &fused, &slow, 1e-12, 1e-12);
+
+        let y = Var::from_tensor(&Tensor::randn(0f64, 2.0, (3, 7), &d).unwrap()).unwrap();
+        let fused = quick_gelu(y.as_tensor()).unwrap();
+        let yt = y.as_tensor();
+        let slow = (yt * candle_nn::ops::sigmoid(&(yt * 1.702).unwrap()).unwrap()).unwrap();
+        check(&[&y], &fused, &slow, 1e-12, 1e-12);
     }
 
     /// f32 in, f32 out, same values as f64 to f32 precision.

@@ -223,7 +223,7 @@ pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
         return candle_nn::ops::softmax_last_dim(&x.contiguous()?);
     }
     if super::fused::applies(x) {
-        return super::fused::softmax_last_dim(x, 1.0);
+        return super::fused::softmax_last_dim(x, 1.0, None);
     }
     // The max is only a numerical shift; softmax is invariant to it, so no
     // gradient needs to flow through it.
@@ -235,6 +235,9 @@ pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
 
 /// `x * sigmoid(1.702 x)`, CLIP's activation.
 pub fn quick_gelu(x: &Tensor) -> Result<Tensor> {
+    if x.track_op() && super::fused::applies(x) {
+        return super::fused::quick_gelu(x);
+    }
     x * candle_nn::ops::sigmoid(&(x * 1.702)?)?
 }
 
@@ -303,9 +306,11 @@ fn attention_full(
         (q.clone(), k.clone())
     };
     let raw = q.matmul(&k.t()?)?;
-    let probs = if mask.is_none() && raw.track_op() && super::fused::applies(&raw) {
-        // Scale folded into the fused softmax: one op less each way.
-        super::fused::softmax_last_dim(&raw, scale)?
+    let mask_fits =
+        mask.is_none_or(|m| m.rank() == 2 && m.dim(1).ok() == raw.dims().last().copied());
+    let probs = if raw.track_op() && super::fused::applies(&raw) && mask_fits {
+        // Scale (and mask) folded into the fused softmax: fewer ops each way.
+        super::fused::softmax_last_dim(&raw, scale, mask)?
     } else {
         let mut scores = (raw * scale)?;
         if let Some(m) = mask {
