@@ -47,6 +47,25 @@ fn f64_vec(t: &Tensor) -> Result<Vec<f64>> {
     t.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()
 }
 
+/// `Σ f(i)` for `i < n` in f64 with eight independent partial sums: a single
+/// accumulator chains every add on the previous one (float adds cannot be
+/// reordered by the compiler), which made these reductions the kernels' bottleneck.
+#[inline(always)]
+fn lane_sum(n: usize, f: impl Fn(usize) -> f64) -> f64 {
+    let mut acc = [0.0f64; 8];
+    let full = n / 8 * 8;
+    for base in (0..full).step_by(8) {
+        for (lane, a) in acc.iter_mut().enumerate() {
+            *a += f(base + lane);
+        }
+    }
+    let mut total: f64 = acc.iter().sum();
+    for i in full..n {
+        total += f(i);
+    }
+    total
+}
+
 /// Normalisation over rows of `row_len` elements; the affine parameter of the
 /// element at flat index `i` is `params[i / param_stride % params.len()]`.
 #[derive(Clone)]
@@ -68,15 +87,11 @@ impl NormGeometry {
     /// Mean and reciprocal standard deviation of one row (two passes, f64).
     fn stats<T: WithDType>(&self, row: &[T]) -> (f64, f64) {
         let n = row.len() as f64;
-        let mean = row.iter().map(|v| v.to_f64()).sum::<f64>() / n;
-        let var = row
-            .iter()
-            .map(|v| {
-                let d = v.to_f64() - mean;
-                d * d
-            })
-            .sum::<f64>()
-            / n;
+        let mean = lane_sum(row.len(), |i| row[i].to_f64()) / n;
+        let var = lane_sum(row.len(), |i| {
+            let d = row[i].to_f64() - mean;
+            d * d
+        }) / n;
         (mean, 1.0 / (var + self.eps).sqrt())
     }
 
@@ -137,18 +152,19 @@ impl NormGeometry {
                 let s = sigmoid(n);
                 d * s * (1.0 + n * (1.0 - s))
             };
+            // Pass 1 keeps g in the output row (one SiLU derivative per element).
             let (mut sum_g, mut sum_gx) = (0.0, 0.0);
             self.for_each_param(base, weight.len(), |j, p| {
                 let g = upstream(j, p) * weight[p];
                 sum_g += g;
                 sum_gx += g * (xr[j].to_f64() - mean) * rstd;
+                out_row[j] = T::from_f64(g);
             });
             let (mean_g, mean_gx) = (sum_g / n, sum_gx / n);
-            self.for_each_param(base, weight.len(), |j, p| {
-                let hat = (xr[j].to_f64() - mean) * rstd;
-                let g = upstream(j, p) * weight[p];
-                out_row[j] = T::from_f64(rstd * (g - mean_g - hat * mean_gx));
-            });
+            for (o, v) in out_row.iter_mut().zip(xr) {
+                let hat = (v.to_f64() - mean) * rstd;
+                *o = T::from_f64(rstd * (o.to_f64() - mean_g - hat * mean_gx));
+            }
         });
         out
     }
@@ -326,12 +342,13 @@ fn softmax_rows<T: Exp>(x: &[T], row_len: usize, scale: f64, mask: Option<&[f64]
             .iter()
             .copied()
             .fold(row[0], |a, b| if b > a { b } else { a });
-        let mut sum = 0.0;
+        // The sum in the element type: vectorises, and rows are short enough.
+        let mut sum = T::zero();
         for o in row.iter_mut() {
             *o = (*o - max).exp_();
-            sum += o.to_f64();
+            sum += *o;
         }
-        let inv = T::from_f64(1.0 / sum);
+        let inv = T::from_f64(1.0 / sum.to_f64());
         for o in row.iter_mut() {
             *o *= inv;
         }
@@ -345,11 +362,7 @@ fn softmax_backward_rows<T: WithDType>(y: &[T], dy: &[T], row_len: usize, scale:
     for_rows(&mut out, row_len, |r, row| {
         let range = r * row_len..(r + 1) * row_len;
         let (yr, dyr) = (&y[range.clone()], &dy[range]);
-        let dot: f64 = yr
-            .iter()
-            .zip(dyr)
-            .map(|(a, b)| a.to_f64() * b.to_f64())
-            .sum();
+        let dot = lane_sum(row_len, |i| yr[i].to_f64() * dyr[i].to_f64());
         for (o, (a, b)) in row.iter_mut().zip(yr.iter().zip(dyr)) {
             *o = T::from_f64(scale * a.to_f64() * (b.to_f64() - dot));
         }
