@@ -13,6 +13,7 @@ use candle_core::{
     CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor, WithDType,
 };
 use rayon::prelude::*;
+use std::sync::{Arc, OnceLock};
 
 /// Whether the fused kernels handle this tensor.
 pub fn applies(x: &Tensor) -> bool {
@@ -170,10 +171,41 @@ impl NormGeometry {
     }
 }
 
+/// A norm's affine parameters as f64, converted once per layer rather than
+/// on every forward and backward call.
+#[derive(Debug, Clone)]
+pub struct Affine {
+    weight: Arc<[f64]>,
+    bias: Arc<[f64]>,
+}
+
+impl Affine {
+    pub fn new(weight: &Tensor, bias: &Tensor) -> Result<Self> {
+        Ok(Self {
+            weight: f64_vec(weight)?.into(),
+            bias: f64_vec(bias)?.into(),
+        })
+    }
+}
+
+/// An [`Affine`] made on first use, so a layer that never runs on the CPU
+/// never converts its parameters.
+#[derive(Debug, Clone, Default)]
+pub struct LazyAffine(OnceLock<Affine>);
+
+impl LazyAffine {
+    pub fn get(&self, weight: &Tensor, bias: &Tensor) -> Result<&Affine> {
+        if let Some(a) = self.0.get() {
+            return Ok(a);
+        }
+        let a = Affine::new(weight, bias)?;
+        Ok(self.0.get_or_init(|| a))
+    }
+}
+
 struct NormOp {
     geometry: NormGeometry,
-    weight: Tensor,
-    bias: Tensor,
+    affine: Affine,
 }
 
 impl CustomOp1 for NormOp {
@@ -183,11 +215,11 @@ impl CustomOp1 for NormOp {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         const WHAT: &str = "fused norm";
-        let (w, b) = (f64_vec(&self.weight)?, f64_vec(&self.bias)?);
+        let (w, b) = (&self.affine.weight, &self.affine.bias);
         let g = &self.geometry;
         let out = match s {
-            CpuStorage::F32(v) => CpuStorage::F32(g.forward(slice(v, l, WHAT)?, &w, &b)),
-            CpuStorage::F64(v) => CpuStorage::F64(g.forward(slice(v, l, WHAT)?, &w, &b)),
+            CpuStorage::F32(v) => CpuStorage::F32(g.forward(slice(v, l, WHAT)?, w, b)),
+            CpuStorage::F64(v) => CpuStorage::F64(g.forward(slice(v, l, WHAT)?, w, b)),
             _ => candle_core::bail!("{WHAT}: only f32/f64 on CPU"),
         };
         Ok((out, l.shape().clone()))
@@ -199,8 +231,7 @@ impl CustomOp1 for NormOp {
             &grad,
             &NormBackward {
                 geometry: self.geometry.clone(),
-                weight: f64_vec(&self.weight)?,
-                bias: f64_vec(&self.bias)?,
+                affine: self.affine.clone(),
             },
         )?))
     }
@@ -208,8 +239,7 @@ impl CustomOp1 for NormOp {
 
 struct NormBackward {
     geometry: NormGeometry,
-    weight: Vec<f64>,
-    bias: Vec<f64>,
+    affine: Affine,
 }
 
 fn same_len(l1: &Layout, l2: &Layout, what: &str) -> Result<()> {
@@ -233,7 +263,7 @@ impl CustomOp2 for NormBackward {
     ) -> Result<(CpuStorage, Shape)> {
         const WHAT: &str = "fused norm backward";
         same_len(l1, l2, WHAT)?;
-        let (g, w, b) = (&self.geometry, &self.weight, &self.bias);
+        let (g, w, b) = (&self.geometry, &self.affine.weight, &self.affine.bias);
         let out = match (s1, s2) {
             (CpuStorage::F32(x), CpuStorage::F32(dy)) => {
                 CpuStorage::F32(g.backward(slice(x, l1, WHAT)?, slice(dy, l2, WHAT)?, w, b))
@@ -252,8 +282,7 @@ impl CustomOp2 for NormBackward {
 pub fn group_norm(
     x: &Tensor,
     groups: usize,
-    weight: &Tensor,
-    bias: &Tensor,
+    affine: &Affine,
     eps: f64,
     silu: bool,
 ) -> Result<Tensor> {
@@ -268,13 +297,12 @@ pub fn group_norm(
             eps,
             silu,
         },
-        weight: weight.clone(),
-        bias: bias.clone(),
+        affine: affine.clone(),
     })
 }
 
 /// Layer norm over the last dimension of a contiguous f32/f64 CPU tensor.
-pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
+pub fn layer_norm(x: &Tensor, affine: &Affine, eps: f64) -> Result<Tensor> {
     let d = x.dims().last().copied().unwrap_or(1);
     if x.elem_count() == 0 {
         return Ok(x.clone());
@@ -286,8 +314,7 @@ pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Resul
             eps,
             silu: false,
         },
-        weight: weight.clone(),
-        bias: bias.clone(),
+        affine: affine.clone(),
     })
 }
 
@@ -297,7 +324,7 @@ struct Softmax {
     scale: f64,
     /// Added after scaling, row `r` using mask row `r % rows` (CLIP's causal
     /// mask, `[q, k]`, broadcast over batch and heads).
-    mask: Option<std::sync::Arc<Vec<f64>>>,
+    mask: Option<Arc<Vec<f64>>>,
 }
 
 /// The exponential in the element's own precision (f32's is much cheaper).
@@ -456,7 +483,7 @@ pub fn softmax_last_dim(x: &Tensor, scale: f64, mask: Option<&Tensor>) -> Result
             if k != d {
                 candle_core::bail!("softmax mask {:?} for rows of {d}", m.dims());
             }
-            Some(std::sync::Arc::new(f64_vec(m)?))
+            Some(Arc::new(f64_vec(m)?))
         }
         None => None,
     };
@@ -692,7 +719,7 @@ mod tests {
         let x = Var::from_tensor(&Tensor::randn(0f64, 2.0, (3, 5, 7), &d).unwrap()).unwrap();
         let w = Tensor::randn(1f64, 0.5, 7, &d).unwrap();
         let b = Tensor::randn(0f64, 0.5, 7, &d).unwrap();
-        let fused = layer_norm(x.as_tensor(), &w, &b, 1e-5).unwrap();
+        let fused = layer_norm(x.as_tensor(), &Affine::new(&w, &b).unwrap(), 1e-5).unwrap();
         let slow = composite_norm(x.as_tensor(), &w, &b, 1e-5);
         check(&[&x], &fused, &slow, 1e-12, 1e-12);
     }
@@ -704,7 +731,14 @@ mod tests {
         let x = Var::from_tensor(&Tensor::randn(0f64, 2.0, (bs, c, h, wd), &d).unwrap()).unwrap();
         let w = Tensor::randn(1f64, 0.5, c, &d).unwrap();
         let b = Tensor::randn(0f64, 0.5, c, &d).unwrap();
-        let fused = group_norm(x.as_tensor(), groups, &w, &b, 1e-5, false).unwrap();
+        let fused = group_norm(
+            x.as_tensor(),
+            groups,
+            &Affine::new(&w, &b).unwrap(),
+            1e-5,
+            false,
+        )
+        .unwrap();
         let grouped = x
             .as_tensor()
             .reshape((bs, groups, c / groups * h * wd))
@@ -739,8 +773,9 @@ mod tests {
         let x = Var::from_tensor(&Tensor::randn(0f64, 2.0, (bs, c, h, wd), &d).unwrap()).unwrap();
         let w = Tensor::randn(1f64, 0.5, c, &d).unwrap();
         let b = Tensor::randn(0f64, 0.5, c, &d).unwrap();
-        let fused = group_norm(x.as_tensor(), 2, &w, &b, 1e-5, true).unwrap();
-        let slow = group_norm(x.as_tensor(), 2, &w, &b, 1e-5, false)
+        let fused =
+            group_norm(x.as_tensor(), 2, &Affine::new(&w, &b).unwrap(), 1e-5, true).unwrap();
+        let slow = group_norm(x.as_tensor(), 2, &Affine::new(&w, &b).unwrap(), 1e-5, false)
             .unwrap()
             .silu()
             .unwrap();
@@ -794,9 +829,16 @@ mod tests {
         let x = Tensor::randn(0f32, 1.0, (2, 4, 2, 2), &d).unwrap();
         let w = Tensor::ones(4, DType::F32, &d).unwrap();
         let b = Tensor::zeros(4, DType::F32, &d).unwrap();
-        let y = group_norm(&x, 2, &w, &b, 1e-5, false).unwrap();
+        let y = group_norm(&x, 2, &Affine::new(&w, &b).unwrap(), 1e-5, false).unwrap();
         assert_eq!(y.dtype(), DType::F32);
-        let y64 = group_norm(&x.to_dtype(DType::F64).unwrap(), 2, &w, &b, 1e-5, false).unwrap();
+        let y64 = group_norm(
+            &x.to_dtype(DType::F64).unwrap(),
+            2,
+            &Affine::new(&w, &b).unwrap(),
+            1e-5,
+            false,
+        )
+        .unwrap();
         assert!(max_diff(&y.to_dtype(DType::F64).unwrap(), &y64) < 1e-6);
     }
 }

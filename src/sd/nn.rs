@@ -109,6 +109,7 @@ fn stats_dtype(dtype: DType) -> DType {
 pub struct GroupNorm {
     weight: Tensor,
     bias: Tensor,
+    affine: super::fused::LazyAffine,
     groups: usize,
     eps: f64,
 }
@@ -129,21 +130,21 @@ impl GroupNorm {
         Ok(Self {
             weight: w.get(&[channels], "weight")?,
             bias: w.get(&[channels], "bias")?,
+            affine: Default::default(),
             groups,
             eps,
         })
     }
 
+    /// The fused CPU kernel, followed by SiLU when `silu`.
+    fn fused(&self, x: &Tensor, silu: bool) -> Result<Tensor> {
+        let affine = self.affine.get(&self.weight, &self.bias)?;
+        super::fused::group_norm(x, self.groups, affine, self.eps, silu)
+    }
+
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         if super::fused::applies(x) {
-            return super::fused::group_norm(
-                x,
-                self.groups,
-                &self.weight,
-                &self.bias,
-                self.eps,
-                false,
-            );
+            return self.fused(x, false);
         }
         let dtype = x.dtype();
         let (b, c, h, w) = x.dims4()?;
@@ -165,14 +166,7 @@ impl GroupNorm {
     /// `silu(group_norm(x))`, one fused op on CPU.
     pub fn forward_silu(&self, x: &Tensor) -> Result<Tensor> {
         if super::fused::applies(x) {
-            return super::fused::group_norm(
-                x,
-                self.groups,
-                &self.weight,
-                &self.bias,
-                self.eps,
-                true,
-            );
+            return self.fused(x, true);
         }
         self.forward(x)?.silu()
     }
@@ -183,6 +177,7 @@ impl GroupNorm {
 pub struct LayerNorm {
     weight: Tensor,
     bias: Tensor,
+    affine: super::fused::LazyAffine,
     eps: f64,
 }
 
@@ -191,6 +186,7 @@ impl LayerNorm {
         Ok(Self {
             weight: w.get(&[dim], "weight")?,
             bias: w.get(&[dim], "bias")?,
+            affine: Default::default(),
             eps,
         })
     }
@@ -201,7 +197,8 @@ impl LayerNorm {
             return candle_nn::ops::layer_norm(&x, &self.weight, &self.bias, self.eps as f32);
         }
         if super::fused::applies(x) {
-            return super::fused::layer_norm(x, &self.weight, &self.bias, self.eps);
+            let affine = self.affine.get(&self.weight, &self.bias)?;
+            return super::fused::layer_norm(x, affine, self.eps);
         }
         let dtype = x.dtype();
         let xs = x.to_dtype(stats_dtype(dtype))?;
