@@ -1,6 +1,7 @@
 //! Checks shared by the unit tests of the custom ops: a fast op against the
 //! composite formulation it replaces, in value and in gradients.
 
+use candle_core::backprop::GradStore;
 use candle_core::{Tensor, Var};
 
 /// Largest absolute elementwise difference (f64 tensors).
@@ -15,14 +16,15 @@ pub fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
 
 /// `fast` and `slow` (both computed from `inputs`) agree within `value_tol`,
 /// and so do the gradients of `Σ probe ⊙ output` with respect to every input
-/// within `grad_tol`, for a random `probe`.
+/// within `grad_tol`, for a random `probe`. Returns the fast side's gradients
+/// (to check what else they hold).
 pub fn assert_same_value_and_gradients(
     inputs: &[&Var],
     fast: &Tensor,
     slow: &Tensor,
     value_tol: f64,
     grad_tol: f64,
-) {
+) -> GradStore {
     let diff = max_diff(fast, slow);
     assert!(diff < value_tol, "values differ by {diff}");
     let probe = Tensor::randn(0f64, 1.0, fast.dims(), fast.device()).expect("probe");
@@ -41,4 +43,5 @@ pub fn assert_same_value_and_gradients(
         let diff = max_diff(a, b);
         assert!(diff < grad_tol, "gradient of input {i} differs by {diff}");
     }
+    gf
 }
