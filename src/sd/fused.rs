@@ -28,6 +28,42 @@ fn slice<'a, T: WithDType>(v: &'a [T], l: &Layout, what: &str) -> Result<&'a [T]
     }
 }
 
+/// Runs a kernel generic over the element type on the contiguous f32 or f64
+/// data of one CPU storage: `on_f32_f64!(storage, layout, WHAT, |x| kernel(x))`.
+macro_rules! on_f32_f64 {
+    ($s:expr, $l:expr, $what:expr, |$x:ident| $body:expr) => {
+        match $s {
+            CpuStorage::F32(v) => {
+                let $x = slice(v, $l, $what)?;
+                CpuStorage::F32($body)
+            }
+            CpuStorage::F64(v) => {
+                let $x = slice(v, $l, $what)?;
+                CpuStorage::F64($body)
+            }
+            _ => candle_core::bail!("{}: only f32/f64 on CPU", $what),
+        }
+    };
+}
+
+/// As [`on_f32_f64`] for two storages of the same dtype (a backward kernel's
+/// input and output gradient).
+macro_rules! on_f32_f64_pair {
+    ($s1:expr, $l1:expr, $s2:expr, $l2:expr, $what:expr, |$a:ident, $b:ident| $body:expr) => {
+        match ($s1, $s2) {
+            (CpuStorage::F32(va), CpuStorage::F32(vb)) => {
+                let ($a, $b) = (slice(va, $l1, $what)?, slice(vb, $l2, $what)?);
+                CpuStorage::F32($body)
+            }
+            (CpuStorage::F64(va), CpuStorage::F64(vb)) => {
+                let ($a, $b) = (slice(va, $l1, $what)?, slice(vb, $l2, $what)?);
+                CpuStorage::F64($body)
+            }
+            _ => candle_core::bail!("{}: only f32/f64 on CPU, both the same", $what),
+        }
+    };
+}
+
 /// Above this many elements rows are spread over the thread pool.
 const PARALLEL_ELEMENTS: usize = 1 << 16;
 
@@ -217,11 +253,7 @@ impl CustomOp1 for NormOp {
         const WHAT: &str = "fused norm";
         let (w, b) = (&self.affine.weight, &self.affine.bias);
         let g = &self.geometry;
-        let out = match s {
-            CpuStorage::F32(v) => CpuStorage::F32(g.forward(slice(v, l, WHAT)?, w, b)),
-            CpuStorage::F64(v) => CpuStorage::F64(g.forward(slice(v, l, WHAT)?, w, b)),
-            _ => candle_core::bail!("{WHAT}: only f32/f64 on CPU"),
-        };
+        let out = on_f32_f64!(s, l, WHAT, |x| g.forward(x, w, b));
         Ok((out, l.shape().clone()))
     }
 
@@ -264,15 +296,7 @@ impl CustomOp2 for NormBackward {
         const WHAT: &str = "fused norm backward";
         same_len(l1, l2, WHAT)?;
         let (g, w, b) = (&self.geometry, &self.affine.weight, &self.affine.bias);
-        let out = match (s1, s2) {
-            (CpuStorage::F32(x), CpuStorage::F32(dy)) => {
-                CpuStorage::F32(g.backward(slice(x, l1, WHAT)?, slice(dy, l2, WHAT)?, w, b))
-            }
-            (CpuStorage::F64(x), CpuStorage::F64(dy)) => {
-                CpuStorage::F64(g.backward(slice(x, l1, WHAT)?, slice(dy, l2, WHAT)?, w, b))
-            }
-            _ => candle_core::bail!("{WHAT}: only f32/f64 on CPU, both the same"),
-        };
+        let out = on_f32_f64_pair!(s1, l1, s2, l2, WHAT, |x, dy| g.backward(x, dy, w, b));
         Ok((out, l1.shape().clone()))
     }
 }
@@ -404,21 +428,13 @@ impl CustomOp1 for Softmax {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         const WHAT: &str = "fused softmax";
-        let out = match s {
-            CpuStorage::F32(v) => CpuStorage::F32(softmax_rows(
-                slice(v, l, WHAT)?,
-                self.row_len,
-                self.scale,
-                self.mask.as_ref().map(|m| m.as_slice()),
-            )),
-            CpuStorage::F64(v) => CpuStorage::F64(softmax_rows(
-                slice(v, l, WHAT)?,
-                self.row_len,
-                self.scale,
-                self.mask.as_ref().map(|m| m.as_slice()),
-            )),
-            _ => candle_core::bail!("{WHAT}: only f32/f64 on CPU"),
-        };
+        let mask = self.mask.as_ref().map(|m| m.as_slice());
+        let out = on_f32_f64!(s, l, WHAT, |x| softmax_rows(
+            x,
+            self.row_len,
+            self.scale,
+            mask
+        ));
         Ok((out, l.shape().clone()))
     }
 
@@ -454,16 +470,9 @@ impl CustomOp2 for SoftmaxBackward {
         const WHAT: &str = "fused softmax backward";
         same_len(l1, l2, WHAT)?;
         let (n, scale) = (self.row_len, self.scale);
-        let out =
-            match (s1, s2) {
-                (CpuStorage::F32(y), CpuStorage::F32(dy)) => CpuStorage::F32(
-                    softmax_backward_rows(slice(y, l1, WHAT)?, slice(dy, l2, WHAT)?, n, scale),
-                ),
-                (CpuStorage::F64(y), CpuStorage::F64(dy)) => CpuStorage::F64(
-                    softmax_backward_rows(slice(y, l1, WHAT)?, slice(dy, l2, WHAT)?, n, scale),
-                ),
-                _ => candle_core::bail!("{WHAT}: only f32/f64 on CPU, both the same"),
-            };
+        let out = on_f32_f64_pair!(s1, l1, s2, l2, WHAT, |y, dy| {
+            softmax_backward_rows(y, dy, n, scale)
+        });
         Ok((out, l1.shape().clone()))
     }
 }
@@ -540,11 +549,7 @@ impl CustomOp1 for Geglu {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         const WHAT: &str = "fused geglu";
-        let out = match s {
-            CpuStorage::F32(v) => CpuStorage::F32(geglu_rows(slice(v, l, WHAT)?, self.half)),
-            CpuStorage::F64(v) => CpuStorage::F64(geglu_rows(slice(v, l, WHAT)?, self.half)),
-            _ => candle_core::bail!("{WHAT}: only f32/f64 on CPU"),
-        };
+        let out = on_f32_f64!(s, l, WHAT, |h| geglu_rows(h, self.half));
         let mut dims = l.shape().dims().to_vec();
         if let Some(last) = dims.last_mut() {
             *last = self.half;
@@ -582,19 +587,9 @@ impl CustomOp2 for GegluBackward {
             candle_core::bail!("{WHAT}: {:?} vs {:?}", l1.shape(), l2.shape());
         }
         let half = self.half;
-        let out = match (s1, s2) {
-            (CpuStorage::F32(h), CpuStorage::F32(dy)) => CpuStorage::F32(geglu_backward_rows(
-                slice(h, l1, WHAT)?,
-                slice(dy, l2, WHAT)?,
-                half,
-            )),
-            (CpuStorage::F64(h), CpuStorage::F64(dy)) => CpuStorage::F64(geglu_backward_rows(
-                slice(h, l1, WHAT)?,
-                slice(dy, l2, WHAT)?,
-                half,
-            )),
-            _ => candle_core::bail!("{WHAT}: only f32/f64 on CPU, both the same"),
-        };
+        let out = on_f32_f64_pair!(s1, l1, s2, l2, WHAT, |h, dy| geglu_backward_rows(
+            h, dy, half
+        ));
         Ok((out, l1.shape().clone()))
     }
 }
@@ -643,11 +638,7 @@ impl CustomOp1 for QuickGelu {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         const WHAT: &str = "fused quick_gelu";
-        let out = match s {
-            CpuStorage::F32(v) => CpuStorage::F32(quick_gelu_rows(slice(v, l, WHAT)?)),
-            CpuStorage::F64(v) => CpuStorage::F64(quick_gelu_rows(slice(v, l, WHAT)?)),
-            _ => candle_core::bail!("{WHAT}: only f32/f64 on CPU"),
-        };
+        let out = on_f32_f64!(s, l, WHAT, |x| quick_gelu_rows(x));
         Ok((out, l.shape().clone()))
     }
 
@@ -675,16 +666,9 @@ impl CustomOp2 for QuickGeluBackward {
     ) -> Result<(CpuStorage, Shape)> {
         const WHAT: &str = "fused quick_gelu backward";
         same_len(l1, l2, WHAT)?;
-        let out =
-            match (s1, s2) {
-                (CpuStorage::F32(x), CpuStorage::F32(dy)) => CpuStorage::F32(
-                    quick_gelu_backward_rows(slice(x, l1, WHAT)?, slice(dy, l2, WHAT)?),
-                ),
-                (CpuStorage::F64(x), CpuStorage::F64(dy)) => CpuStorage::F64(
-                    quick_gelu_backward_rows(slice(x, l1, WHAT)?, slice(dy, l2, WHAT)?),
-                ),
-                _ => candle_core::bail!("{WHAT}: only f32/f64 on CPU, both the same"),
-            };
+        let out = on_f32_f64_pair!(s1, l1, s2, l2, WHAT, |x, dy| quick_gelu_backward_rows(
+            x, dy
+        ));
         Ok((out, l1.shape().clone()))
     }
 }
