@@ -79,11 +79,7 @@ fn settings(args: &EvalArgs) -> Result<EvalSettings> {
         s.sampler = SamplerKind::parse(name).with_context(|| {
             format!(
                 "unknown sampler `{name}` (known: {})",
-                SamplerKind::ALL
-                    .iter()
-                    .map(|k| k.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                SamplerKind::known_names()
             )
         })?;
     }

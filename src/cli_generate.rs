@@ -45,11 +45,7 @@ pub fn request_from_args(args: &GenerateArgs, ws: &Workspace) -> Result<Generate
         req.sampler = SamplerKind::parse(s).with_context(|| {
             format!(
                 "unknown sampler `{s}` (known: {})",
-                SamplerKind::ALL
-                    .iter()
-                    .map(|k| k.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                SamplerKind::known_names()
             )
         })?;
     }

@@ -58,11 +58,7 @@ pub fn parse_prompt_file(
         Some(s) => SamplerKind::parse(s).ok_or_else(|| {
             invalid(format!(
                 "unknown scheduler `{s}` (known: {})",
-                SamplerKind::ALL
-                    .iter()
-                    .map(|k| k.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                SamplerKind::known_names()
             ))
         })?,
         None => d.sampler,

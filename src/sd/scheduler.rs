@@ -200,6 +200,15 @@ impl SamplerKind {
         }
     }
 
+    /// The accepted names, for error messages: `ddim, euler, …`.
+    pub fn known_names() -> String {
+        Self::ALL
+            .iter()
+            .map(|k| k.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     pub fn as_str(&self) -> &'static str {
         match self {
             Self::Ddim => "ddim",
