@@ -228,16 +228,48 @@ fn conv_input_grad_gemm(
     let w_t = kernel.reshape((c_out, c_in * k_h * k_w))?.t()?;
     let dy = grad.reshape((b, c_out, ho * wo))?;
     let cols = w_t.broadcast_left(b)?.matmul(&dy)?;
-    cols.apply_op1_no_bwd(&Col2Im {
+    cols.apply_op1_no_bwd(&Col2Im(Patches {
         x_dims,
         k: (k_h, k_w),
         out: (ho, wo),
         padding,
         stride,
-    })
+    }))
 }
 
-struct Col2Im {
+/// A convolution's value on CPU as one im2col and one batched gemm,
+/// `W [C_out, C·k·k] · cols [C·k·k, Ho·Wo]` per image, which lands in NCHW
+/// order as it is (no output transpose). candle's tiled kernel gathers every
+/// patch element with its own bounds checks and scatters the result back: it
+/// was the largest single cost of the tiny model's forward.
+fn conv_value_gemm(x: &Tensor, kernel: &Tensor, padding: usize, stride: usize) -> Result<Tensor> {
+    let (b, c_in, h, w) = x.dims4()?;
+    let (c_out, _, k_h, k_w) = kernel.dims4()?;
+    let ho = (h + 2 * padding - k_h) / stride + 1;
+    let wo = (w + 2 * padding - k_w) / stride + 1;
+    let cols = if k_h * k_w == 1 && padding == 0 && stride == 1 {
+        // A 1×1 convolution reads each pixel once: the input is its own cols.
+        x.reshape((b, c_in, h * w))?
+    } else {
+        x.apply_op1_no_bwd(&Im2Col(Patches {
+            x_dims: (b, c_in, h, w),
+            k: (k_h, k_w),
+            out: (ho, wo),
+            padding,
+            stride,
+        }))?
+    };
+    kernel
+        .reshape((c_out, c_in * k_h * k_w))?
+        .broadcast_left(b)?
+        .matmul(&cols)?
+        .reshape((b, c_out, ho, wo))
+}
+
+/// Where a convolution reads its input: for every image and channel, the
+/// `k_h·k_w` rows of `Ho·Wo` column entries (im2col's layout,
+/// `[B, C·k_h·k_w, Ho·Wo]`). Im2col copies pixels into it, col2im adds it back.
+struct Patches {
     x_dims: (usize, usize, usize, usize),
     k: (usize, usize),
     out: (usize, usize),
@@ -245,47 +277,142 @@ struct Col2Im {
     stride: usize,
 }
 
-impl Col2Im {
-    fn run<T: candle_core::WithDType>(&self, cols: &[T]) -> Vec<T> {
-        use rayon::prelude::*;
-        let (b, c, h, w) = self.x_dims;
+impl Patches {
+    fn cols_len(&self) -> usize {
+        let (b, c, _, _) = self.x_dims;
+        b * c * self.k.0 * self.k.1 * self.out.0 * self.out.1
+    }
+
+    /// Calls `f(col_start, pixel_start, len)` for every run of column entries
+    /// of one (image, channel) that read input pixels (`stride` apart) of one
+    /// input row; entries that read padding are never visited.
+    fn for_each_run(&self, mut f: impl FnMut(usize, usize, usize)) {
+        let (_, _, h, w) = self.x_dims;
         let (k_h, k_w) = self.k;
         let (ho, wo) = self.out;
-        let plane = h * w;
-        let per_channel = k_h * k_w * ho * wo;
-        let mut dx = vec![T::zero(); b * c * plane];
-        let fill = |bc: usize, out: &mut [T]| {
-            let (bi, ci) = (bc / c, bc % c);
-            let base = (bi * c + ci) * per_channel;
-            for kh in 0..k_h {
-                for kw in 0..k_w {
-                    let row = base + (kh * k_w + kw) * ho * wo;
-                    for oy in 0..ho {
-                        let iy = (oy * self.stride + kh) as isize - self.padding as isize;
-                        if iy < 0 || iy >= h as isize {
-                            continue;
-                        }
-                        let dst = iy as usize * w;
-                        for ox in 0..wo {
-                            let ix = (ox * self.stride + kw) as isize - self.padding as isize;
-                            if ix >= 0 && (ix as usize) < w {
-                                let o = &mut out[dst + ix as usize];
-                                *o += cols[row + oy * wo + ox];
-                            }
-                        }
+        let (pad, s) = (self.padding, self.stride);
+        for kh in 0..k_h {
+            for kw in 0..k_w {
+                // ix = ox·s + kw − pad must lie in [0, w).
+                let ox_lo = pad.saturating_sub(kw).div_ceil(s);
+                let ox_hi = match (w + pad).checked_sub(kw + 1) {
+                    Some(last) => (last / s + 1).min(wo),
+                    None => 0,
+                };
+                if ox_lo >= ox_hi {
+                    continue;
+                }
+                let row = (kh * k_w + kw) * ho * wo;
+                for oy in 0..ho {
+                    let iy = oy * s + kh;
+                    if iy < pad || iy - pad >= h {
+                        continue;
                     }
+                    let ix = ox_lo * s + kw - pad;
+                    f(row + oy * wo + ox_lo, (iy - pad) * w + ix, ox_hi - ox_lo);
                 }
             }
-        };
-        if dx.len() >= 1 << 16 {
-            dx.par_chunks_mut(plane)
-                .enumerate()
-                .for_each(|(bc, out)| fill(bc, out));
-        } else {
-            dx.chunks_mut(plane)
-                .enumerate()
-                .for_each(|(bc, out)| fill(bc, out));
         }
+    }
+
+    /// Runs `per_channel(bc, out)` over `out` split into one chunk per
+    /// (image, channel), on the thread pool when large.
+    fn per_channel<T: Send>(
+        out: &mut [T],
+        chunk: usize,
+        per_channel: impl Fn(usize, &mut [T]) + Sync,
+    ) {
+        use rayon::prelude::*;
+        if out.len() >= 1 << 16 {
+            out.par_chunks_mut(chunk)
+                .enumerate()
+                .for_each(|(bc, o)| per_channel(bc, o));
+        } else {
+            out.chunks_mut(chunk)
+                .enumerate()
+                .for_each(|(bc, o)| per_channel(bc, o));
+        }
+    }
+}
+
+/// im2col: `[B, C, H, W]` → `[B, C·k_h·k_w, Ho·Wo]` (padding reads as 0).
+struct Im2Col(Patches);
+
+impl Im2Col {
+    fn run<T: candle_core::WithDType>(&self, x: &[T]) -> Vec<T> {
+        let p = &self.0;
+        let plane = p.x_dims.2 * p.x_dims.3;
+        let per_channel = p.k.0 * p.k.1 * p.out.0 * p.out.1;
+        let mut cols = vec![T::zero(); p.cols_len()];
+        Patches::per_channel(&mut cols, per_channel, |bc, out| {
+            let src = &x[bc * plane..(bc + 1) * plane];
+            p.for_each_run(|col, pixel, len| {
+                let dst = &mut out[col..col + len];
+                if p.stride == 1 {
+                    dst.copy_from_slice(&src[pixel..pixel + len]);
+                } else {
+                    for (j, d) in dst.iter_mut().enumerate() {
+                        *d = src[pixel + j * p.stride];
+                    }
+                }
+            });
+        });
+        cols
+    }
+}
+
+impl CustomOp1 for Im2Col {
+    fn name(&self) -> &'static str {
+        "im2col"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let Some((start, end)) = l.contiguous_offsets() else {
+            candle_core::bail!("im2col: input is not contiguous");
+        };
+        let p = &self.0;
+        let (b, c, h, w) = p.x_dims;
+        if end - start != b * c * h * w {
+            candle_core::bail!(
+                "im2col: {} input elements, expected {}",
+                end - start,
+                b * c * h * w
+            );
+        }
+        let out = match s {
+            CpuStorage::F32(v) => CpuStorage::F32(self.run(&v[start..end])),
+            CpuStorage::F64(v) => CpuStorage::F64(self.run(&v[start..end])),
+            _ => candle_core::bail!("im2col: only f32/f64 on CPU"),
+        };
+        Ok((out, Shape::from((b, c * p.k.0 * p.k.1, p.out.0 * p.out.1))))
+    }
+}
+
+/// col2im, im2col's adjoint: every column entry is added to the pixel it reads.
+struct Col2Im(Patches);
+
+impl Col2Im {
+    fn run<T: candle_core::WithDType>(&self, cols: &[T]) -> Vec<T> {
+        let p = &self.0;
+        let (b, c, h, w) = p.x_dims;
+        let plane = h * w;
+        let per_channel = p.k.0 * p.k.1 * p.out.0 * p.out.1;
+        let mut dx = vec![T::zero(); b * c * plane];
+        Patches::per_channel(&mut dx, plane, |bc, out| {
+            let src = &cols[bc * per_channel..(bc + 1) * per_channel];
+            p.for_each_run(|col, pixel, len| {
+                let src = &src[col..col + len];
+                if p.stride == 1 {
+                    for (d, v) in out[pixel..pixel + len].iter_mut().zip(src) {
+                        *d += *v;
+                    }
+                } else {
+                    for (j, v) in src.iter().enumerate() {
+                        out[pixel + j * p.stride] += *v;
+                    }
+                }
+            });
+        });
         dx
     }
 }
@@ -299,8 +426,7 @@ impl CustomOp1 for Col2Im {
         let Some((start, end)) = l.contiguous_offsets() else {
             candle_core::bail!("col2im: columns are not contiguous");
         };
-        let (b, c, h, w) = self.x_dims;
-        let need = b * c * self.k.0 * self.k.1 * self.out.0 * self.out.1;
+        let need = self.0.cols_len();
         if end - start != need {
             candle_core::bail!("col2im: {} column entries, expected {need}", end - start);
         }
@@ -309,7 +435,28 @@ impl CustomOp1 for Col2Im {
             CpuStorage::F64(v) => CpuStorage::F64(self.run(&v[start..end])),
             _ => candle_core::bail!("col2im: only f32/f64 on CPU"),
         };
-        Ok((out, Shape::from((b, c, h, w))))
+        Ok((out, Shape::from(self.0.x_dims)))
+    }
+}
+
+/// A convolution's value (+ bias), frozen or not: im2col + gemm on CPU,
+/// candle's kernel elsewhere.
+pub fn conv2d_value(
+    x: &Tensor,
+    kernel: &Tensor,
+    bias: Option<&Tensor>,
+    padding: usize,
+    stride: usize,
+) -> Result<Tensor> {
+    let gemm = crate::sd::fused::applies(x) && x.dtype() == kernel.dtype();
+    let value = if gemm {
+        conv_value_gemm(&x.contiguous()?, kernel, padding, stride)?
+    } else {
+        x.conv2d(kernel, padding, stride, 1, 1)?
+    };
+    match bias {
+        Some(b) => value.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?),
+        None => Ok(value),
     }
 }
 
@@ -321,10 +468,7 @@ pub fn conv2d(
     padding: usize,
     stride: usize,
 ) -> Result<Tensor> {
-    let mut value = x.detach().conv2d(kernel, padding, stride, 1, 1)?;
-    if let Some(b) = bias {
-        value = value.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?)?;
-    }
+    let value = conv2d_value(&x.detach(), kernel, bias, padding, stride)?;
     x.apply_op1(Precomputed::new(
         value.contiguous()?,
         InputGrad::Conv {
@@ -369,6 +513,9 @@ mod tests {
             (1, 0, 1, 8),
             (3, 1, 2, 8),
             (3, 0, 2, 9),
+            (3, 2, 1, 5),
+            (5, 2, 2, 7),
+            (3, 1, 3, 10),
         ] {
             let x0 = Tensor::randn(0f64, 1.0, (2, 4, hw, hw), &d).unwrap();
             let w = Tensor::randn(0f64, 1.0, (6, 4, k, k), &d).unwrap();

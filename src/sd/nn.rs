@@ -87,11 +87,13 @@ impl Conv2d {
                 self.stride,
             );
         }
-        let y = x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?;
-        match &self.bias {
-            Some(b) => y.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?),
-            None => Ok(y),
-        }
+        super::frozen::conv2d_value(
+            x,
+            &self.weight,
+            self.bias.as_ref(),
+            self.padding,
+            self.stride,
+        )
     }
 }
 
