@@ -198,7 +198,10 @@ impl Precomputed {
         padding: usize,
         stride: usize,
     ) -> Result<Tensor> {
-        if crate::sd::fused::applies(grad) && grad.dtype() == kernel.dtype() {
+        if crate::sd::fused::applies(grad)
+            && grad.dtype() == kernel.dtype()
+            && im2col_len(x.dims4()?, kernel.dims4()?, padding, stride) <= IM2COL_MAX_ELEMENTS
+        {
             return conv_input_grad_gemm(x.dims4()?, grad, kernel, padding, stride);
         }
         // As candle's own conv2d backward, minus the kernel gradient.
@@ -439,8 +442,27 @@ impl CustomOp1 for Col2Im {
     }
 }
 
-/// A convolution's value (+ bias), frozen or not: im2col + gemm on CPU,
-/// candle's kernel elsewhere.
+/// The largest im2col buffer the gemm path builds (64 Mi elements, 256 MiB in
+/// f32). A VAE layer at 512 px would need over a GiB; candle's tiled kernel,
+/// slower but in small tiles, takes those.
+const IM2COL_MAX_ELEMENTS: usize = 1 << 26;
+
+fn im2col_len(
+    (b, c_in, h, w): (usize, usize, usize, usize),
+    (_, _, k_h, k_w): (usize, usize, usize, usize),
+    padding: usize,
+    stride: usize,
+) -> usize {
+    if k_h * k_w == 1 && padding == 0 && stride == 1 {
+        return 0; // the input is used as it is
+    }
+    let ho = (h + 2 * padding).saturating_sub(k_h) / stride.max(1) + 1;
+    let wo = (w + 2 * padding).saturating_sub(k_w) / stride.max(1) + 1;
+    b * c_in * k_h * k_w * ho * wo
+}
+
+/// A convolution's value (+ bias), frozen or not: im2col + gemm on CPU while
+/// the column buffer stays moderate, candle's kernel otherwise and elsewhere.
 pub fn conv2d_value(
     x: &Tensor,
     kernel: &Tensor,
@@ -448,7 +470,9 @@ pub fn conv2d_value(
     padding: usize,
     stride: usize,
 ) -> Result<Tensor> {
-    let gemm = crate::sd::fused::applies(x) && x.dtype() == kernel.dtype();
+    let gemm = crate::sd::fused::applies(x)
+        && x.dtype() == kernel.dtype()
+        && im2col_len(x.dims4()?, kernel.dims4()?, padding, stride) <= IM2COL_MAX_ELEMENTS;
     let value = if gemm {
         conv_value_gemm(&x.contiguous()?, kernel, padding, stride)?
     } else {
