@@ -6,11 +6,11 @@
 //!
 //! - Matmul: a `CustomOp2` over (x, Wᵀ) that calls the backend's matmul itself
 //!   and whose backward yields `grad · W` for x and nothing for the weight.
-//! - Convolution: candle keeps conv parameters private, so the forward value is
-//!   computed by the ordinary kernel on a detached input and handed to a
-//!   `CustomOp1` on x, which moves it out as its own output (the copy is a
-//!   memcpy; the extra value is dropped at once); its backward is the
-//!   transposed convolution, without the kernel gradient.
+//! - Convolution: the forward value is computed on a detached input (on the
+//!   CPU as im2col + one gemm, elsewhere by candle's kernel) and handed to a
+//!   `CustomOp1` on x, which moves it out as its own output; its backward is
+//!   the transposed convolution without the kernel gradient (on the CPU one
+//!   gemm + col2im).
 
 use std::sync::Mutex;
 
@@ -198,10 +198,7 @@ impl Precomputed {
         padding: usize,
         stride: usize,
     ) -> Result<Tensor> {
-        if crate::sd::fused::applies(grad)
-            && grad.dtype() == kernel.dtype()
-            && im2col_len(x.dims4()?, kernel.dims4()?, padding, stride) <= IM2COL_MAX_ELEMENTS
-        {
+        if gemm_conv_applies(grad, x.dims4()?, kernel, padding, stride)? {
             return conv_input_grad_gemm(x.dims4()?, grad, kernel, padding, stride);
         }
         // As candle's own conv2d backward, minus the kernel gradient.
@@ -231,13 +228,16 @@ fn conv_input_grad_gemm(
     let w_t = kernel.reshape((c_out, c_in * k_h * k_w))?.t()?;
     let dy = grad.reshape((b, c_out, ho * wo))?;
     let cols = w_t.broadcast_left(b)?.matmul(&dy)?;
-    cols.apply_op1_no_bwd(&Col2Im(Patches {
-        x_dims,
-        k: (k_h, k_w),
-        out: (ho, wo),
-        padding,
-        stride,
-    }))
+    cols.apply_op1_no_bwd(&PatchOp(
+        Patches {
+            x_dims,
+            k: (k_h, k_w),
+            out: (ho, wo),
+            padding,
+            stride,
+        },
+        Direction::Col2Im,
+    ))
 }
 
 /// A convolution's value on CPU as one im2col and one batched gemm,
@@ -254,13 +254,16 @@ fn conv_value_gemm(x: &Tensor, kernel: &Tensor, padding: usize, stride: usize) -
         // A 1×1 convolution reads each pixel once: the input is its own cols.
         x.reshape((b, c_in, h * w))?
     } else {
-        x.apply_op1_no_bwd(&Im2Col(Patches {
-            x_dims: (b, c_in, h, w),
-            k: (k_h, k_w),
-            out: (ho, wo),
-            padding,
-            stride,
-        }))?
+        x.apply_op1_no_bwd(&PatchOp(
+            Patches {
+                x_dims: (b, c_in, h, w),
+                k: (k_h, k_w),
+                out: (ho, wo),
+                padding,
+                stride,
+            },
+            Direction::Im2Col,
+        ))?
     };
     kernel
         .reshape((c_out, c_in * k_h * k_w))?
@@ -338,107 +341,104 @@ impl Patches {
     }
 }
 
-/// im2col: `[B, C, H, W]` → `[B, C·k_h·k_w, Ho·Wo]` (padding reads as 0).
-struct Im2Col(Patches);
+/// Which way a [`PatchOp`] moves values between pixels and column entries.
+#[derive(Clone, Copy, PartialEq)]
+enum Direction {
+    /// im2col: `[B, C, H, W]` → `[B, C·k_h·k_w, Ho·Wo]` (padding reads as 0).
+    Im2Col,
+    /// col2im, im2col's adjoint: every column entry is added to the pixel it reads.
+    Col2Im,
+}
 
-impl Im2Col {
-    fn run<T: candle_core::WithDType>(&self, x: &[T]) -> Vec<T> {
+struct PatchOp(Patches, Direction);
+
+impl PatchOp {
+    fn input_len(&self) -> usize {
+        let (b, c, h, w) = self.0.x_dims;
+        match self.1 {
+            Direction::Im2Col => b * c * h * w,
+            Direction::Col2Im => self.0.cols_len(),
+        }
+    }
+
+    fn output_shape(&self) -> Shape {
+        let p = &self.0;
+        let (b, c, _, _) = p.x_dims;
+        match self.1 {
+            Direction::Im2Col => Shape::from((b, c * p.k.0 * p.k.1, p.out.0 * p.out.1)),
+            Direction::Col2Im => Shape::from(p.x_dims),
+        }
+    }
+
+    fn run<T: candle_core::WithDType>(&self, input: &[T]) -> Vec<T> {
         let p = &self.0;
         let plane = p.x_dims.2 * p.x_dims.3;
         let per_channel = p.k.0 * p.k.1 * p.out.0 * p.out.1;
-        let mut cols = vec![T::zero(); p.cols_len()];
-        Patches::per_channel(&mut cols, per_channel, |bc, out| {
-            let src = &x[bc * plane..(bc + 1) * plane];
-            p.for_each_run(|col, pixel, len| {
-                let dst = &mut out[col..col + len];
-                if p.stride == 1 {
-                    dst.copy_from_slice(&src[pixel..pixel + len]);
-                } else {
-                    for (j, d) in dst.iter_mut().enumerate() {
-                        *d = src[pixel + j * p.stride];
-                    }
-                }
-            });
-        });
-        cols
-    }
-}
-
-impl CustomOp1 for Im2Col {
-    fn name(&self) -> &'static str {
-        "im2col"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let Some((start, end)) = l.contiguous_offsets() else {
-            candle_core::bail!("im2col: input is not contiguous");
-        };
-        let p = &self.0;
-        let (b, c, h, w) = p.x_dims;
-        if end - start != b * c * h * w {
-            candle_core::bail!(
-                "im2col: {} input elements, expected {}",
-                end - start,
-                b * c * h * w
-            );
+        let s = p.stride;
+        match self.1 {
+            Direction::Im2Col => {
+                let mut cols = vec![T::zero(); p.cols_len()];
+                Patches::per_channel(&mut cols, per_channel, |bc, out| {
+                    let src = &input[bc * plane..(bc + 1) * plane];
+                    p.for_each_run(|col, pixel, len| {
+                        let dst = &mut out[col..col + len];
+                        if s == 1 {
+                            dst.copy_from_slice(&src[pixel..pixel + len]);
+                        } else {
+                            for (j, d) in dst.iter_mut().enumerate() {
+                                *d = src[pixel + j * s];
+                            }
+                        }
+                    });
+                });
+                cols
+            }
+            Direction::Col2Im => {
+                let mut dx = vec![T::zero(); self.output_shape().elem_count()];
+                Patches::per_channel(&mut dx, plane, |bc, out| {
+                    let src = &input[bc * per_channel..(bc + 1) * per_channel];
+                    p.for_each_run(|col, pixel, len| {
+                        let src = &src[col..col + len];
+                        if s == 1 {
+                            for (d, v) in out[pixel..pixel + len].iter_mut().zip(src) {
+                                *d += *v;
+                            }
+                        } else {
+                            for (j, v) in src.iter().enumerate() {
+                                out[pixel + j * s] += *v;
+                            }
+                        }
+                    });
+                });
+                dx
+            }
         }
-        let out = match s {
-            CpuStorage::F32(v) => CpuStorage::F32(self.run(&v[start..end])),
-            CpuStorage::F64(v) => CpuStorage::F64(self.run(&v[start..end])),
-            _ => candle_core::bail!("im2col: only f32/f64 on CPU"),
-        };
-        Ok((out, Shape::from((b, c * p.k.0 * p.k.1, p.out.0 * p.out.1))))
     }
 }
 
-/// col2im, im2col's adjoint: every column entry is added to the pixel it reads.
-struct Col2Im(Patches);
-
-impl Col2Im {
-    fn run<T: candle_core::WithDType>(&self, cols: &[T]) -> Vec<T> {
-        let p = &self.0;
-        let (b, c, h, w) = p.x_dims;
-        let plane = h * w;
-        let per_channel = p.k.0 * p.k.1 * p.out.0 * p.out.1;
-        let mut dx = vec![T::zero(); b * c * plane];
-        Patches::per_channel(&mut dx, plane, |bc, out| {
-            let src = &cols[bc * per_channel..(bc + 1) * per_channel];
-            p.for_each_run(|col, pixel, len| {
-                let src = &src[col..col + len];
-                if p.stride == 1 {
-                    for (d, v) in out[pixel..pixel + len].iter_mut().zip(src) {
-                        *d += *v;
-                    }
-                } else {
-                    for (j, v) in src.iter().enumerate() {
-                        out[pixel + j * p.stride] += *v;
-                    }
-                }
-            });
-        });
-        dx
-    }
-}
-
-impl CustomOp1 for Col2Im {
+impl CustomOp1 for PatchOp {
     fn name(&self) -> &'static str {
-        "col2im"
+        match self.1 {
+            Direction::Im2Col => "im2col",
+            Direction::Col2Im => "col2im",
+        }
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let name = self.name();
         let Some((start, end)) = l.contiguous_offsets() else {
-            candle_core::bail!("col2im: columns are not contiguous");
+            candle_core::bail!("{name}: input is not contiguous");
         };
-        let need = self.0.cols_len();
+        let need = self.input_len();
         if end - start != need {
-            candle_core::bail!("col2im: {} column entries, expected {need}", end - start);
+            candle_core::bail!("{name}: {} input elements, expected {need}", end - start);
         }
         let out = match s {
             CpuStorage::F32(v) => CpuStorage::F32(self.run(&v[start..end])),
             CpuStorage::F64(v) => CpuStorage::F64(self.run(&v[start..end])),
-            _ => candle_core::bail!("col2im: only f32/f64 on CPU"),
+            _ => candle_core::bail!("{name}: only f32/f64 on CPU"),
         };
-        Ok((out, Shape::from(self.0.x_dims)))
+        Ok((out, self.output_shape()))
     }
 }
 
@@ -461,6 +461,20 @@ fn im2col_len(
     b * c_in * k_h * k_w * ho * wo
 }
 
+/// Whether the convolution of an `x_dims` input, computed on `t`'s device
+/// and dtype, takes the im2col/col2im gemm path.
+fn gemm_conv_applies(
+    t: &Tensor,
+    x_dims: (usize, usize, usize, usize),
+    kernel: &Tensor,
+    padding: usize,
+    stride: usize,
+) -> Result<bool> {
+    Ok(crate::sd::fused::applies(t)
+        && t.dtype() == kernel.dtype()
+        && im2col_len(x_dims, kernel.dims4()?, padding, stride) <= IM2COL_MAX_ELEMENTS)
+}
+
 /// A convolution's value (+ bias), frozen or not: im2col + gemm on CPU while
 /// the column buffer stays moderate, candle's kernel otherwise and elsewhere.
 pub fn conv2d_value(
@@ -470,10 +484,7 @@ pub fn conv2d_value(
     padding: usize,
     stride: usize,
 ) -> Result<Tensor> {
-    let gemm = crate::sd::fused::applies(x)
-        && x.dtype() == kernel.dtype()
-        && im2col_len(x.dims4()?, kernel.dims4()?, padding, stride) <= IM2COL_MAX_ELEMENTS;
-    let value = if gemm {
+    let value = if gemm_conv_applies(x, x.dims4()?, kernel, padding, stride)? {
         conv_value_gemm(&x.contiguous()?, kernel, padding, stride)?
     } else {
         x.conv2d(kernel, padding, stride, 1, 1)?
