@@ -278,12 +278,37 @@ pub fn parse_dtype(s: &str) -> Result<DType> {
 pub fn parse_device(s: &str) -> Result<Device> {
     match s {
         "cpu" => Ok(Device::Cpu),
-        "cuda" => Ok(Device::new_cuda(0)?),
+        "cuda" => open_cuda(0),
         other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
-            Some(Ok(n)) => Ok(Device::new_cuda(n)?),
+            Some(Ok(n)) => open_cuda(n),
             _ => bail!("unknown device `{other}` (use cpu, cuda or cuda:N)"),
         },
     }
+}
+
+/// Opens a CUDA device, with the fix in the error: a CPU-only build needs
+/// rebuilding, a CUDA build needs a visible GPU and its driver.
+fn open_cuda(ordinal: usize) -> Result<Device> {
+    let device = Device::new_cuda(ordinal).map_err(|e| {
+        let fix = if cfg!(feature = "cuda") {
+            "check that the GPU is visible (`nvidia-smi`) and its driver loaded, or use `--device cpu`"
+        } else {
+            "this binary was built without CUDA: build with `cargo build --release --features cuda` \
+             (or `scripts/build-cuda.sh`), or use `--device cpu`"
+        };
+        anyhow::anyhow!("cannot open CUDA device {ordinal}: {e}; {fix}")
+    })?;
+    // cuBLAS initialises lazily: a missing or mismatched libcublas would
+    // otherwise surface as a bare status code in the middle of a model load.
+    let one = candle_core::Tensor::ones((1, 1), candle_core::DType::F32, &device)?;
+    one.matmul(&one).map_err(|e| {
+        anyhow::anyhow!(
+            "CUDA device {ordinal} opened but cuBLAS failed: {e}; the CUDA 13 libraries \
+             (libcublas.so.13, libcublasLt.so.13) must be on LD_LIBRARY_PATH and the driver \
+             new enough for them (`nvidia-smi`), or use `--device cpu`"
+        )
+    })?;
+    Ok(device)
 }
 
 pub fn main() -> ExitCode {

@@ -90,3 +90,23 @@ fn kind_filter_runs_only_the_named_kinds() {
         .iter()
         .all(|r| r.kind == "tokenize" || r.kind == "timesteps"));
 }
+
+/// `--device cuda` on a build without CUDA names the rebuild (or `--device cpu`)
+/// instead of candle's bare "not built with cuda support".
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn cuda_device_on_a_cpu_build_names_the_fix() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-sd1");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dreamartist"))
+        .args(["selftest", &dir.to_string_lossy(), "--device", "cuda"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("CUDA device 0")
+            && err.contains("--features cuda")
+            && err.contains("--device cpu"),
+        "{err}"
+    );
+}
