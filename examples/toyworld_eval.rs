@@ -72,10 +72,9 @@ struct Common {
     cfg: f64,
 }
 
+/// Which trainings a comparison or sweep runs.
 #[derive(Args, Clone)]
-struct CompareArgs {
-    #[command(flatten)]
-    common: Common,
+struct Runs {
     /// Training seeds.
     #[arg(long, value_delimiter = ',', default_value = "0,1,2,3")]
     seeds: Vec<u64>,
@@ -91,6 +90,14 @@ struct CompareArgs {
     /// Override the 400 training steps (for quick looks).
     #[arg(long)]
     train_steps: Option<u64>,
+}
+
+#[derive(Args, Clone)]
+struct CompareArgs {
+    #[command(flatten)]
+    common: Common,
+    #[command(flatten)]
+    runs: Runs,
     /// Skip the text-prompt, untrained-init and pos-only rows.
     #[arg(long)]
     no_extras: bool,
@@ -115,25 +122,14 @@ struct CeilingArgs {
 struct SweepArgs {
     #[command(flatten)]
     common: Common,
-    #[arg(long, value_delimiter = ',', default_value = "0,1,2,3")]
-    seeds: Vec<u64>,
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "purple_cross,orange_triangle"
-    )]
-    concepts: Vec<String>,
-    #[arg(long, default_value = "references")]
-    references: PathBuf,
+    #[command(flatten)]
+    runs: Runs,
     /// Only these variants (names from the list printed by --list; `ti` for the baseline).
     #[arg(long, value_delimiter = ',')]
     only: Option<Vec<String>>,
     /// Print the variants and exit.
     #[arg(long)]
     list: bool,
-    /// Override the 400 training steps (for quick looks).
-    #[arg(long)]
-    train_steps: Option<u64>,
     /// Other sweep.json files to merge into this one (runs done elsewhere).
     #[arg(long, value_delimiter = ',')]
     merge: Vec<PathBuf>,
@@ -387,7 +383,7 @@ fn compare(a: &CompareArgs) -> Result<()> {
         let summary = summarise(runs, &order);
         let settings = serde_json::json!({
             "model": c.model, "samples": c.samples, "ddim_steps": c.steps, "cfg": c.cfg,
-            "seeds": a.seeds, "train_steps": a.train_steps.unwrap_or(400),
+            "seeds": a.runs.seeds, "train_steps": a.runs.train_steps.unwrap_or(400),
         });
         write_json(
             &c.out.join("results.json"),
@@ -406,9 +402,9 @@ fn compare(a: &CompareArgs) -> Result<()> {
         write_atomic(&c.out.join("results.md"), md.as_bytes())?;
         Ok(())
     };
-    for name in &a.concepts {
+    for name in &a.runs.concepts {
         let spec = spec(name)?;
-        let ref_path = a.references.join(format!("{name}.png"));
+        let ref_path = a.runs.references.join(format!("{name}.png"));
         let ref_rel = import_reference(&ws, &ref_path)?;
         let reference = image::open(&ref_path)
             .with_context(|| format!("{}: cannot open", ref_path.display()))?
@@ -424,7 +420,7 @@ fn compare(a: &CompareArgs) -> Result<()> {
                 spec.bg
             );
         }
-        let first_seed = a.seeds.first().copied().unwrap_or(0);
+        let first_seed = a.runs.seeds.first().copied().unwrap_or(0);
         let mut showcase: Vec<(String, Vec<Vec<RgbImage>>)> = Vec::new();
         if !a.no_extras {
             let empty = WordBank::new();
@@ -465,10 +461,10 @@ fn compare(a: &CompareArgs) -> Result<()> {
             runs.push(r);
             write(&runs)?;
         }
-        for &seed in &a.seeds {
+        for &seed in &a.runs.seeds {
             for method in [Method::TextualInversion, Method::DreamArtist] {
                 let mut cfg = oneshot::reference_config(method, seed);
-                if let Some(s) = a.train_steps {
+                if let Some(s) = a.runs.train_steps {
                     cfg.steps = s;
                 }
                 let concept =
@@ -900,9 +896,9 @@ fn sweep(a: &SweepArgs) -> Result<()> {
             .any(|r| r.concept == concept && r.row == row && r.seed == Some(seed))
     };
     let mut targets = Vec::new();
-    for name in &a.concepts {
+    for name in &a.runs.concepts {
         let spec = spec(name)?;
-        let ref_rel = import_reference(&ws, &a.references.join(format!("{name}.png")))?;
+        let ref_rel = import_reference(&ws, &a.runs.references.join(format!("{name}.png")))?;
         targets.push((spec, ref_rel));
     }
     // Variant-major order: a sweep stopped early has whole variants (every
@@ -915,14 +911,14 @@ fn sweep(a: &SweepArgs) -> Result<()> {
     for unit in units {
         for (spec, ref_rel) in &targets {
             let name = spec.name;
-            for &seed in &a.seeds {
-                let first = seed == a.seeds[0];
+            for &seed in &a.runs.seeds {
+                let first = seed == a.runs.seeds[0];
                 let Some(v) = unit else {
                     if done(&runs, name, "ti", seed) {
                         continue;
                     }
                     let mut cfg = oneshot::reference_config(Method::TextualInversion, seed);
-                    if let Some(s) = a.train_steps {
+                    if let Some(s) = a.runs.train_steps {
                         cfg.steps = s;
                     }
                     let concept = oneshot::concept(&format!("{name}-ti-s{seed}"), ref_rel, cfg);
@@ -950,7 +946,7 @@ fn sweep(a: &SweepArgs) -> Result<()> {
                     continue;
                 }
                 let mut cfg = oneshot::reference_config(Method::DreamArtist, seed);
-                if let Some(s) = a.train_steps {
+                if let Some(s) = a.runs.train_steps {
                     cfg.steps = s;
                 }
                 (v.train)(&mut cfg);
