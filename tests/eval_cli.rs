@@ -2,62 +2,25 @@
 //! seed (DreamArtist and its Textual Inversion baseline) compared side by side,
 //! checkpoints with --json, and the errors a user meets first.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
+use std::path::{Path, PathBuf};
+
+use common::{fails, fixtures, ok, workspace_with_concept};
 
 fn clip() -> String {
     fixtures().join("tiny-clip").display().to_string()
 }
 
-fn bin(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dreamartist"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = bin(args);
-    assert!(
-        out.status.success(),
-        "{args:?} failed:\nstdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
-
-fn fails(args: &[&str]) -> String {
-    let out = bin(args);
-    assert!(!out.status.success(), "{args:?} succeeded");
-    String::from_utf8_lossy(&out.stderr).to_string()
-}
-
 /// A workspace on tiny-sd1 with concept `cat` (class word `cat`).
 fn workspace() -> (tempfile::TempDir, String) {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = workspace_with_concept(
+        &fixtures().join("tiny-sd1/model"),
+        "cat",
+        &fixtures().join("references/chelsea.png"),
+        &["--class", "cat"],
+    );
     let ws = tmp.path().join("ws").display().to_string();
-    let model = fixtures().join("tiny-sd1/model").display().to_string();
-    ok(&["init", &ws, "--model", &model]);
-    let photo = fixtures()
-        .join("references/chelsea.png")
-        .display()
-        .to_string();
-    ok(&[
-        "concept",
-        "add",
-        "cat",
-        "--reference",
-        &photo,
-        "--class",
-        "cat",
-        "-w",
-        &ws,
-    ]);
     (tmp, ws)
 }
 

@@ -5,7 +5,6 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use candle_core::{DType, Device, Tensor};
 use dreamartist::concept::{word_bank, Concept};
@@ -13,13 +12,8 @@ use dreamartist::interop::export::{export_word, ExportFormat, ExportWord};
 use dreamartist::interop::load_embedding_file;
 use dreamartist::workspace::Workspace;
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_dreamartist"))
-}
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
+mod common;
+use common::{fails, fixtures, ok};
 
 fn emb(file: &str) -> PathBuf {
     fixtures().join("embeddings").join(file)
@@ -27,28 +21,6 @@ fn emb(file: &str) -> PathBuf {
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
-}
-
-fn run(args: &[&str]) -> Output {
-    bin().args(args).output().expect("binary runs")
-}
-
-fn run_ok(args: &[&str]) -> String {
-    let out = run(args);
-    assert!(
-        out.status.success(),
-        "{args:?} failed:\nstdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
-
-/// Runs a command that must fail; returns its stderr.
-fn run_err(args: &[&str]) -> String {
-    let out = run(args);
-    assert!(!out.status.success(), "{args:?} succeeded");
-    String::from_utf8_lossy(&out.stderr).to_string()
 }
 
 fn expected() -> HashMap<String, Tensor> {
@@ -99,7 +71,7 @@ fn every_fixture_converts_to_kohya() {
     let expected = expected();
     for (i, (file, name)) in LOADABLE.iter().enumerate() {
         let out = tmp.path().join(i.to_string());
-        let stdout = run_ok(&[
+        let stdout = ok(&[
             "convert",
             s(&emb(file)),
             "--format",
@@ -126,7 +98,7 @@ fn bad_files_exit_nonzero_with_a_message() {
         ("truncated.pt", "truncated"),
         ("two-keys.safetensors", "cannot tell which tensor"),
     ] {
-        let err = run_err(&[
+        let err = fails(&[
             "convert",
             s(&emb(file)),
             "--format",
@@ -137,7 +109,7 @@ fn bad_files_exit_nonzero_with_a_message() {
         assert!(err.contains(file) && err.contains(says), "{file}: {err}");
     }
     assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
-    let err = run_err(&[
+    let err = fails(&[
         "convert",
         s(&emb("astro.pt")),
         "--format",
@@ -147,7 +119,7 @@ fn bad_files_exit_nonzero_with_a_message() {
     ]);
     assert!(err.contains("gif") && err.contains("onetrainer"), "{err}");
     // Two inputs with the same word would overwrite each other.
-    let err = run_err(&[
+    let err = fails(&[
         "convert",
         s(&emb("learned_embeds.bin")),
         s(&emb("learned_embeds.safetensors")),
@@ -168,7 +140,7 @@ fn a_pair_stays_a_pair_in_every_format_and_round_trips() {
         let out = tmp.path().join(format);
         let mut args = vec!["convert", s(&astro), s(&astro_neg)];
         args.extend(["--format", format, "--out", s(&out)]);
-        run_ok(&args);
+        ok(&args);
         let fmt = ExportFormat::parse(format).unwrap();
         for (word, file) in [("astro", "astro.pt"), ("astro-neg", "astro-neg.pt")] {
             let path = fmt.path_for(&out, word);
@@ -192,7 +164,7 @@ fn a_pair_stays_a_pair_in_every_format_and_round_trips() {
     assert_eq!(t.keys().collect::<Vec<_>>(), ["emp_params"]);
     // --name renames the pair.
     let out = tmp.path().join("renamed");
-    run_ok(&[
+    ok(&[
         "convert",
         s(&emb("astro.pt")),
         s(&emb("astro-neg.pt")),
@@ -221,7 +193,7 @@ fn workspace(dir: &Path, width: usize) -> PathBuf {
     )
     .unwrap();
     let ws = dir.join("ws");
-    run_ok(&["init", s(&ws), "--model", s(&model)]);
+    ok(&["init", s(&ws), "--model", s(&model)]);
     ws
 }
 
@@ -232,7 +204,7 @@ fn import_pairs_singles_and_negatives_into_a_workspace() {
     let w = s(&ws_dir);
     let expected = expected();
 
-    let out = run_ok(&[
+    let out = ok(&[
         "import",
         s(&emb("astro.pt")),
         s(&emb("astro-neg.pt")),
@@ -259,8 +231,8 @@ fn import_pairs_singles_and_negatives_into_a_workspace() {
         "neg",
     );
 
-    run_ok(&["import", s(&emb("kohya.safetensors")), "-w", w]);
-    run_ok(&[
+    ok(&["import", s(&emb("kohya.safetensors")), "-w", w]);
+    ok(&[
         "import",
         s(&emb("learned_embeds.bin")),
         "--name",
@@ -279,12 +251,12 @@ fn import_pairs_singles_and_negatives_into_a_workspace() {
     assert_eq!(names, ["<astro-neg>", "<astro>", "<kohya>", "<toy>"]);
 
     // Refusals: wrong width, an existing concept or word, and a bad name.
-    let err = run_err(&["import", s(&emb("wide-sd2.pt")), "-w", w]);
+    let err = fails(&["import", s(&emb("wide-sd2.pt")), "-w", w]);
     assert!(
         err.contains("wide-sd2.pt") && err.contains("1024 wide") && err.contains("768 wide"),
         "{err}"
     );
-    let err = run_err(&[
+    let err = fails(&[
         "import",
         s(&emb("astro.pt")),
         s(&emb("astro-neg.pt")),
@@ -295,7 +267,7 @@ fn import_pairs_singles_and_negatives_into_a_workspace() {
         err.contains("astro") && err.contains("already exists"),
         "{err}"
     );
-    let err = run_err(&[
+    let err = fails(&[
         "import",
         s(&emb("onetrainer.safetensors")),
         "--name",
@@ -304,9 +276,9 @@ fn import_pairs_singles_and_negatives_into_a_workspace() {
         w,
     ]);
     assert!(err.contains("<kohya>"), "{err}");
-    let err = run_err(&["import", s(&emb("legacy.pt")), "--name", "a b", "-w", w]);
+    let err = fails(&["import", s(&emb("legacy.pt")), "--name", "a b", "-w", w]);
     assert!(err.contains("`a b`"), "{err}");
-    let err = run_err(&[
+    let err = fails(&[
         "import",
         s(&emb("legacy.pt")),
         "--as-negative-of",
@@ -315,7 +287,7 @@ fn import_pairs_singles_and_negatives_into_a_workspace() {
         w,
     ]);
     assert!(err.contains("already has a negative"), "{err}");
-    let err = run_err(&[
+    let err = fails(&[
         "import",
         s(&emb("legacy.pt")),
         "--as-negative-of",
@@ -327,8 +299,8 @@ fn import_pairs_singles_and_negatives_into_a_workspace() {
 
     // --as-negative-of: a concept made from a photo gets an imported negative.
     let photo = fixtures().join("references/chelsea.png");
-    run_ok(&["concept", "add", "cat", "--reference", s(&photo), "-w", w]);
-    run_ok(&[
+    ok(&["concept", "add", "cat", "--reference", s(&photo), "-w", w]);
+    ok(&[
         "import",
         s(&emb("legacy.pt")),
         "--as-negative-of",
@@ -351,17 +323,17 @@ fn export_then_import_is_bit_exact_in_every_format() {
     let ws_dir = workspace(tmp.path(), 768);
     let w = s(&ws_dir);
     let expected = expected();
-    run_ok(&[
+    ok(&[
         "import",
         s(&emb("astro.pt")),
         s(&emb("astro-neg.pt")),
         "-w",
         w,
     ]);
-    run_ok(&["import", s(&emb("onetrainer.safetensors")), "-w", w]);
+    ok(&["import", s(&emb("onetrainer.safetensors")), "-w", w]);
     for format in ExportFormat::NAMES {
         let out = tmp.path().join("out").join(format);
-        let stdout = run_ok(&[
+        let stdout = ok(&[
             "export",
             "astro",
             "--format",
@@ -379,7 +351,7 @@ fn export_then_import_is_bit_exact_in_every_format() {
         let mut args = vec!["import".to_string()];
         args.extend(files);
         args.extend(["-w".into(), s(&ws2).into()]);
-        run_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
         let d = ws2.join("concepts/astro");
         assert_same(
             &emb_params(&d.join("astro.safetensors")),
@@ -393,7 +365,7 @@ fn export_then_import_is_bit_exact_in_every_format() {
         );
         // A single word from embeddings/ exports too.
         let out1 = tmp.path().join("single").join(format);
-        run_ok(&[
+        ok(&[
             "export",
             "onetrainer",
             "--format",
@@ -413,9 +385,9 @@ fn export_then_import_is_bit_exact_in_every_format() {
         );
     }
     // The default output folder, and refusals.
-    run_ok(&["export", "astro", "--format", "kohya", "-w", w]);
+    ok(&["export", "astro", "--format", "kohya", "-w", w]);
     assert!(ws_dir.join("exports/kohya/astro-neg.safetensors").is_file());
-    let err = run_err(&["export", "nothing", "--format", "kohya", "-w", w]);
+    let err = fails(&["export", "nothing", "--format", "kohya", "-w", w]);
     assert!(
         err.contains("nothing") && err.contains("astro") && err.contains("onetrainer"),
         "{err}"
@@ -444,12 +416,12 @@ fn imported_pair_works_in_prompts_and_is_not_trainable_without_references() {
     let tmp = tempfile::tempdir().unwrap();
     let ws = tmp.path().join("ws");
     let model = fixtures().join("tiny-sd1/model");
-    run_ok(&["init", s(&ws), "--model", s(&model)]);
+    ok(&["init", s(&ws), "--model", s(&model)]);
     let pos = tiny_word(tmp.path(), "x", 2);
     let neg = tiny_word(tmp.path(), "x-neg", 3);
-    run_ok(&["import", s(&neg), s(&pos), "-w", s(&ws)]);
+    ok(&["import", s(&neg), s(&pos), "-w", s(&ws)]);
     let img = tmp.path().join("x.png");
-    let out = run_ok(&[
+    let out = ok(&[
         "generate",
         "--prompt",
         "a photo of <x>",
@@ -472,7 +444,7 @@ fn imported_pair_works_in_prompts_and_is_not_trainable_without_references() {
         out.contains("<x-neg>"),
         "the negative word is added automatically: {out}"
     );
-    let err = run_err(&["train", "x", "-w", s(&ws), "--steps", "1"]);
+    let err = fails(&["train", "x", "-w", s(&ws), "--steps", "1"]);
     assert!(err.contains("no reference images"), "{err}");
 }
 
@@ -481,8 +453,8 @@ fn single_file_workspace_checks_widths_from_the_checkpoint() {
     let tmp = tempfile::tempdir().unwrap();
     let ws = tmp.path().join("ws");
     let model = fixtures().join("tiny-sd2v/single_file.safetensors");
-    run_ok(&["init", s(&ws), "--model", s(&model)]);
-    let err = run_err(&["import", s(&emb("astro.pt")), "-w", s(&ws)]);
+    ok(&["init", s(&ws), "--model", s(&model)]);
+    let err = fails(&["import", s(&emb("astro.pt")), "-w", s(&ws)]);
     assert!(
         err.contains("768 wide (SD 1.x)") && err.contains("48 wide"),
         "{err}"
@@ -500,7 +472,7 @@ fn single_file_workspace_checks_widths_from_the_checkpoint() {
         tmp.path(),
     )
     .unwrap();
-    run_ok(&["import", s(&file), "-w", s(&ws)]);
+    ok(&["import", s(&file), "-w", s(&ws)]);
     assert_same(
         &emb_params(&ws.join("embeddings/w48.safetensors")),
         &v,
@@ -510,7 +482,7 @@ fn single_file_workspace_checks_widths_from_the_checkpoint() {
 
 #[test]
 fn inspect_describes_embeddings_and_checkpoints() {
-    let out = run_ok(&["inspect", s(&emb("astro.pt"))]);
+    let out = ok(&["inspect", s(&emb("astro.pt"))]);
     for want in [
         "AUTOMATIC1111",
         "<astro>",
@@ -520,12 +492,12 @@ fn inspect_describes_embeddings_and_checkpoints() {
     ] {
         assert!(out.contains(want), "missing {want:?} in\n{out}");
     }
-    let out = run_ok(&["inspect", s(&emb("kohya.safetensors"))]);
+    let out = ok(&["inspect", s(&emb("kohya.safetensors"))]);
     assert!(
         out.contains("emb_params") && out.contains("F16") && out.contains("5 × 768"),
         "{out}"
     );
-    let out = run_ok(&[
+    let out = ok(&[
         "inspect",
         s(&fixtures().join("tiny-sd2v/single_file.safetensors")),
     ]);
@@ -541,7 +513,7 @@ fn inspect_describes_embeddings_and_checkpoints() {
     ] {
         assert!(out.contains(want), "missing {want:?} in\n{out}");
     }
-    let out = run_ok(&[
+    let out = ok(&[
         "inspect",
         s(&fixtures().join("tiny-sd1/single_file.safetensors")),
     ]);
@@ -549,7 +521,7 @@ fn inspect_describes_embeddings_and_checkpoints() {
         out.contains("SD 1.x (CLIP") && out.contains("1x1 conv projections"),
         "{out}"
     );
-    let err = run_err(&["inspect", s(&emb("two-keys.safetensors"))]);
+    let err = fails(&["inspect", s(&emb("two-keys.safetensors"))]);
     assert!(
         err.contains("two-keys.safetensors") && err.contains("`a`"),
         "{err}"
@@ -559,7 +531,7 @@ fn inspect_describes_embeddings_and_checkpoints() {
 #[test]
 fn selftest_binary_runs_on_a_single_file() {
     let fx = fixtures().join("tiny-sd2v");
-    let out = run_ok(&[
+    let out = ok(&[
         "selftest",
         s(&fx),
         "--model",

@@ -3,54 +3,27 @@
 //! several-word init text, a one-line custom template, posterior sampling
 //! (`--vae-sample`) that keeps resume bit-exact, and refusals of bad values.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
+
+use std::path::Path;
+
+use common::{bin, root, run_ok, workspace_with_concept};
 
 use dreamartist::concept::{load_embedding, Concept};
 use dreamartist::sd::{LoadOptions, StableDiffusion};
 use dreamartist::toyworld::INIT_TEXT;
 use dreamartist::workspace::Workspace;
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_dreamartist"))
-}
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
-}
-
-fn run_ok(cmd: &mut Command) -> Output {
-    let out = cmd.output().expect("binary runs");
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed:\nstdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
 /// A workspace on the toy model with concept `cross` (preset toy, mean init).
 fn toy_workspace(extra: &[&str]) -> tempfile::TempDir {
-    let tmp = tempfile::tempdir().unwrap();
-    let ws = tmp.path().join("ws");
-    let model = root().join("assets/toyworld");
-    run_ok(bin().args([
-        "init",
-        ws.to_str().unwrap(),
-        "--model",
-        model.to_str().unwrap(),
-    ]));
-    let reference = root().join("references/purple_cross.png");
-    run_ok(
-        bin()
-            .args(["concept", "add", "cross", "--reference"])
-            .arg(&reference)
-            .args(["--preset", "toy", "--init-text", INIT_TEXT, "-w"])
-            .arg(&ws)
-            .args(extra),
-    );
-    tmp
+    let mut options = vec!["--preset", "toy", "--init-text", INIT_TEXT];
+    options.extend_from_slice(extra);
+    workspace_with_concept(
+        &root().join("assets/toyworld"),
+        "cross",
+        &root().join("references/purple_cross.png"),
+        &options,
+    )
 }
 
 fn train(ws: &Path, extra: &[&str]) -> serde_json::Value {

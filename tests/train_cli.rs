@@ -1,53 +1,22 @@
 //! The trainer end to end through the binary: init → concept add → train,
 //! exact resume, and the refusals (bad images, masks, presets, workspaces).
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use candle_core::Tensor;
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_dreamartist"))
-}
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
-
-fn run_ok(cmd: &mut Command) -> Output {
-    let out = cmd.output().expect("binary runs");
-    assert!(
-        out.status.success(),
-        "{:?} failed:\nstdout: {}\nstderr: {}",
-        cmd,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
+use common::{bin, fixtures, run_ok, workspace_with_concept};
 
 /// A fresh workspace on the tiny SD1 model with concept `cat` (one real photo).
-fn workspace_with_concept() -> tempfile::TempDir {
-    let tmp = tempfile::tempdir().unwrap();
-    let ws = tmp.path().join("ws");
-    let model = fixtures().join("tiny-sd1/model");
-    run_ok(bin().args([
-        "init",
-        ws.to_str().unwrap(),
-        "--model",
-        model.to_str().unwrap(),
-    ]));
-    let photo = fixtures().join("references/chelsea.png");
-    run_ok(bin().args([
-        "concept",
-        "add",
+fn cat_workspace() -> tempfile::TempDir {
+    workspace_with_concept(
+        &fixtures().join("tiny-sd1/model"),
         "cat",
-        "--reference",
-        photo.to_str().unwrap(),
-        "-w",
-        ws.to_str().unwrap(),
-    ]));
-    tmp
+        &fixtures().join("references/chelsea.png"),
+        &[],
+    )
 }
 
 fn train(ws: &Path, extra: &[&str]) -> Vec<serde_json::Value> {
@@ -78,7 +47,7 @@ fn bits(t: &Tensor) -> Vec<u32> {
 
 #[test]
 fn train_writes_the_pair_metrics_and_finished_event() {
-    let tmp = workspace_with_concept();
+    let tmp = cat_workspace();
     let ws = tmp.path().join("ws");
     let events = train(&ws, &["--steps", "50", "--seed", "3"]);
     let last = events.last().unwrap();
@@ -133,8 +102,8 @@ fn train_writes_the_pair_metrics_and_finished_event() {
 
 #[test]
 fn resume_continues_bit_for_bit() {
-    let a = workspace_with_concept();
-    let b = workspace_with_concept();
+    let a = cat_workspace();
+    let b = cat_workspace();
     let (wa, wb) = (a.path().join("ws"), b.path().join("ws"));
     let straight = train(&wa, &["--steps", "50", "--seed", "11"]);
     train(&wb, &["--steps", "25", "--seed", "11"]);
@@ -164,7 +133,7 @@ fn fails_with(cmd: &mut Command, needles: &[&str]) {
 
 #[test]
 fn refusals_are_clear_and_write_nothing() {
-    let tmp = workspace_with_concept();
+    let tmp = cat_workspace();
     let ws = tmp.path().join("ws");
     let w = ws.to_str().unwrap();
     let refs_before = std::fs::read_dir(ws.join("references")).unwrap().count();
@@ -270,7 +239,7 @@ fn refusals_are_clear_and_write_nothing() {
 
 #[test]
 fn non_finite_loss_stops_with_a_clear_error() {
-    let tmp = workspace_with_concept();
+    let tmp = cat_workspace();
     let ws = tmp.path().join("ws");
     let out = bin()
         .args([
@@ -296,7 +265,7 @@ fn non_finite_loss_stops_with_a_clear_error() {
 
 #[test]
 fn textual_inversion_baseline_has_no_negative_word() {
-    let tmp = workspace_with_concept();
+    let tmp = cat_workspace();
     let ws = tmp.path().join("ws");
     let events = train(&ws, &["--steps", "3", "--train-cfg", "1"]);
     let last = events.last().unwrap();
@@ -309,7 +278,7 @@ fn textual_inversion_baseline_has_no_negative_word() {
 #[test]
 fn ctrl_c_saves_a_checkpoint_and_exits_zero() {
     use std::io::{BufRead, BufReader};
-    let tmp = workspace_with_concept();
+    let tmp = cat_workspace();
     let ws = tmp.path().join("ws");
     let mut child = bin()
         .args([
@@ -367,7 +336,7 @@ fn gradient_accumulation_averages_micro_batches() {
     // Batch 2 × accumulation 1 and batch 1 × accumulation 2 draw the same
     // samples in the same order: the averaged gradient (pre-clip norm) and the
     // loss must agree; a sum instead of an average would double the norm.
-    let tmp = workspace_with_concept();
+    let tmp = cat_workspace();
     let ws = tmp.path().join("ws");
     let one = first_step(&train(
         &ws,
@@ -406,7 +375,7 @@ fn gradient_accumulation_averages_micro_batches() {
 
 #[test]
 fn ema_with_zero_decay_is_the_live_vectors_and_otherwise_differs() {
-    let tmp = workspace_with_concept();
+    let tmp = cat_workspace();
     let ws = tmp.path().join("ws");
     let plain = train(&ws, &["--steps", "4", "--seed", "2"]);
     let p_plain = emb(
@@ -428,8 +397,8 @@ fn ema_with_zero_decay_is_the_live_vectors_and_otherwise_differs() {
 
 #[test]
 fn preview_samples_are_rendered_and_do_not_change_the_run() {
-    let a = workspace_with_concept();
-    let b = workspace_with_concept();
+    let a = cat_workspace();
+    let b = cat_workspace();
     let (wa, wb) = (a.path().join("ws"), b.path().join("ws"));
     let with = train(&wa, &["--steps", "4", "--seed", "8", "--sample-every", "2"]);
     let without = train(&wb, &["--steps", "4", "--seed", "8"]);
