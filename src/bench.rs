@@ -68,6 +68,87 @@ pub fn peak_rss_mib() -> f64 {
     f64::NAN
 }
 
+/// Peak GPU memory in use during the bench, above what was in use when it
+/// started (the CUDA context): a thread polls the driver's free-memory count
+/// every millisecond. The peer reports PyTorch's peak allocation, which also
+/// counts the weights and excludes the context, so the two compare closely
+/// (ours can overstate by what the allocator holds freed).
+#[cfg(feature = "cuda")]
+struct GpuMemoryPoll {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    peak: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    baseline: usize,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+#[cfg(feature = "cuda")]
+impl GpuMemoryPoll {
+    fn start(device: &Device) -> Option<Self> {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let ctx = device
+            .as_cuda_device()
+            .ok()?
+            .cuda_stream()
+            .context()
+            .clone();
+        let (free, total) = ctx.mem_get_info().ok()?;
+        let baseline = total - free;
+        let stop = Arc::new(AtomicBool::new(false));
+        let peak = Arc::new(AtomicUsize::new(baseline));
+        let thread = {
+            let (stop, peak) = (stop.clone(), peak.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    if let Ok((free, total)) = ctx.mem_get_info() {
+                        peak.fetch_max(total - free, Ordering::Relaxed);
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+            })
+        };
+        Some(Self {
+            stop,
+            peak,
+            baseline,
+            thread: Some(thread),
+        })
+    }
+
+    fn finish(mut self) -> f64 {
+        use std::sync::atomic::Ordering;
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        (self.peak.load(Ordering::Relaxed) - self.baseline) as f64 / (1024.0 * 1024.0)
+    }
+}
+
+/// Peak memory as the peer measures it on this device: GPU memory on CUDA,
+/// the process's resident memory on the CPU.
+struct PeakMemory {
+    #[cfg(feature = "cuda")]
+    gpu: Option<GpuMemoryPoll>,
+}
+
+impl PeakMemory {
+    fn start(_device: &Device) -> Self {
+        Self {
+            #[cfg(feature = "cuda")]
+            gpu: GpuMemoryPoll::start(_device),
+        }
+    }
+
+    fn finish(self) -> f64 {
+        #[cfg(feature = "cuda")]
+        if let Some(gpu) = self.gpu {
+            return gpu.finish();
+        }
+        peak_rss_mib()
+    }
+}
+
 fn sync(device: &Device) -> Result<()> {
     device.synchronize().context("device synchronisation")
 }
@@ -82,6 +163,7 @@ fn dtype_name(d: DType) -> &'static str {
 }
 
 pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
+    let memory = PeakMemory::start(&opts.device);
     let load = LoadOptions {
         dtype: opts.dtype,
         device: opts.device.clone(),
@@ -212,7 +294,7 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
         sample_step_ms: round2(median(&mut step_ms)),
         sample_total_ms: (total_ms * 10.0).round() / 10.0,
         sampling_steps: opts.steps,
-        peak_mem_mib: (peak_rss_mib() * 10.0).round() / 10.0,
+        peak_mem_mib: (memory.finish() * 10.0).round() / 10.0,
         threads: candle_core::utils::get_num_threads(),
     })
 }

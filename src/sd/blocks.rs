@@ -344,6 +344,37 @@ impl Upsample {
     pub fn forward(&self, x: &Tensor, size: Option<(usize, usize)>) -> Result<Tensor> {
         let (_, _, h, w) = x.dims4()?;
         let (th, tw) = size.unwrap_or((h * 2, w * 2));
-        self.conv.forward(&x.upsample_nearest2d(th, tw)?)
+        self.conv.forward(&upsample_nearest(x, th, tw)?)
+    }
+}
+
+/// Nearest-neighbour upsampling. An exact 2× upsampling that tracks gradients
+/// is a broadcast (its backward is one sum): candle's `upsample_nearest2d`
+/// backward is a grouped convolution, run as one convolution per channel.
+pub(crate) fn upsample_nearest(x: &Tensor, th: usize, tw: usize) -> Result<Tensor> {
+    let (b, c, h, w) = x.dims4()?;
+    if x.track_op() && (th, tw) == (2 * h, 2 * w) {
+        return x
+            .reshape((b, c, h, 1, w, 1))?
+            .broadcast_as((b, c, h, 2, w, 2))?
+            .contiguous()?
+            .reshape((b, c, th, tw));
+    }
+    x.upsample_nearest2d(th, tw)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sd::testutil::assert_same_value_and_gradients as check;
+    use candle_core::{Device, Var};
+
+    #[test]
+    fn tracked_2x_upsampling_matches_candles_in_value_and_gradient() {
+        let x0 = Tensor::randn(0f64, 1.0, (2, 3, 4, 5), &Device::Cpu).unwrap();
+        let v = Var::from_tensor(&x0).unwrap();
+        let ours = upsample_nearest(v.as_tensor(), 8, 10).unwrap();
+        let candle = v.as_tensor().upsample_nearest2d(8, 10).unwrap();
+        check(&[&v], &ours, &candle, 1e-15, 1e-12);
     }
 }

@@ -201,13 +201,51 @@ impl Precomputed {
         if gemm_conv_applies(grad, x.dims4()?, kernel, padding, stride)? {
             return conv_input_grad_gemm(x.dims4()?, grad, kernel, padding, stride);
         }
-        // As candle's own conv2d backward, minus the kernel gradient.
-        let grad_h = grad.dim(2)?;
-        let k_h = kernel.dim(2)?;
-        let out_size = (grad_h - 1) * stride + (k_h - 1) + 1 - 2 * padding;
-        let out_padding = x.dim(2)? - out_size;
-        grad.conv_transpose2d(kernel, padding, out_padding, stride, 1)
+        conv_input_grad_by_convolution(x.dims4()?, grad, kernel, padding, stride)
     }
+}
+
+/// The input gradient of a convolution with the device's forward kernels
+/// (CUDA): a 1×1 convolution's is one matmul `Wᵀ · dY`; a stride-1
+/// convolution's is the convolution of `dY` with the kernel transposed
+/// (in/out) and flipped, padded by `k − 1 − p` (im2col + cuBLAS, where candle's
+/// CUDA transposed convolution is a naive per-output loop). Strided ones (SD's
+/// three downsamplers) use the transposed convolution.
+fn conv_input_grad_by_convolution(
+    x_dims: (usize, usize, usize, usize),
+    grad: &Tensor,
+    kernel: &Tensor,
+    padding: usize,
+    stride: usize,
+) -> Result<Tensor> {
+    let (b, c_in, h, _) = x_dims;
+    let (_, c_out, ho, wo) = grad.dims4()?;
+    let (_, _, k_h, k_w) = kernel.dims4()?;
+    if stride == 1 && k_h * k_w == 1 && padding == 0 {
+        let w_t = kernel.reshape((c_out, c_in))?.t()?;
+        let dy = grad.contiguous()?.reshape((b, c_out, ho * wo))?;
+        return w_t.broadcast_left(b)?.matmul(&dy)?.reshape(x_dims);
+    }
+    if stride == 1 && k_h == k_w && padding < k_h {
+        let flip = |t: &Tensor, dim: usize, n: usize| -> Result<Tensor> {
+            let rev: Vec<u32> = (0..n as u32).rev().collect();
+            t.index_select(&Tensor::new(rev.as_slice(), t.device())?, dim)
+        };
+        let flipped = flip(
+            &flip(&kernel.transpose(0, 1)?.contiguous()?, 2, k_h)?,
+            3,
+            k_w,
+        )?;
+        let dx = grad.conv2d(&flipped.contiguous()?, k_h - 1 - padding, 1, 1, 1)?;
+        if dx.dims4()? == x_dims {
+            return Ok(dx);
+        }
+    }
+    // As candle's own conv2d backward, minus the kernel gradient (candle takes
+    // one output padding for both sides: the height's).
+    let out_size = (ho - 1) * stride + (k_h - 1) + 1 - 2 * padding;
+    let out_padding = h - out_size;
+    grad.conv_transpose2d(kernel, padding, out_padding, stride, 1)
 }
 
 /// The input gradient of a convolution as one gemm and a col2im (CPU).
@@ -565,6 +603,29 @@ mod tests {
                 .unwrap();
             let g = check(&[&v], &frozen, &plain, 1e-12, 1e-10);
             assert!(g.get(&w).is_none());
+        }
+    }
+
+    /// The device-kernel input gradient (what CUDA runs) equals the CPU
+    /// gemm + col2im one, for 1×1, stride-1 and strided convolutions.
+    #[test]
+    fn input_gradient_by_convolution_matches_col2im() {
+        let d = Device::Cpu;
+        for (k, pad, stride, hw) in [
+            (1usize, 0usize, 1usize, 6usize),
+            (3, 1, 1, 8),
+            (3, 0, 1, 7),
+            (5, 2, 1, 6),
+            (3, 1, 2, 8),
+        ] {
+            let w = Tensor::randn(0f64, 1.0, (6, 4, k, k), &d).unwrap();
+            let ho = (hw + 2 * pad - k) / stride + 1;
+            let dy = Tensor::randn(0f64, 1.0, (2, 6, ho, ho), &d).unwrap();
+            let x_dims = (2, 4, hw, hw);
+            let want = conv_input_grad_gemm(x_dims, &dy, &w, pad, stride).unwrap();
+            let got = conv_input_grad_by_convolution(x_dims, &dy, &w, pad, stride).unwrap();
+            let diff = crate::sd::testutil::max_diff(&got, &want);
+            assert!(diff < 1e-10, "k {k} pad {pad} stride {stride}: {diff}");
         }
     }
 }

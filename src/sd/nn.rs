@@ -240,10 +240,17 @@ pub fn quick_gelu(x: &Tensor) -> Result<Tensor> {
     x * candle_nn::ops::sigmoid(&(x * 1.702)?)?
 }
 
-/// Largest score map (elements of `[B, H, q, k]`) computed in one piece when no
-/// gradient is needed; bigger maps are computed in query chunks. At 512 px, SD's
-/// first self-attention would otherwise hold 2×8×4096×4096 f32 (1 GiB) at once.
-const MAX_SCORES: usize = 1 << 24;
+/// Largest score map (elements of `[B, H, q, k]`) computed in one piece;
+/// bigger maps are computed in query chunks. At 512 px, SD's first
+/// self-attention would otherwise hold 2×8×4096×4096 scores at once (1 GiB in
+/// f32). A GPU takes bigger chunks (fewer launches): 128M scores, 256 MiB in f16.
+fn max_scores(device: &candle_core::Device) -> usize {
+    if device.is_cpu() {
+        1 << 24
+    } else {
+        1 << 27
+    }
+}
 
 /// Multi-head scaled dot-product attention on `[B, H, N, d]` tensors.
 ///
@@ -265,10 +272,11 @@ pub fn attention(
     let nk = k.dim(2)?;
     let tracked = q.track_op() || k.track_op() || v.track_op();
     let total = b * h * nq * nk;
-    if total <= MAX_SCORES || mask.is_some() {
+    let max_scores = max_scores(q.device());
+    if total <= max_scores || mask.is_some() {
         return attention_full(q, k, v, scale, upcast, mask);
     }
-    let rows = (MAX_SCORES / (b * h * nk)).max(1);
+    let rows = (max_scores / (b * h * nk)).max(1);
     if tracked {
         // Training: slices here too, with the probabilities recomputed in backward.
         return super::sliced::attention(q, k, v, scale, upcast, rows);
@@ -304,14 +312,15 @@ fn attention_full(
     } else {
         (q.clone(), k.clone())
     };
-    let raw = q.matmul(&k.t()?)?;
-    let mask_fits =
-        mask.is_none_or(|m| m.rank() == 2 && m.dim(1).ok() == raw.dims().last().copied());
-    let probs = if raw.track_op() && super::fused::applies(&raw) && mask_fits {
+    let nk = k.dim(2)?;
+    let mask_fits = mask.is_none_or(|m| m.rank() == 2 && m.dim(1).ok() == Some(nk));
+    let tracked = q.track_op() || k.track_op();
+    let probs = if tracked && super::fused::applies(&q) && mask_fits {
         // Scale (and mask) folded into the fused softmax: fewer ops each way.
-        super::fused::softmax_last_dim(&raw, scale, mask)?
+        super::fused::softmax_last_dim(&q.matmul(&k.t()?)?, scale, mask)?
     } else {
-        let mut scores = (raw * scale)?;
+        // The scale on q (N×d), not on the N×N scores: one pass less over the map.
+        let mut scores = (q * scale)?.matmul(&k.t()?)?;
         if let Some(m) = mask {
             scores = scores.broadcast_add(&m.to_dtype(scores.dtype())?)?;
         }
@@ -343,7 +352,7 @@ mod tests {
     #[test]
     fn sliced_attention_equals_full_attention() {
         let d = Device::Cpu;
-        // 1×2×4100×4100 > MAX_SCORES: the sliced path runs.
+        // 1×2×4100×4100 > the CPU's max_scores: the sliced path runs.
         let q = Tensor::randn(0f32, 1.0, (1, 2, 4100, 8), &d).unwrap();
         let k = Tensor::randn(0f32, 1.0, (1, 2, 4100, 8), &d).unwrap();
         let v = Tensor::randn(0f32, 1.0, (1, 2, 4100, 8), &d).unwrap();
