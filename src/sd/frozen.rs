@@ -578,18 +578,24 @@ mod tests {
         }
     }
 
+    /// (kernel, padding, stride, input size): 1×1, same-size, unpadded,
+    /// over-padded and strided convolutions.
+    const CONV_CASES: [(usize, usize, usize, usize); 9] = [
+        (3, 1, 1, 8),
+        (1, 0, 1, 8),
+        (3, 0, 1, 7),
+        (5, 2, 1, 6),
+        (3, 2, 1, 5),
+        (3, 1, 2, 8),
+        (3, 0, 2, 9),
+        (5, 2, 2, 7),
+        (3, 1, 3, 10),
+    ];
+
     #[test]
     fn frozen_conv_matches_plain_conv_in_value_and_input_gradient() {
         let d = Device::Cpu;
-        for (k, pad, stride, hw) in [
-            (3usize, 1usize, 1usize, 8usize),
-            (1, 0, 1, 8),
-            (3, 1, 2, 8),
-            (3, 0, 2, 9),
-            (3, 2, 1, 5),
-            (5, 2, 2, 7),
-            (3, 1, 3, 10),
-        ] {
+        for (k, pad, stride, hw) in CONV_CASES {
             let x0 = Tensor::randn(0f64, 1.0, (2, 4, hw, hw), &d).unwrap();
             let w = Tensor::randn(0f64, 1.0, (6, 4, k, k), &d).unwrap();
             let v = Var::from_tensor(&x0).unwrap();
@@ -611,13 +617,7 @@ mod tests {
     #[test]
     fn input_gradient_by_convolution_matches_col2im() {
         let d = Device::Cpu;
-        for (k, pad, stride, hw) in [
-            (1usize, 0usize, 1usize, 6usize),
-            (3, 1, 1, 8),
-            (3, 0, 1, 7),
-            (5, 2, 1, 6),
-            (3, 1, 2, 8),
-        ] {
+        for (k, pad, stride, hw) in CONV_CASES {
             let w = Tensor::randn(0f64, 1.0, (6, 4, k, k), &d).unwrap();
             let ho = (hw + 2 * pad - k) / stride + 1;
             let dy = Tensor::randn(0f64, 1.0, (2, 6, ho, ho), &d).unwrap();
