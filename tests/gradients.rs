@@ -33,17 +33,25 @@ fn dot(a: &Tensor, b: &Tensor) -> f64 {
 }
 
 /// Checks `<grad, u>` against `(L(x+εu) − L(x−εu)) / 2ε` for a few random `u`.
+///
+/// The error is measured against `‖grad‖`, the typical size of `<grad, u>` for a
+/// standard-normal `u`, not against the one sample: a direction that happens to
+/// be nearly orthogonal to the gradient makes a ratio meaningless. In f64 the
+/// two agree to ~1e-5 of `‖grad‖`; a stray f32 step in the forward pass
+/// (rounding noise divided by 2ε) shows up at ~1e-4 and fails.
 fn check_directional(x0: &Tensor, grad: &Tensor, eps: f64, loss_at: impl Fn(&Tensor) -> f64) {
+    let scale = dot(grad, grad).sqrt();
     for _ in 0..3 {
         let u = Tensor::randn(0f64, 1.0, x0.dims(), &Device::Cpu).unwrap();
         let analytic = dot(grad, &u);
         let plus = loss_at(&(x0 + (&u * eps).unwrap()).unwrap());
         let minus = loss_at(&(x0 - (&u * eps).unwrap()).unwrap());
         let numeric = (plus - minus) / (2.0 * eps);
-        let ratio = analytic / numeric;
+        let error = (analytic - numeric).abs() / scale;
         assert!(
-            (ratio - 1.0).abs() < 0.01,
-            "directional derivative mismatch: analytic {analytic}, numeric {numeric}, ratio {ratio}"
+            error < 5e-5,
+            "directional derivative mismatch: analytic {analytic}, numeric {numeric}, \
+             error {error:e} of ‖grad‖ {scale}"
         );
     }
 }

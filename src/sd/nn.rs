@@ -307,7 +307,9 @@ fn attention_full(
     mask: Option<&Tensor>,
 ) -> Result<Tensor> {
     let dtype = q.dtype();
-    let (q, k) = if upcast && dtype != DType::F32 {
+    // Upcast means "raise half precision to f32"; an f64 run stays f64 (a
+    // downcast would put f32 rounding into f64 gradient checks).
+    let (q, k) = if upcast && is_half(dtype) {
         (q.to_dtype(DType::F32)?, k.to_dtype(DType::F32)?)
     } else {
         (q.clone(), k.clone())
@@ -328,6 +330,11 @@ fn attention_full(
     };
     let probs = probs.to_dtype(dtype)?;
     probs.matmul(v)
+}
+
+/// f16 or bf16: the dtypes `upcast_attention` raises to f32.
+pub(crate) fn is_half(dtype: DType) -> bool {
+    matches!(dtype, DType::F16 | DType::BF16)
 }
 
 /// `[B, N, H*d]` → `[B, H, N, d]`.
@@ -367,5 +374,21 @@ mod tests {
             .to_scalar::<f32>()
             .unwrap();
         assert!(diff < 1e-6, "{diff}");
+    }
+
+    #[test]
+    fn upcast_never_lowers_f64_precision() {
+        // SD 2.x sets upcast_attention; an f64 run (the gradient checks) must
+        // stay f64 through it, bit for bit the same as without the flag.
+        let d = Device::Cpu;
+        let q = Tensor::randn(0f64, 1.0, (1, 2, 16, 8), &d).unwrap();
+        let k = Tensor::randn(0f64, 1.0, (1, 2, 16, 8), &d).unwrap();
+        let v = Tensor::randn(0f64, 1.0, (1, 2, 16, 8), &d).unwrap();
+        let with = attention(&q, &k, &v, 0.35, true, None).unwrap();
+        let without = attention(&q, &k, &v, 0.35, false, None).unwrap();
+        assert_eq!(with.dtype(), DType::F64);
+        let with = with.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        let without = without.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        assert_eq!(with, without);
     }
 }
