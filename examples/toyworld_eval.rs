@@ -29,8 +29,8 @@ use dreamartist::sd::{LoadOptions, StableDiffusion};
 use dreamartist::toyworld::grid::grid;
 use dreamartist::toyworld::oneshot::{self, Method};
 use dreamartist::toyworld::protocol::{
-    decode_images, evaluate, sample_batch, ConceptSpec, Evaluation, SampleSettings, Scores,
-    Subject, CONCEPTS,
+    decode_images, evaluate, sample_batch, ConceptSpec, Evaluation, Phrasing, SampleSettings,
+    Scores, Subject, CONCEPTS,
 };
 use dreamartist::toyworld::report::table;
 use dreamartist::toyworld::world::{random_item, render, Attrs, Jitter, Size};
@@ -300,9 +300,19 @@ fn per_seed_table(runs: &[RunRecord]) -> String {
 }
 
 fn per_prompt_table(summary: &[(String, String, Scores)]) -> String {
-    let mut s = String::from(
-        "| concept | row | green | \", white\" | \"a photo of ..., blue\" | \"on a black\" |\n|---|---|---|---|---|---|\n",
+    let wording = |p: Phrasing| {
+        p.background_prompts()
+            .iter()
+            .map(|(t, _)| format!("\"{}\"", t.replace("{}", "<p>")))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut s = format!(
+        "Prompts: {} (`-photo` rows: {}).\n\n",
+        wording(Phrasing::Protocol),
+        wording(Phrasing::Photo)
     );
+    s.push_str("| concept | row | green | white | blue | black |\n|---|---|---|---|---|---|\n");
     for (c, row, sc) in summary {
         let cells: Vec<String> = sc
             .control_per_prompt
@@ -429,6 +439,7 @@ fn compare(a: &CompareArgs) -> Result<()> {
                 word: spec.words(),
                 plain: Some(spec.full_caption()),
                 negative: String::new(),
+                phrasing: Phrasing::Protocol,
             };
             let (r, _) = eval_row(
                 &sd,
@@ -699,12 +710,57 @@ struct Variant {
     train: fn(&mut TrainConfig),
 }
 
-/// Sampling modes: row suffix, negative word on, cfg (None = the protocol's).
-const MODES: [(&str, bool, Option<f64>); 3] = [
-    ("", true, None),
-    ("-noneg", false, None),
-    ("-cfg3", true, Some(3.0)),
+/// One way of sampling a trained pair.
+struct Mode {
+    /// Appended to the variant's name to make the table row.
+    suffix: &'static str,
+    /// `<n>` in the negative prompt.
+    negative: bool,
+    /// None: the protocol's cfg.
+    cfg: Option<f64>,
+    phrasing: Phrasing,
+}
+
+const MODES: [Mode; 4] = [
+    Mode {
+        suffix: "",
+        negative: true,
+        cfg: None,
+        phrasing: Phrasing::Protocol,
+    },
+    Mode {
+        suffix: "-noneg",
+        negative: false,
+        cfg: None,
+        phrasing: Phrasing::Protocol,
+    },
+    Mode {
+        suffix: "-cfg3",
+        negative: true,
+        cfg: Some(3.0),
+        phrasing: Phrasing::Protocol,
+    },
+    // Every background asked for inside the training phrase ("a photo of
+    // <p>, X background"); compared with TI sampled the same way (`ti-photo`).
+    Mode {
+        suffix: "-photo",
+        negative: true,
+        cfg: None,
+        phrasing: Phrasing::Photo,
+    },
 ];
+
+/// The TI rows: the protocol's phrasing, and the photo phrasing.
+const TI_ROWS: [(&str, Phrasing); 2] = [("ti", Phrasing::Protocol), ("ti-photo", Phrasing::Photo)];
+
+/// The TI row a DreamArtist row is judged against: the same phrasing.
+fn baseline_of(row: &str) -> &'static str {
+    if row.ends_with("-photo") {
+        "ti-photo"
+    } else {
+        "ti"
+    }
+}
 
 fn variants() -> Vec<Variant> {
     vec![
@@ -777,10 +833,10 @@ fn read_sweep(path: &Path) -> Vec<RunRecord> {
 /// `sweep.md` from every run: the table (TI and each DreamArtist row), and
 /// which rows beat TI on controllability at fidelity ≥ 0.8 on every concept.
 fn sweep_report(runs: &[RunRecord], out: &Path) -> Result<()> {
-    let mut order = vec!["ti".to_string()];
+    let mut order: Vec<String> = TI_ROWS.iter().map(|(r, _)| r.to_string()).collect();
     for v in variants() {
-        for (suffix, _, _) in MODES {
-            order.push(format!("{}{suffix}", v.name));
+        for m in &MODES {
+            order.push(format!("{}{}", v.name, m.suffix));
         }
     }
     let order_ref: Vec<&str> = order.iter().map(|s| s.as_str()).collect();
@@ -801,10 +857,11 @@ fn sweep_report(runs: &[RunRecord], out: &Path) -> Result<()> {
                     .find(|(cc, rr, _)| cc == *c && rr == r)
                     .map(|(_, _, s)| s)
             };
-            match (get(row), get("ti")) {
+            let baseline = baseline_of(row);
+            match (get(row), get(baseline)) {
                 (Some(s), Some(ti)) => {
                     cells.push(format!(
-                        "{c}: fidelity {:.2}, control {:.2} vs TI {:.2}",
+                        "{c}: fidelity {:.2}, control {:.2} vs {baseline} {:.2}",
                         s.fidelity, s.control, ti.control
                     ));
                     ok &= s.fidelity >= 0.8 && s.control > ti.control;
@@ -812,7 +869,7 @@ fn sweep_report(runs: &[RunRecord], out: &Path) -> Result<()> {
                 _ => ok = false,
             }
         }
-        if row != "ti" && cells.len() == concepts.len() {
+        if !row.starts_with("ti") && cells.len() == concepts.len() {
             verdict.push_str(&format!(
                 "- {row}: {} — {}\n",
                 if ok { "**beats TI on both**" } else { "no" },
@@ -821,9 +878,10 @@ fn sweep_report(runs: &[RunRecord], out: &Path) -> Result<()> {
         }
     }
     let md = format!(
-        "# Toy world sweep (mean over training seeds; reference figures in parentheses where the row exists)\n\n{}\n## Beats TI on controllability at fidelity ≥ 0.8 on every concept?\n\n{}\n## Per training seed\n\n{}",
+        "# Toy world sweep (mean over training seeds; reference figures in parentheses where the row exists)\n\n{}\n## Beats TI on controllability at fidelity ≥ 0.8 on every concept?\n\n(`-photo` rows against `ti-photo`: both sampled with every background inside \"a photo of\".)\n\n{}\n## Controllability per background prompt\n\n{}\n## Per training seed\n\n{}",
         table(&summary),
         verdict,
+        per_prompt_table(&summary),
         per_seed_table(runs)
     );
     write_atomic(&out.join("sweep.md"), md.as_bytes())?;
@@ -914,7 +972,7 @@ fn sweep(a: &SweepArgs) -> Result<()> {
             for &seed in &a.runs.seeds {
                 let first = seed == a.runs.seeds[0];
                 let Some(v) = unit else {
-                    if done(&runs, name, "ti", seed) {
+                    if TI_ROWS.iter().all(|(row, _)| done(&runs, name, row, seed)) {
                         continue;
                     }
                     let mut cfg = oneshot::reference_config(Method::TextualInversion, seed);
@@ -924,24 +982,33 @@ fn sweep(a: &SweepArgs) -> Result<()> {
                     let concept = oneshot::concept(&format!("{name}-ti-s{seed}"), ref_rel, cfg);
                     let trained = oneshot::train_or_load(&sd, &ws, &concept)?;
                     let bank = oneshot::bank(&trained.pos, None);
-                    let grid_path = first.then(|| grids.join(format!("{name}_ti_s{seed}.png")));
-                    let (r, _) = eval_row(
-                        &sd,
-                        spec,
-                        &oneshot::subject(&bank, false),
-                        &settings(c),
-                        "ti",
-                        Some(seed),
-                        Some(&trained),
-                        grid_path,
-                    )?;
-                    runs.push(r);
-                    save(&runs)?;
+                    for (row, phrasing) in TI_ROWS {
+                        if done(&runs, name, row, seed) {
+                            continue;
+                        }
+                        let grid_path =
+                            first.then(|| grids.join(format!("{name}_{row}_s{seed}.png")));
+                        let (r, _) = eval_row(
+                            &sd,
+                            spec,
+                            &Subject {
+                                phrasing,
+                                ..oneshot::subject(&bank, false)
+                            },
+                            &settings(c),
+                            row,
+                            Some(seed),
+                            Some(&trained),
+                            grid_path,
+                        )?;
+                        runs.push(r);
+                        save(&runs)?;
+                    }
                     continue;
                 };
                 if MODES
                     .iter()
-                    .all(|(suffix, _, _)| done(&runs, name, &format!("{}{suffix}", v.name), seed))
+                    .all(|m| done(&runs, name, &format!("{}{}", v.name, m.suffix), seed))
                 {
                     continue;
                 }
@@ -952,24 +1019,31 @@ fn sweep(a: &SweepArgs) -> Result<()> {
                 (v.train)(&mut cfg);
                 let concept = oneshot::concept(&format!("{name}-{}-s{seed}", v.name), ref_rel, cfg);
                 let trained = oneshot::train_or_load(&sd, &ws, &concept)?;
-                for (suffix, negative, cfg) in MODES {
-                    let row = format!("{}{suffix}", v.name);
+                for m in &MODES {
+                    let row = format!("{}{}", v.name, m.suffix);
                     if done(&runs, name, &row, seed) {
                         continue;
                     }
                     let bank = oneshot::bank(
                         &trained.pos,
-                        if negative { trained.neg.as_ref() } else { None },
+                        if m.negative {
+                            trained.neg.as_ref()
+                        } else {
+                            None
+                        },
                     );
                     let st = SampleSettings {
-                        cfg: cfg.unwrap_or(c.cfg),
+                        cfg: m.cfg.unwrap_or(c.cfg),
                         ..settings(c)
                     };
                     let grid_path = first.then(|| grids.join(format!("{name}_{row}_s{seed}.png")));
                     let (r, _) = eval_row(
                         &sd,
                         spec,
-                        &oneshot::subject(&bank, negative),
+                        &Subject {
+                            phrasing: m.phrasing,
+                            ..oneshot::subject(&bank, m.negative)
+                        },
                         &st,
                         &row,
                         Some(seed),

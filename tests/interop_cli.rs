@@ -13,7 +13,7 @@ use dreamartist::interop::load_embedding_file;
 use dreamartist::workspace::Workspace;
 
 mod common;
-use common::{fails, fixtures, ok};
+use common::{assert_bitwise_same as assert_same, fails, fixtures, ok};
 
 fn emb(file: &str) -> PathBuf {
     fixtures().join("embeddings").join(file)
@@ -25,23 +25,6 @@ fn s(p: &Path) -> &str {
 
 fn expected() -> HashMap<String, Tensor> {
     candle_core::safetensors::load(emb("expected.safetensors"), &Device::Cpu).unwrap()
-}
-
-fn bits(t: &Tensor) -> Vec<u32> {
-    t.to_dtype(DType::F32)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap()
-        .iter()
-        .map(|x| x.to_bits())
-        .collect()
-}
-
-fn assert_same(a: &Tensor, b: &Tensor, what: &str) {
-    assert_eq!(a.dims(), b.dims(), "{what}");
-    assert!(bits(a) == bits(b), "{what}: values differ");
 }
 
 /// `emb_params` of one of our (or kohya's) files, checked to be f32.

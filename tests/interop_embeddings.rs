@@ -10,6 +10,8 @@ use candle_core::{DType, Device, Tensor};
 use dreamartist::interop::export::{export_word, ExportFormat, ExportWord};
 use dreamartist::interop::{load_embedding_file, EmbeddingFormat, InteropError};
 
+mod common;
+
 fn dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/embeddings")
 }
@@ -23,29 +25,10 @@ fn expected() -> HashMap<String, Tensor> {
     candle_core::safetensors::load(dir().join("expected.safetensors"), &Device::Cpu).unwrap()
 }
 
-/// Bitwise equality of two f32 tensors.
+/// Bitwise equality with the expected vectors, which must load as f32.
 fn assert_same(actual: &Tensor, expected: &Tensor, what: &str) {
-    assert_eq!(actual.dims(), expected.dims(), "{what}: shape");
     assert_eq!(actual.dtype(), DType::F32, "{what}: dtype");
-    let a: Vec<u32> = actual
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap()
-        .iter()
-        .map(|x| x.to_bits())
-        .collect();
-    let e: Vec<u32> = expected
-        .to_dtype(DType::F32)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap()
-        .iter()
-        .map(|x| x.to_bits())
-        .collect();
-    assert!(a == e, "{what}: values differ");
+    common::assert_bitwise_same(actual, expected, what);
 }
 
 fn loadable() -> Vec<String> {

@@ -16,6 +16,9 @@ use dreamartist::sd::single_file::{
 use dreamartist::sd::{ClipTokenizer, LoadError, LoadOptions, ModelSpec, StableDiffusion};
 use dreamartist::selftest::{run_fixture, Outcome, SelftestOptions, Summary};
 
+mod common;
+use common::f32_bits as bits;
+
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
@@ -53,18 +56,6 @@ fn tiny_sd1_single_file_passes_every_case() {
 #[test]
 fn tiny_sd2v_single_file_passes_every_case() {
     check_selftest("tiny-sd2v", fixture("tiny-sd2v/single_file.safetensors"));
-}
-
-fn bits(t: &Tensor) -> Vec<u32> {
-    t.to_dtype(DType::F32)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap()
-        .iter()
-        .map(|x| x.to_bits())
-        .collect()
 }
 
 #[test]

@@ -15,7 +15,7 @@ pub mod world;
 pub use detect::{detect, Detection};
 pub use oneshot::{Method, INIT_TEXT};
 pub use protocol::{
-    evaluate, sample_batch, ConceptSpec, Evaluation, SampleSettings, Scores, Subject,
+    evaluate, sample_batch, ConceptSpec, Evaluation, Phrasing, SampleSettings, Scores, Subject,
 };
 pub use world::{render, Attrs, Colour, Jitter, Position, Shape, Size};
 

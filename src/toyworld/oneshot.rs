@@ -18,7 +18,7 @@ use crate::train::init::{initial_vectors, InitMode};
 use crate::train::{train, TrainConfig, TrainControl, TrainError, TrainRequest};
 use crate::workspace::Workspace;
 
-use super::protocol::Subject;
+use super::protocol::{Phrasing, Subject};
 
 /// The twelve colour and shape words whose mean embedding starts every vector.
 pub const INIT_TEXT: &str =
@@ -224,5 +224,6 @@ pub fn subject(bank: &WordBank, with_negative: bool) -> Subject<'_> {
         } else {
             String::new()
         },
+        phrasing: Phrasing::Protocol,
     }
 }

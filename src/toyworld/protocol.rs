@@ -82,6 +82,35 @@ pub const BACKGROUND_PROMPTS: [(&str, Colour); 4] = [
     ("{} on a black background", Colour::Black),
 ];
 
+/// The same four backgrounds, each asked for inside the phrase the words are
+/// trained in ("a photo of {}"): the protocol's prompts mix that phrase with
+/// bare ones, and a learned word follows the request much better inside it.
+pub const PHOTO_BACKGROUND_PROMPTS: [(&str, Colour); 4] = [
+    ("a photo of {}, green background", Colour::Green),
+    ("a photo of {}, white background", Colour::White),
+    ("a photo of {}, blue background", Colour::Blue),
+    ("a photo of {}, black background", Colour::Black),
+];
+
+/// How the background prompts are worded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Phrasing {
+    /// The reference protocol's four prompts ([`BACKGROUND_PROMPTS`]).
+    #[default]
+    Protocol,
+    /// All four inside "a photo of" ([`PHOTO_BACKGROUND_PROMPTS`]).
+    Photo,
+}
+
+impl Phrasing {
+    pub fn background_prompts(self) -> &'static [(&'static str, Colour); 4] {
+        match self {
+            Phrasing::Protocol => &BACKGROUND_PROMPTS,
+            Phrasing::Photo => &PHOTO_BACKGROUND_PROMPTS,
+        }
+    }
+}
+
 /// How the samples of one prompt are drawn.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SampleSettings {
@@ -115,6 +144,7 @@ pub struct Subject<'a> {
     /// A different plain prompt (the text oracle describes the background too).
     pub plain: Option<String>,
     pub negative: String,
+    pub phrasing: Phrasing,
 }
 
 impl Subject<'_> {
@@ -130,7 +160,8 @@ impl Subject<'_> {
             .unwrap_or_else(|| self.fill(PLAIN_PROMPT));
         std::iter::once((plain, None))
             .chain(
-                BACKGROUND_PROMPTS
+                self.phrasing
+                    .background_prompts()
                     .iter()
                     .map(|(t, c)| (self.fill(t), Some(*c))),
             )
@@ -428,6 +459,7 @@ mod tests {
             word: "<p>".into(),
             plain: None,
             negative: String::new(),
+            phrasing: Phrasing::Protocol,
         };
         let p = s.prompts();
         assert_eq!(p.len(), 5);
@@ -444,6 +476,16 @@ mod tests {
             CONCEPTS[0].full_caption(),
             "a photo of a big purple cross in the center, yellow background"
         );
+        let photo = Subject {
+            phrasing: Phrasing::Photo,
+            ..s
+        }
+        .prompts();
+        assert_eq!(photo[0].0, "a photo of <p>");
+        let asked: Vec<_> = photo[1..].iter().map(|(_, c)| *c).collect();
+        let protocol: Vec<_> = p[1..].iter().map(|(_, c)| *c).collect();
+        assert_eq!(asked, protocol, "the same backgrounds, in the same order");
+        assert_eq!(photo[4].0, "a photo of <p>, black background");
     }
 
     #[test]

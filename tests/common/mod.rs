@@ -1,9 +1,12 @@
-//! What the binary-driven tests share: paths, running the binary, and a fresh
-//! workspace with one concept. Each test crate uses a different subset.
+//! What the integration tests share: paths, running the binary, a fresh
+//! workspace with one concept, bitwise tensor comparison. Each test crate uses
+//! a different subset.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+use candle_core::{DType, Tensor};
 
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
@@ -61,4 +64,24 @@ pub fn workspace_with_concept(
             .arg(&ws),
     );
     tmp
+}
+
+/// The f32 bit patterns of a tensor's values: equal patterns, equal values
+/// (NaN included), which `==` on floats does not promise.
+pub fn f32_bits(t: &Tensor) -> Vec<u32> {
+    t.to_dtype(DType::F32)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()
+        .iter()
+        .map(|x| x.to_bits())
+        .collect()
+}
+
+/// Same shape and bitwise the same values (compared as f32).
+pub fn assert_bitwise_same(a: &Tensor, b: &Tensor, what: &str) {
+    assert_eq!(a.dims(), b.dims(), "{what}: shape");
+    assert!(f32_bits(a) == f32_bits(b), "{what}: values differ");
 }
