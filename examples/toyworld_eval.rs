@@ -307,11 +307,11 @@ fn per_prompt_table(summary: &[(String, String, Scores)]) -> String {
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let mut s = format!(
-        "Prompts: {} (`-photo` rows: {}).\n\n",
-        wording(Phrasing::Protocol),
-        wording(Phrasing::Photo)
-    );
+    let mut s = format!("Prompts: {}", wording(Phrasing::Protocol));
+    if summary.iter().any(|(_, row, _)| row.ends_with("-photo")) {
+        s.push_str(&format!(" (`-photo` rows: {})", wording(Phrasing::Photo)));
+    }
+    s.push_str(".\n\n");
     s.push_str("| concept | row | green | white | blue | black |\n|---|---|---|---|---|---|\n");
     for (c, row, sc) in summary {
         let cells: Vec<String> = sc
@@ -750,8 +750,22 @@ const MODES: [Mode; 4] = [
     },
 ];
 
-/// The TI rows: the protocol's phrasing, and the photo phrasing.
-const TI_ROWS: [(&str, Phrasing); 2] = [("ti", Phrasing::Protocol), ("ti-photo", Phrasing::Photo)];
+/// TI (no negative word to use or drop) in the protocol's and the photo
+/// phrasing: rows `ti` and `ti-photo`.
+const TI_MODES: [Mode; 2] = [
+    Mode {
+        suffix: "",
+        negative: false,
+        cfg: None,
+        phrasing: Phrasing::Protocol,
+    },
+    Mode {
+        suffix: "-photo",
+        negative: false,
+        cfg: None,
+        phrasing: Phrasing::Photo,
+    },
+];
 
 /// The TI row a DreamArtist row is judged against: the same phrasing.
 fn baseline_of(row: &str) -> &'static str {
@@ -833,7 +847,7 @@ fn read_sweep(path: &Path) -> Vec<RunRecord> {
 /// `sweep.md` from every run: the table (TI and each DreamArtist row), and
 /// which rows beat TI on controllability at fidelity ≥ 0.8 on every concept.
 fn sweep_report(runs: &[RunRecord], out: &Path) -> Result<()> {
-    let mut order: Vec<String> = TI_ROWS.iter().map(|(r, _)| r.to_string()).collect();
+    let mut order: Vec<String> = TI_MODES.iter().map(|m| format!("ti{}", m.suffix)).collect();
     for v in variants() {
         for m in &MODES {
             order.push(format!("{}{}", v.name, m.suffix));
@@ -971,57 +985,31 @@ fn sweep(a: &SweepArgs) -> Result<()> {
             let name = spec.name;
             for &seed in &a.runs.seeds {
                 let first = seed == a.runs.seeds[0];
-                let Some(v) = unit else {
-                    if TI_ROWS.iter().all(|(row, _)| done(&runs, name, row, seed)) {
-                        continue;
-                    }
-                    let mut cfg = oneshot::reference_config(Method::TextualInversion, seed);
-                    if let Some(s) = a.runs.train_steps {
-                        cfg.steps = s;
-                    }
-                    let concept = oneshot::concept(&format!("{name}-ti-s{seed}"), ref_rel, cfg);
-                    let trained = oneshot::train_or_load(&sd, &ws, &concept)?;
-                    let bank = oneshot::bank(&trained.pos, None);
-                    for (row, phrasing) in TI_ROWS {
-                        if done(&runs, name, row, seed) {
-                            continue;
-                        }
-                        let grid_path =
-                            first.then(|| grids.join(format!("{name}_{row}_s{seed}.png")));
-                        let (r, _) = eval_row(
-                            &sd,
-                            spec,
-                            &Subject {
-                                phrasing,
-                                ..oneshot::subject(&bank, false)
-                            },
-                            &settings(c),
-                            row,
-                            Some(seed),
-                            Some(&trained),
-                            grid_path,
-                        )?;
-                        runs.push(r);
-                        save(&runs)?;
-                    }
-                    continue;
+                let (row_name, modes): (&str, &[Mode]) = match unit {
+                    None => ("ti", &TI_MODES),
+                    Some(v) => (v.name, &MODES),
                 };
-                if MODES
+                let rows: Vec<String> = modes
                     .iter()
-                    .all(|m| done(&runs, name, &format!("{}{}", v.name, m.suffix), seed))
-                {
+                    .map(|m| format!("{row_name}{}", m.suffix))
+                    .collect();
+                if rows.iter().all(|row| done(&runs, name, row, seed)) {
                     continue;
                 }
-                let mut cfg = oneshot::reference_config(Method::DreamArtist, seed);
+                let mut cfg = match unit {
+                    None => oneshot::reference_config(Method::TextualInversion, seed),
+                    Some(_) => oneshot::reference_config(Method::DreamArtist, seed),
+                };
                 if let Some(s) = a.runs.train_steps {
                     cfg.steps = s;
                 }
-                (v.train)(&mut cfg);
-                let concept = oneshot::concept(&format!("{name}-{}-s{seed}", v.name), ref_rel, cfg);
+                if let Some(v) = unit {
+                    (v.train)(&mut cfg);
+                }
+                let concept = oneshot::concept(&format!("{name}-{row_name}-s{seed}"), ref_rel, cfg);
                 let trained = oneshot::train_or_load(&sd, &ws, &concept)?;
-                for m in &MODES {
-                    let row = format!("{}{}", v.name, m.suffix);
-                    if done(&runs, name, &row, seed) {
+                for (m, row) in modes.iter().zip(&rows) {
+                    if done(&runs, name, row, seed) {
                         continue;
                     }
                     let bank = oneshot::bank(
@@ -1045,7 +1033,7 @@ fn sweep(a: &SweepArgs) -> Result<()> {
                             ..oneshot::subject(&bank, m.negative)
                         },
                         &st,
-                        &row,
+                        row,
                         Some(seed),
                         Some(&trained),
                         grid_path,

@@ -38,15 +38,10 @@ fn train(ws: &Path, extra: &[&str]) -> serde_json::Value {
     serde_json::from_str(last).unwrap()
 }
 
+/// The bit patterns of the vectors in an embedding file.
 fn bits(path: &Path) -> Vec<u32> {
     let (t, _) = load_embedding(path).unwrap();
-    t.flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap()
-        .iter()
-        .map(|x| x.to_bits())
-        .collect()
+    common::f32_bits(&t)
 }
 
 #[test]

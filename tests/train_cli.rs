@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use candle_core::Tensor;
-use common::{bin, fixtures, run_ok, workspace_with_concept};
+use common::{bin, f32_bits as bits, fixtures, run_ok, workspace_with_concept};
 
 /// A fresh workspace on the tiny SD1 model with concept `cat` (one real photo).
 fn cat_workspace() -> tempfile::TempDir {
@@ -33,16 +33,6 @@ fn train(ws: &Path, extra: &[&str]) -> Vec<serde_json::Value> {
 fn emb(path: &Path) -> Tensor {
     let (t, _) = dreamartist::concept::load_embedding(path).unwrap();
     t
-}
-
-fn bits(t: &Tensor) -> Vec<u32> {
-    t.flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap()
-        .iter()
-        .map(|x| x.to_bits())
-        .collect()
 }
 
 #[test]
