@@ -481,9 +481,14 @@ impl CustomOp1 for PatchOp {
 }
 
 /// The largest im2col buffer the gemm path builds (64 Mi elements, 256 MiB in
-/// f32). A VAE layer at 512 px would need over a GiB; candle's tiled kernel,
-/// slower but in small tiles, takes those.
+/// f32). A VAE layer at 512 px would need over a GiB: its value is computed in
+/// bands of output rows ([`conv_value_in_bands`]) of [`IM2COL_BAND_ELEMENTS`].
 const IM2COL_MAX_ELEMENTS: usize = 1 << 26;
+
+/// The column buffer of one band (16 Mi elements, 64 MiB in f32): the VAE
+/// decoder's peak memory stays below training's, and a band is still hundreds
+/// of output rows wide for the gemm.
+const IM2COL_BAND_ELEMENTS: usize = 1 << 24;
 
 fn im2col_len(
     (b, c_in, h, w): (usize, usize, usize, usize),
@@ -500,7 +505,13 @@ fn im2col_len(
 }
 
 /// Whether the convolution of an `x_dims` input, computed on `t`'s device
-/// and dtype, takes the im2col/col2im gemm path.
+/// and dtype, takes the im2col/col2im gemm path (CPU, f32/f64).
+fn gemm_kernels_apply(t: &Tensor, kernel: &Tensor) -> bool {
+    crate::sd::fused::applies(t) && t.dtype() == kernel.dtype()
+}
+
+/// As [`gemm_kernels_apply`], and the whole column buffer stays moderate (the
+/// input gradient's col2im has no banded form).
 fn gemm_conv_applies(
     t: &Tensor,
     x_dims: (usize, usize, usize, usize),
@@ -508,13 +519,47 @@ fn gemm_conv_applies(
     padding: usize,
     stride: usize,
 ) -> Result<bool> {
-    Ok(crate::sd::fused::applies(t)
-        && t.dtype() == kernel.dtype()
+    Ok(gemm_kernels_apply(t, kernel)
         && im2col_len(x_dims, kernel.dims4()?, padding, stride) <= IM2COL_MAX_ELEMENTS)
 }
 
-/// A convolution's value (+ bias), frozen or not: im2col + gemm on CPU while
-/// the column buffer stays moderate, candle's kernel otherwise and elsewhere.
+/// A large convolution's value as im2col + gemm over bands of output rows,
+/// each band's column buffer at most `max_cols` elements: the VAE's
+/// full-resolution layers, where candle's tiled kernel took about twice as
+/// long. The input is zero-padded once; each band reads the padded rows its
+/// outputs need (`stride·rows + k − stride` of them).
+fn conv_value_in_bands(
+    x: &Tensor,
+    kernel: &Tensor,
+    padding: usize,
+    stride: usize,
+    max_cols: usize,
+) -> Result<Tensor> {
+    let (b, c_in, h, w) = x.dims4()?;
+    let (_, _, k_h, k_w) = kernel.dims4()?;
+    let ho = (h + 2 * padding - k_h) / stride + 1;
+    let wo = (w + 2 * padding - k_w) / stride + 1;
+    let per_row = b * c_in * k_h * k_w * wo;
+    let rows = (max_cols / per_row.max(1)).clamp(1, ho);
+    let padded = x
+        .pad_with_zeros(2, padding, padding)?
+        .pad_with_zeros(3, padding, padding)?;
+    let mut bands = Vec::with_capacity(ho.div_ceil(rows));
+    let mut first = 0;
+    while first < ho {
+        let n = rows.min(ho - first);
+        let band = padded
+            .narrow(2, first * stride, (n - 1) * stride + k_h)?
+            .contiguous()?;
+        bands.push(conv_value_gemm(&band, kernel, 0, stride)?);
+        first += n;
+    }
+    Tensor::cat(&bands, 2)
+}
+
+/// A convolution's value (+ bias), frozen or not: im2col + gemm on CPU (in
+/// bands of output rows when one column buffer would be too large), candle's
+/// kernel elsewhere.
 pub fn conv2d_value(
     x: &Tensor,
     kernel: &Tensor,
@@ -524,6 +569,8 @@ pub fn conv2d_value(
 ) -> Result<Tensor> {
     let value = if gemm_conv_applies(x, x.dims4()?, kernel, padding, stride)? {
         conv_value_gemm(&x.contiguous()?, kernel, padding, stride)?
+    } else if gemm_kernels_apply(x, kernel) {
+        conv_value_in_bands(x, kernel, padding, stride, IM2COL_BAND_ELEMENTS)?
     } else {
         x.conv2d(kernel, padding, stride, 1, 1)?
     };
@@ -609,6 +656,28 @@ mod tests {
                 .unwrap();
             let g = check(&[&v], &frozen, &plain, 1e-12, 1e-10);
             assert!(g.get(&w).is_none());
+        }
+    }
+
+    /// Convolutions too large for one column buffer are computed in bands of
+    /// output rows (here forced to one to three rows a band) and equal candle's.
+    #[test]
+    fn banded_conv_value_matches_plain_conv() {
+        let d = Device::Cpu;
+        for (k, pad, stride, hw) in CONV_CASES {
+            let x = Tensor::randn(0f64, 1.0, (2, 4, hw, hw), &d).unwrap();
+            let w = Tensor::randn(0f64, 1.0, (6, 4, k, k), &d).unwrap();
+            let want = x.conv2d(&w, pad, stride, 1, 1).unwrap();
+            let wo = (hw + 2 * pad - k) / stride + 1;
+            for rows in [1, 2, 3] {
+                let per_row = 2 * 4 * k * k * wo;
+                let got = conv_value_in_bands(&x, &w, pad, stride, per_row * rows).unwrap();
+                let diff = crate::sd::testutil::max_diff(&got, &want);
+                assert!(
+                    diff < 1e-10,
+                    "k {k} pad {pad} stride {stride} rows {rows}: {diff}"
+                );
+            }
         }
     }
 
