@@ -4,6 +4,7 @@
 //! here prints or touches the terminal.
 
 pub mod blocks;
+pub mod bmm;
 pub mod clip;
 pub mod config;
 pub mod error;

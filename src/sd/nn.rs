@@ -8,6 +8,7 @@
 
 use candle_core::{DType, Module, Result, Tensor, D};
 
+use super::bmm::batched_matmul;
 use super::error::LoadError;
 use super::weights::Weights;
 
@@ -319,17 +320,17 @@ fn attention_full(
     let tracked = q.track_op() || k.track_op();
     let probs = if tracked && super::fused::applies(&q) && mask_fits {
         // Scale (and mask) folded into the fused softmax: fewer ops each way.
-        super::fused::softmax_last_dim(&q.matmul(&k.t()?)?, scale, mask)?
+        super::fused::softmax_last_dim(&batched_matmul(&q, &k.t()?)?, scale, mask)?
     } else {
         // The scale on q (N×d), not on the N×N scores: one pass less over the map.
-        let mut scores = (q * scale)?.matmul(&k.t()?)?;
+        let mut scores = batched_matmul(&(q * scale)?, &k.t()?)?;
         if let Some(m) = mask {
             scores = scores.broadcast_add(&m.to_dtype(scores.dtype())?)?;
         }
         softmax_last_dim(&scores)?
     };
     let probs = probs.to_dtype(dtype)?;
-    probs.matmul(v)
+    batched_matmul(&probs, v)
 }
 
 /// f16 or bf16: the dtypes `upcast_attention` raises to f32.

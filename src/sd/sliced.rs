@@ -12,6 +12,7 @@ use std::sync::Mutex;
 
 use candle_core::{CpuStorage, CudaStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, D};
 
+use super::bmm::batched_matmul;
 use super::frozen::{cpu_output, cuda_output, take_value};
 
 /// `softmax(q kᵀ · scale) v` over `[B, H, N, d]` tensors, `rows` queries at a
@@ -57,7 +58,7 @@ impl SlicedAttention {
 
     /// Probabilities of the queries `q_s` against all keys.
     fn probs(&self, q_s: &Tensor, k: &Tensor) -> Result<Tensor> {
-        let scores = (self.work(q_s)?.matmul(&self.work(k)?.t()?)? * self.scale)?;
+        let scores = (batched_matmul(&self.work(q_s)?, &self.work(k)?.t()?)? * self.scale)?;
         candle_nn::ops::softmax_last_dim(&scores.contiguous()?)
     }
 
@@ -74,7 +75,7 @@ impl SlicedAttention {
             let p = self
                 .probs(&q.narrow(2, start, len)?, k)?
                 .to_dtype(v.dtype())?;
-            outs.push(p.matmul(v)?);
+            outs.push(batched_matmul(&p, v)?);
         }
         Tensor::cat(&outs, 2)?.contiguous()
     }
@@ -130,12 +131,12 @@ impl CustomOp3 for SlicedAttention {
             let q_s = self.work(&q.narrow(2, start, len)?)?;
             let d_out = self.work(&grad.narrow(2, start, len)?)?;
             let p = self.probs(&q_s, &k)?;
-            let dv_s = p.t()?.matmul(&d_out)?;
-            let dp = d_out.matmul(&vw.t()?)?;
+            let dv_s = batched_matmul(&p.t()?, &d_out)?;
+            let dp = batched_matmul(&d_out, &vw.t()?)?;
             let dot = (&dp * &p)?.sum_keepdim(D::Minus1)?;
             let ds = ((p * dp.broadcast_sub(&dot)?)? * self.scale)?;
-            dq.push(ds.matmul(&kw)?);
-            let dk_s = ds.t()?.matmul(&q_s)?;
+            dq.push(batched_matmul(&ds, &kw)?);
+            let dk_s = batched_matmul(&ds.t()?, &q_s)?;
             dk = Some(match dk {
                 Some(acc) => (acc + dk_s)?,
                 None => dk_s,
