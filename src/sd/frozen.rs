@@ -286,8 +286,10 @@ fn conv_input_grad_gemm(
 fn conv_value_gemm(x: &Tensor, kernel: &Tensor, padding: usize, stride: usize) -> Result<Tensor> {
     let (b, c_in, h, w) = x.dims4()?;
     let (c_out, _, k_h, k_w) = kernel.dims4()?;
-    let ho = (h + 2 * padding - k_h) / stride + 1;
-    let wo = (w + 2 * padding - k_w) / stride + 1;
+    let (ho, wo) = (
+        conv_out_len(h, k_h, padding, stride),
+        conv_out_len(w, k_w, padding, stride),
+    );
     let cols = if k_h * k_w == 1 && padding == 0 && stride == 1 {
         // A 1×1 convolution reads each pixel once: the input is its own cols.
         x.reshape((b, c_in, h * w))?
@@ -308,6 +310,11 @@ fn conv_value_gemm(x: &Tensor, kernel: &Tensor, padding: usize, stride: usize) -
         .broadcast_left(b)?
         .matmul(&cols)?
         .reshape((b, c_out, ho, wo))
+}
+
+/// A convolution's output length along one dimension of `n` input pixels.
+fn conv_out_len(n: usize, k: usize, padding: usize, stride: usize) -> usize {
+    (n + 2 * padding - k) / stride + 1
 }
 
 /// Where a convolution reads its input: for every image and channel, the
@@ -504,8 +511,8 @@ fn im2col_len(
     b * c_in * k_h * k_w * ho * wo
 }
 
-/// Whether the convolution of an `x_dims` input, computed on `t`'s device
-/// and dtype, takes the im2col/col2im gemm path (CPU, f32/f64).
+/// Whether a convolution computed on `t`'s device and dtype can use the
+/// im2col/col2im gemm kernels (CPU, f32/f64, a kernel of the same dtype).
 fn gemm_kernels_apply(t: &Tensor, kernel: &Tensor) -> bool {
     crate::sd::fused::applies(t) && t.dtype() == kernel.dtype()
 }
@@ -537,8 +544,10 @@ fn conv_value_in_bands(
 ) -> Result<Tensor> {
     let (b, c_in, h, w) = x.dims4()?;
     let (_, _, k_h, k_w) = kernel.dims4()?;
-    let ho = (h + 2 * padding - k_h) / stride + 1;
-    let wo = (w + 2 * padding - k_w) / stride + 1;
+    let (ho, wo) = (
+        conv_out_len(h, k_h, padding, stride),
+        conv_out_len(w, k_w, padding, stride),
+    );
     let per_row = b * c_in * k_h * k_w * wo;
     let rows = (max_cols / per_row.max(1)).clamp(1, ho);
     let padded = x
@@ -567,12 +576,12 @@ pub fn conv2d_value(
     padding: usize,
     stride: usize,
 ) -> Result<Tensor> {
-    let value = if gemm_conv_applies(x, x.dims4()?, kernel, padding, stride)? {
-        conv_value_gemm(&x.contiguous()?, kernel, padding, stride)?
-    } else if gemm_kernels_apply(x, kernel) {
-        conv_value_in_bands(x, kernel, padding, stride, IM2COL_BAND_ELEMENTS)?
-    } else {
+    let value = if !gemm_kernels_apply(x, kernel) {
         x.conv2d(kernel, padding, stride, 1, 1)?
+    } else if im2col_len(x.dims4()?, kernel.dims4()?, padding, stride) <= IM2COL_MAX_ELEMENTS {
+        conv_value_gemm(&x.contiguous()?, kernel, padding, stride)?
+    } else {
+        conv_value_in_bands(x, kernel, padding, stride, IM2COL_BAND_ELEMENTS)?
     };
     match bias {
         Some(b) => value.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?),
@@ -668,7 +677,7 @@ mod tests {
             let x = Tensor::randn(0f64, 1.0, (2, 4, hw, hw), &d).unwrap();
             let w = Tensor::randn(0f64, 1.0, (6, 4, k, k), &d).unwrap();
             let want = x.conv2d(&w, pad, stride, 1, 1).unwrap();
-            let wo = (hw + 2 * pad - k) / stride + 1;
+            let wo = conv_out_len(hw, k, pad, stride);
             for rows in [1, 2, 3] {
                 let per_row = 2 * 4 * k * k * wo;
                 let got = conv_value_in_bands(&x, &w, pad, stride, per_row * rows).unwrap();
@@ -688,7 +697,7 @@ mod tests {
         let d = Device::Cpu;
         for (k, pad, stride, hw) in CONV_CASES {
             let w = Tensor::randn(0f64, 1.0, (6, 4, k, k), &d).unwrap();
-            let ho = (hw + 2 * pad - k) / stride + 1;
+            let ho = conv_out_len(hw, k, pad, stride);
             let dy = Tensor::randn(0f64, 1.0, (2, 6, ho, ho), &d).unwrap();
             let x_dims = (2, 4, hw, hw);
             let want = conv_input_grad_gemm(x_dims, &dy, &w, pad, stride).unwrap();
