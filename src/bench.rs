@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::generate::{denoise, GuidedContext, StepControl};
 use crate::rng::Rng;
+use crate::sd::MicroConditioning;
 use crate::sd::{LoadOptions, PseudoWord, Sampler, SamplerKind, StableDiffusion};
 use crate::train::{cpt_loss, AdamW, AdamWConfig, CfgSpec, ConceptPrompts, CptBatch};
 
@@ -182,7 +183,7 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
     }
     let lat = opts.size / down;
     let lc = sd.vae.config.latent_channels;
-    let d = sd.text_encoder.hidden_size();
+    let d = sd.word_width();
     let dev = &sd.device;
     // The peer's prompt: "a photo of" + 3 slots, for both words.
     let words = [
@@ -196,8 +197,8 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
         },
     ];
     let prompts = ConceptPrompts {
-        positive: sd.tokenizer.tokenize("a photo of <p>", &words),
-        negative: sd.tokenizer.tokenize("a photo of <n>", &words),
+        positive: sd.tokenize("a photo of <p>", &words),
+        negative: sd.tokenize("a photo of <n>", &words),
     };
     let mut rng = Rng::seed(0);
     let pos = Var::from_tensor(&(rng.randn((3, d), dev)? * 0.02)?)?;
@@ -250,11 +251,12 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
     let mut sample = || -> Result<(Vec<f64>, f64)> {
         sync(dev)?;
         let t0 = Instant::now();
-        let ctx = sd.text_encoder.encode(
+        let enc = sd.text.encode(
             &[prompts.negative.clone(), prompts.positive.clone()],
             Some(&vectors),
         )?;
-        let (uncond, cond) = (ctx.narrow(0, 0, 1)?, ctx.narrow(0, 1, 1)?);
+        let both = sd.conditioning(&enc, &MicroConditioning::for_size(opts.size, opts.size))?;
+        let (uncond, cond) = (both.narrow(0, 1)?, both.narrow(1, 1)?);
         let mut sampler = Sampler::new(&sd.schedule, SamplerKind::Ddim, opts.steps)?;
         let x = (rng.randn((1, lc, lat, lat), dev)? * sampler.init_noise_sigma())?;
         let guided = GuidedContext {

@@ -13,9 +13,12 @@ use candle_core::{DType, Device, Tensor, Var};
 
 use crate::generate::{denoise, GuidedContext, StepControl};
 use crate::sd::single_file::SingleFileSpec;
-use crate::sd::{LoadOptions, Piece, PseudoWord, Sampler, SamplerKind, StableDiffusion};
+use crate::sd::{
+    AddedCond, Conditioning, Family, LoadOptions, MicroConditioning, Piece, PseudoWord, Sampler,
+    SamplerKind, StableDiffusion,
+};
 use crate::train::{
-    clip_grad_norm, cpt_loss, AdamW, AdamWConfig, CfgSpec, ConceptPrompts, CptBatch,
+    clip_grad_norm_blocks, cpt_loss, AdamW, AdamWConfig, CfgSpec, ConceptPrompts, CptBatch,
 };
 
 /// Every case kind of the fixture schema, in the order they are reported.
@@ -133,6 +136,8 @@ struct Fixture {
     cases: Vec<toml::Table>,
     goldens: HashMap<String, Tensor>,
     model_dir: PathBuf,
+    /// `architecture = "sdxl"` in `cases.toml` (absent for SD 1.x/2.x fixtures).
+    architecture: Option<String>,
 }
 
 fn load_fixture(dir: &Path) -> Result<Fixture> {
@@ -169,6 +174,10 @@ fn load_fixture(dir: &Path) -> Result<Fixture> {
         cases,
         goldens,
         model_dir: dir.join(model),
+        architecture: doc
+            .get("architecture")
+            .and_then(|v| v.as_str())
+            .map(String::from),
     })
 }
 
@@ -213,6 +222,21 @@ pub fn run_fixture(
     } else {
         None
     };
+    if let (Some(sd), Some(arch)) = (&sd, &fx.architecture) {
+        let expected = match arch.as_str() {
+            "sdxl" => Some(Family::Sdxl),
+            "sd1" => Some(Family::Sd1),
+            "sd2" => Some(Family::Sd2),
+            _ => None,
+        };
+        if expected.is_some_and(|f| f != sd.family) {
+            bail!(
+                "{}: the cases are for `{arch}` but the model loaded as {}",
+                dir.join("cases.toml").display(),
+                sd.family.describe()
+            );
+        }
+    }
     let mut results = Vec::new();
     for case in &fx.cases {
         let name = case
@@ -361,6 +385,12 @@ impl CaseRunner<'_> {
             .to_dtype(DType::F32)?)
     }
 
+    fn optional_golden(&self, field: &str) -> Option<Tensor> {
+        self.goldens
+            .get(&format!("{}/{}", self.name, field))
+            .cloned()
+    }
+
     fn optional_master(&self, field: &str) -> Result<Option<Tensor>> {
         let key = format!("{}/{}", self.name, field);
         if self.goldens.contains_key(&key) {
@@ -423,34 +453,90 @@ impl CaseRunner<'_> {
         if words.is_empty() {
             Ok(None)
         } else {
-            Ok(Some(self.input("vectors")?))
+            Ok(Some(self.word_matrix("vectors")?))
         }
     }
 
-    fn encode(
+    /// The golden name of text encoder `i`'s part of a field: `field`, then
+    /// `field_2` (the SDXL schema's second encoder).
+    fn tower_field(field: &str, i: usize) -> String {
+        if i == 0 {
+            field.to_string()
+        } else {
+            format!("{field}_{}", i + 1)
+        }
+    }
+
+    /// A pseudo-word matrix (f32, run device): one golden matrix per text
+    /// encoder, side by side as the model takes them.
+    fn word_matrix(&self, field: &str) -> Result<Tensor> {
+        let n = self.sd.text.towers().len();
+        let parts = (0..n)
+            .map(|i| self.master(&Self::tower_field(field, i)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(crate::sd::text::concat_towers(parts)?)
+    }
+
+    /// Compares each text encoder's columns of `actual` with its golden.
+    fn compare_blocks(&self, actual: &Tensor, field: &str, tol: f64) -> Result<Outcome> {
+        let blocks = self.sd.text.split_columns(actual)?;
+        let mut out: Option<Outcome> = None;
+        for (i, b) in blocks.iter().enumerate() {
+            let o = compare(b, &self.golden(&Self::tower_field(field, i))?, tol)?;
+            out = Some(match out {
+                None => o,
+                Some(prev) => worst(prev, o),
+            });
+        }
+        out.ok_or_else(|| anyhow!("the model has no text encoder"))
+    }
+
+    /// The size a sampling or training case renders at (SDXL time ids).
+    fn micro(&self) -> Result<MicroConditioning> {
+        let down = self.sd.vae.downscale();
+        let native = self.sd.vae.config.sample_size.unwrap_or(8 * down);
+        let h = self
+            .num_field("height")
+            .map(|v| v as usize)
+            .unwrap_or(native);
+        let w = self
+            .num_field("width")
+            .map(|v| v as usize)
+            .unwrap_or(native);
+        Ok(MicroConditioning::for_size(h, w))
+    }
+
+    /// A prompt tokenized literally (the fixtures' convention) and encoded
+    /// into the UNet's conditioning.
+    fn condition(
         &self,
         prompt: &str,
         words: &[PseudoWord],
         vectors: Option<&Tensor>,
-    ) -> Result<Tensor> {
-        let ids = self.sd.tokenizer.tokenize(prompt, words);
-        Ok(self.sd.text_encoder.encode(&[ids], vectors)?)
+    ) -> Result<Conditioning> {
+        let tokens = self.sd.tokenize(prompt, words);
+        let enc = self.sd.text.encode(&[tokens], vectors)?;
+        Ok(self.sd.conditioning(&enc, &self.micro()?)?)
     }
 
     fn run(&self, kind: &str) -> Result<Outcome> {
         match kind {
             "tokenize" => {
                 let words = self.words()?;
-                let ids: Vec<i64> = self
-                    .sd
-                    .tokenizer
-                    .tokenize(&self.str_field("prompt")?, &words)
-                    .iter()
-                    .map(Piece::as_i64)
-                    .collect();
-                let expected = self.golden("ids")?.to_vec1::<i64>()?;
-                let mismatches = ids.iter().zip(&expected).filter(|(a, b)| a != b).count()
-                    + ids.len().abs_diff(expected.len());
+                let tokens = self.sd.tokenize(&self.str_field("prompt")?, &words);
+                let mut mismatches = 0;
+                let mut detail = String::new();
+                for (i, seq) in tokens.0.iter().enumerate() {
+                    let ids: Vec<i64> = seq.iter().map(Piece::as_i64).collect();
+                    let field = Self::tower_field("ids", i);
+                    let expected = self.golden(&field)?.to_vec1::<i64>()?;
+                    let m = ids.iter().zip(&expected).filter(|(a, b)| a != b).count()
+                        + ids.len().abs_diff(expected.len());
+                    if m > 0 {
+                        detail.push_str(&format!("{field} {ids:?}, expected {expected:?}; "));
+                    }
+                    mismatches += m;
+                }
                 Ok(if mismatches == 0 {
                     Outcome::Pass {
                         max_abs: 0.0,
@@ -460,15 +546,30 @@ impl CaseRunner<'_> {
                     Outcome::Fail {
                         max_abs: mismatches as f64,
                         max_rel: 1.0,
-                        detail: format!("ids {ids:?}, expected {expected:?}"),
+                        detail: detail.trim_end_matches("; ").to_string(),
                     }
                 })
             }
             "text_encode" => {
                 let words = self.words()?;
                 let vectors = self.vectors(&words)?;
-                let hidden = self.encode(&self.str_field("prompt")?, &words, vectors.as_ref())?;
-                compare(&hidden.squeeze(0)?, &self.golden("hidden")?, self.tol.pass)
+                let tokens = self.sd.tokenize(&self.str_field("prompt")?, &words);
+                let enc = self.sd.text.encode(&[tokens], vectors.as_ref())?;
+                let hidden = compare(
+                    &enc.hidden.squeeze(0)?,
+                    &self.golden("hidden")?,
+                    self.tol.pass,
+                )?;
+                match (self.optional_golden("pooled"), &enc.pooled) {
+                    (None, _) => Ok(hidden),
+                    (Some(expected), Some(pooled)) => Ok(worst(
+                        hidden,
+                        compare(&pooled.squeeze(0)?, &expected, self.tol.pass)?,
+                    )),
+                    (Some(_), None) => {
+                        bail!("the case expects a pooled output; the model gives none")
+                    }
+                }
             }
             "unet" => {
                 let ts: Vec<f64> = self
@@ -477,10 +578,19 @@ impl CaseRunner<'_> {
                     .into_iter()
                     .map(|t| t as f64)
                     .collect();
-                let out =
-                    self.sd
-                        .unet
-                        .forward(&self.input("latents")?, &ts, &self.input("context")?)?;
+                let added = match self.optional_golden("pooled") {
+                    Some(_) => Some(AddedCond {
+                        text_embeds: self.input("pooled")?,
+                        time_ids: self.master("time_ids")?,
+                    }),
+                    None => None,
+                };
+                let out = self.sd.unet.forward(
+                    &self.input("latents")?,
+                    &ts,
+                    &self.input("context")?,
+                    added.as_ref(),
+                )?;
                 compare(&out, &self.golden("out")?, self.tol.pass)
             }
             "vae_encode" => {
@@ -521,13 +631,12 @@ impl CaseRunner<'_> {
                 self.sd.prediction().as_str()
             );
         }
-        let tok = &self.sd.tokenizer;
         let prompts = ConceptPrompts {
-            positive: tok.tokenize(&self.str_field("pos_prompt")?, &words),
-            negative: tok.tokenize(&self.str_field("neg_prompt")?, &words),
+            positive: self.sd.tokenize(&self.str_field("pos_prompt")?, &words),
+            negative: self.sd.tokenize(&self.str_field("neg_prompt")?, &words),
         };
-        let pos = Var::from_tensor(&self.master("pos_vectors")?)?;
-        let neg = Var::from_tensor(&self.master("neg_vectors")?)?;
+        let pos = Var::from_tensor(&self.word_matrix("pos_vectors")?)?;
+        let neg = Var::from_tensor(&self.word_matrix("neg_vectors")?)?;
         Ok((prompts, pos, neg))
     }
 
@@ -584,8 +693,8 @@ impl CaseRunner<'_> {
             &self.golden("loss")?,
             self.tol.pass,
         )?;
-        let gp = compare(&grad_of(&pos)?, &self.golden("grad_pos")?, self.tol.looped)?;
-        let gn = compare(&grad_of(&neg)?, &self.golden("grad_neg")?, self.tol.looped)?;
+        let gp = self.compare_blocks(&grad_of(&pos)?, "grad_pos", self.tol.looped)?;
+        let gn = self.compare_blocks(&grad_of(&neg)?, "grad_neg", self.tol.looped)?;
         Ok(worst(worst(l, gp), gn))
     }
 
@@ -645,7 +754,7 @@ impl CaseRunner<'_> {
                     Some(g) => g.clone(),
                     None => var.zeros_like()?,
                 };
-                let (g, _) = clip_grad_norm(&g, clip)?;
+                let (g, _) = clip_grad_norm_blocks(&g, &self.sd.text_widths(), clip)?;
                 opt.update(var, &g, lr)?;
             }
         }
@@ -654,8 +763,8 @@ impl CaseRunner<'_> {
             &self.golden("losses")?,
             self.tol.train,
         )?;
-        let p = compare(pos.as_tensor(), &self.golden("pos_after")?, self.tol.train)?;
-        let n = compare(neg.as_tensor(), &self.golden("neg_after")?, self.tol.train)?;
+        let p = self.compare_blocks(pos.as_tensor(), "pos_after", self.tol.train)?;
+        let n = self.compare_blocks(neg.as_tensor(), "neg_after", self.tol.train)?;
         Ok(worst(worst(l, p), n))
     }
 
@@ -667,9 +776,9 @@ impl CaseRunner<'_> {
     fn sample(&self, kind: &str) -> Result<Outcome> {
         let words = self.words()?;
         let vectors = self.vectors(&words)?;
-        let cond = self.encode(&self.str_field("prompt")?, &words, vectors.as_ref())?;
+        let cond = self.condition(&self.str_field("prompt")?, &words, vectors.as_ref())?;
         let negative = self.str_field("negative_prompt").unwrap_or_default();
-        let uncond = self.encode(&negative, &words, vectors.as_ref())?;
+        let uncond = self.condition(&negative, &words, vectors.as_ref())?;
         let steps = self.num_field("steps")? as usize;
         let mut sampler = Sampler::new(&self.sd.schedule, self.sampler_kind()?, steps)?;
         // Latents stay f32 whatever the compute dtype, as in generation: the

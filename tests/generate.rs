@@ -351,32 +351,34 @@ fn chunking_follows_a1111() {
     let b = bank();
     // A short prompt is exactly the plain tokenization (what the goldens use).
     let p = prepare(&sd, "a photo of <cat> on a beach", &b).unwrap();
-    assert_eq!(p.chunks.len(), 1);
+    assert_eq!(p.chunks().len(), 1);
     assert_eq!(
-        p.chunks[0].pieces,
-        sd.tokenizer
-            .tokenize("a photo of <cat> on a beach", &p.words)
+        p.chunks()[0].pieces,
+        sd.tokenize("a photo of <cat> on a beach", &p.words).0[0]
     );
     // 74 words then a 3-vector pseudo-word: the word moves whole to chunk two.
     let prompt = format!("{}<cat>", "word ".repeat(74));
     let p = prepare(&sd, &prompt, &b).unwrap();
-    assert_eq!(p.chunks.len(), 2);
-    assert!(p.chunks.iter().all(|c| c.pieces.len() == 77));
-    assert!(!p.chunks[0]
+    assert_eq!(p.chunks().len(), 2);
+    assert!(p.chunks().iter().all(|c| c.pieces.len() == 77));
+    assert!(!p.chunks()[0]
         .pieces
         .iter()
         .any(|x| matches!(x, Piece::Slot(_))));
     assert_eq!(
-        &p.chunks[1].pieces[1..4],
+        &p.chunks()[1].pieces[1..4],
         &[Piece::Slot(0), Piece::Slot(1), Piece::Slot(2)]
     );
     // Emphasis weights follow the tokens.
     let p = prepare(&sd, "(cat:1.5) dog", &b).unwrap();
-    assert_eq!(p.chunks[0].weights[1], 1.5);
-    assert_eq!(p.chunks[0].weights[2], 1.0);
+    assert_eq!(p.chunks()[0].weights[1], 1.5);
+    assert_eq!(p.chunks()[0].weights[2], 1.0);
     // BREAK starts a new chunk.
     assert_eq!(
-        prepare(&sd, "a cat BREAK a dog", &b).unwrap().chunks.len(),
+        prepare(&sd, "a cat BREAK a dog", &b)
+            .unwrap()
+            .chunks()
+            .len(),
         2
     );
 }

@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor, Var};
-use dreamartist::sd::{LoadOptions, PseudoWord, StableDiffusion};
+use dreamartist::sd::{LoadOptions, MicroConditioning, PseudoWord, StableDiffusion};
 
 fn load(name: &str) -> StableDiffusion {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -58,7 +58,7 @@ fn check_directional(x0: &Tensor, grad: &Tensor, eps: f64, loss_at: impl Fn(&Ten
 
 fn text_unet_gradient(fixture: &str) {
     let sd = load(fixture);
-    let d = sd.text_encoder.hidden_size();
+    let d = sd.word_width();
     let words = vec![
         PseudoWord {
             name: "<da>".into(),
@@ -69,17 +69,24 @@ fn text_unet_gradient(fixture: &str) {
             vectors: 2,
         },
     ];
-    let pos = sd.tokenizer.tokenize("a photo of <da>", &words);
-    let neg = sd.tokenizer.tokenize("a photo of <da-neg>", &words);
+    let pos = sd.tokenize("a photo of <da>", &words);
+    let neg = sd.tokenize("a photo of <da-neg>", &words);
     let v0 = (Tensor::randn(0f64, 1.0, (5, d), &Device::Cpu).unwrap() * 0.02).unwrap();
     let latents = Tensor::randn(0f64, 1.0, (2, 4, 8, 8), &Device::Cpu).unwrap();
     let weights = Tensor::randn(0f64, 1.0, (2, 4, 8, 8), &Device::Cpu).unwrap();
     let loss = |v: &Tensor| -> Tensor {
-        let ctx = sd
-            .text_encoder
+        let enc = sd
+            .text
             .encode(&[neg.clone(), pos.clone()], Some(v))
             .unwrap();
-        let out = sd.unet.forward(&latents, &[500.0, 500.0], &ctx).unwrap();
+        // SDXL: the pooled projection carries gradient to the vectors too.
+        let cond = sd
+            .conditioning(&enc, &MicroConditioning::for_size(64, 64))
+            .unwrap();
+        let out = sd
+            .unet
+            .forward_cond(&latents, &[500.0, 500.0], &cond)
+            .unwrap();
         (out * &weights).unwrap().sum_all().unwrap()
     };
     let var = Var::from_tensor(&v0).unwrap();
@@ -111,6 +118,11 @@ fn vectors_gradient_through_text_encoder_and_unet_sd2v() {
 }
 
 #[test]
+fn vectors_gradient_through_both_text_encoders_pooled_and_unet_sdxl() {
+    text_unet_gradient("tiny-sdxl");
+}
+
+#[test]
 fn latents_gradient_through_vae_decoder() {
     let sd = load("tiny-sd1");
     let z0 = Tensor::randn(0f64, 1.0, (1, 4, 8, 8), &Device::Cpu).unwrap();
@@ -128,19 +140,20 @@ fn latents_gradient_through_vae_decoder() {
 fn layer_norm_and_softmax_gradients_are_not_dropped() {
     // The fused candle kernels would return no gradient here; the composite path must.
     let sd = load("tiny-sd1");
-    let d = sd.text_encoder.hidden_size();
+    let d = sd.word_width();
     let words = vec![PseudoWord {
         name: "<x>".into(),
         vectors: 1,
     }];
-    let ids = sd.tokenizer.tokenize("<x>", &words);
+    let ids = sd.tokenize("<x>", &words);
     let v0 = (Tensor::randn(0f64, 1.0, (1, d), &Device::Cpu).unwrap() * 0.02).unwrap();
     let w = Tensor::randn(0f64, 1.0, (1, 77, d), &Device::Cpu).unwrap();
     let loss = |v: &Tensor| {
         let h = sd
-            .text_encoder
+            .text
             .encode(std::slice::from_ref(&ids), Some(v))
-            .unwrap();
+            .unwrap()
+            .hidden;
         (h * &w).unwrap().sum_all().unwrap()
     };
     let var = Var::from_tensor(&v0).unwrap();

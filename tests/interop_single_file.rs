@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use dreamartist::sd::config::Prediction;
-use dreamartist::sd::model::text_encoder_width;
+use dreamartist::sd::model::text_encoder_widths;
 use dreamartist::sd::single_file::{
     shipped_tokenizer, ConfigOrigin, Family, SingleFile, SingleFileSpec,
 };
@@ -270,8 +270,8 @@ fn ckpt_pickle_checkpoint_passes_every_case() {
     check_selftest("tiny-sd1", ckpt.clone());
     // The same file through a workspace-style model spec.
     assert_eq!(
-        text_encoder_width(&ModelSpec::parse(ckpt.to_str().unwrap())).unwrap(),
-        32
+        text_encoder_widths(&ModelSpec::parse(ckpt.to_str().unwrap())).unwrap(),
+        [32]
     );
     // A bare state dict at the top level reads the same.
     let bare = tmp.path().join("bare.ckpt");
@@ -469,12 +469,12 @@ fn workspace_style_spec_loads_with_the_right_tokenizer_and_prediction() {
     );
     let sd = StableDiffusion::load(&spec, &LoadOptions::default()).unwrap();
     assert_eq!(sd.prediction(), Prediction::V);
-    assert_eq!(sd.tokenizer.pad, 0);
+    assert_eq!(sd.text.first().tokenizer.pad, 0);
     assert_eq!(sd.name, "single_file");
-    assert_eq!(text_encoder_width(&ModelSpec::parse(&spec)).unwrap(), 48);
+    assert_eq!(text_encoder_widths(&ModelSpec::parse(&spec)).unwrap(), [48]);
     // Without a config folder the width comes from the checkpoint's shapes.
     let bare = ModelSpec::parse(file.to_str().unwrap());
-    assert_eq!(text_encoder_width(&bare).unwrap(), 48);
+    assert_eq!(text_encoder_widths(&bare).unwrap(), [48]);
 }
 
 #[test]

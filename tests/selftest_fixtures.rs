@@ -12,6 +12,10 @@ fn check_fixture(name: &str) {
 }
 
 fn check_fixture_in(name: &str, dtype: DType) {
+    check_fixture_cases(name, dtype, 30);
+}
+
+fn check_fixture_cases(name: &str, dtype: DType, at_least: usize) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
         .join(name);
@@ -43,7 +47,11 @@ fn check_fixture_in(name: &str, dtype: DType) {
     }
     let s = Summary::of(&results);
     assert_eq!(s.skipped, 0, "{name}: skipped cases");
-    assert!(s.passed >= 30, "{name}: only {} cases passed", s.passed);
+    assert!(
+        s.passed >= at_least,
+        "{name}: only {} cases passed",
+        s.passed
+    );
 }
 
 #[test]
@@ -56,12 +64,50 @@ fn tiny_sd2v_passes_every_supported_case() {
     check_fixture("tiny-sd2v");
 }
 
+/// SDXL: two text encoders (penultimate layers side by side, pooled
+/// projection), `text_time` added embedding, per-level transformer depth, and
+/// pseudo-words with one matrix per encoder; all 23 cases of every kind.
+#[test]
+fn tiny_sdxl_passes_every_supported_case() {
+    check_fixture_cases("tiny-sdxl", DType::F32, 23);
+}
+
 /// Half precision: the model computes in f16, vectors, latents and losses stay
 /// f32; every case passes the looser f16 tolerances.
 #[test]
-fn both_fixtures_pass_in_f16() {
+fn every_fixture_passes_in_f16() {
     check_fixture_in("tiny-sd1", DType::F16);
     check_fixture_in("tiny-sd2v", DType::F16);
+    check_fixture_cases("tiny-sdxl", DType::F16, 23);
+}
+
+/// A fixture whose `architecture` disagrees with its model is refused by name.
+#[test]
+fn architecture_mismatch_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-sd1");
+    let text = std::fs::read_to_string(src.join("cases.toml")).unwrap();
+    std::fs::write(
+        tmp.path().join("cases.toml"),
+        format!(
+            "architecture = \"sdxl\"\nmodel = \"{}\"\ntensors = \"{}\"\n{}",
+            src.join("model").display(),
+            src.join("goldens.safetensors").display(),
+            text.lines()
+                .filter(|l| !l.starts_with("model =") && !l.starts_with("tensors ="))
+                .collect::<Vec<_>>()
+                .join("\n")
+        ),
+    )
+    .unwrap();
+    let opts = SelftestOptions {
+        kinds: Some(vec!["unet".into()]),
+        ..Default::default()
+    };
+    let err = run_fixture(tmp.path(), &opts, |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("sdxl") && err.contains("SD 1.x"), "{err}");
 }
 
 /// bf16 has no CPU matmul in candle: refused before loading, naming the fix.

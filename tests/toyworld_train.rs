@@ -65,10 +65,11 @@ fn concept_add_writes_the_toy_preset_with_mean_init() {
     assert_eq!((pos.dims(), neg.dims()), (&[3, 64][..], &[6, 64][..]));
     let sd = StableDiffusion::load_folder(&root().join("assets/toyworld"), &LoadOptions::default())
         .unwrap();
-    let ids = sd.tokenizer.encode_text(INIT_TEXT);
+    let tower = sd.text.first();
+    let ids = tower.tokenizer.encode_text(INIT_TEXT);
     assert_eq!(ids.len(), 12, "one token per word");
-    let mean = sd
-        .text_encoder
+    let mean = tower
+        .encoder
         .token_embeddings(&ids)
         .unwrap()
         .mean_keepdim(0)

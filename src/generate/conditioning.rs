@@ -1,23 +1,28 @@
 //! From prompt text to UNet context: pseudo-word lookup, A1111 emphasis,
 //! 75-token chunking (long prompts), and DreamArtist's automatic negative words.
+//! SDXL's two tokenizers chunk the prompt each on their own (they differ only
+//! where `!` is their pad token); emphasis is applied to each encoder's output
+//! and the pooled embedding comes from the first chunk, as A1111 and ComfyUI do.
 
 use std::collections::BTreeMap;
 
 use candle_core::{DType, Tensor};
 
 use super::prompt::{parse, Fragment};
-use crate::sd::{Piece, PseudoWord, StableDiffusion};
+use crate::sd::text::{concat_towers, describe_widths, TextTower};
+use crate::sd::{Piece, PseudoWord, StableDiffusion, TextEncoding, Tokens};
 
 /// Why a prompt cannot be encoded.
 #[derive(Debug, thiserror::Error)]
 pub enum PromptError {
     #[error("unknown pseudo-word `{word}`; known: {known}")]
     UnknownWord { word: String, known: String },
-    #[error("pseudo-word `{word}` has vectors of width {found} but the model's text encoder is {expected} wide ({origin})")]
+    #[error("pseudo-word `{word}` has vectors of width {found} but the model's text encoders take {expected} ({origin}); an embedding works only with the model family it was trained for")]
     Width {
         word: String,
         found: usize,
-        expected: usize,
+        /// The model's widths, described (`768-wide vectors`, `clip_l 768 + clip_g 1280 …`).
+        expected: String,
         origin: String,
     },
     #[error(transparent)]
@@ -72,15 +77,17 @@ impl WordBank {
         self.words.is_empty()
     }
 
-    /// Checks every word against the text encoder's width.
-    pub fn check_width(&self, d: usize) -> Result<(), PromptError> {
+    /// Checks every word against the text encoders' widths (one row of a
+    /// word holds every encoder's columns side by side).
+    pub fn check_width(&self, widths: &[usize]) -> Result<(), PromptError> {
+        let d: usize = widths.iter().sum();
         for (word, w) in &self.words {
             let found = w.vectors.dims().last().copied().unwrap_or(0);
             if found != d {
                 return Err(PromptError::Width {
                     word: word.clone(),
                     found,
-                    expected: d,
+                    expected: describe_widths(widths),
                     origin: w.origin.clone(),
                 });
             }
@@ -155,11 +162,21 @@ pub struct Chunk {
     pub weights: Vec<f64>,
 }
 
-/// A prompt ready to encode: chunks plus the stacked vectors they reference.
+/// A prompt ready to encode: each text encoder's chunks plus the stacked
+/// vectors they reference.
 pub struct PreparedPrompt {
-    pub chunks: Vec<Chunk>,
+    /// `towers[i][c]`: chunk `c` for text encoder `i`; every tower has the
+    /// same number of chunks (a shorter one is padded with empty chunks).
+    pub towers: Vec<Vec<Chunk>>,
     pub words: Vec<PseudoWord>,
     pub vectors: Option<Tensor>,
+}
+
+impl PreparedPrompt {
+    /// The first text encoder's chunks (the only ones on SD 1.x/2.x).
+    pub fn chunks(&self) -> &[Chunk] {
+        self.towers.first().map(Vec::as_slice).unwrap_or(&[])
+    }
 }
 
 const CHUNK: usize = 75;
@@ -167,7 +184,8 @@ const COMMA_BACKTRACK: usize = 20;
 
 /// Tokenizes with emphasis and pseudo-words and splits into chunks as A1111 does
 /// (a chunk that fills up breaks after its last comma if that is within 20
-/// tokens; a pseudo-word's vectors never straddle two chunks).
+/// tokens; a pseudo-word's vectors never straddle two chunks), once per text
+/// encoder.
 pub fn prepare(
     sd: &StableDiffusion,
     prompt: &str,
@@ -196,7 +214,41 @@ pub fn prepare(
             }
         }
     }
-    let tok = &sd.tokenizer;
+    let mut towers: Vec<Vec<Chunk>> = sd
+        .text
+        .towers()
+        .iter()
+        .map(|t| chunk_prompt(t, prompt, &words))
+        .collect();
+    let most = towers.iter().map(Vec::len).max().unwrap_or(1);
+    for (tower, chunks) in sd.text.towers().iter().zip(towers.iter_mut()) {
+        while chunks.len() < most {
+            chunks.push(empty_chunk(tower));
+        }
+    }
+    let vectors = if mats.is_empty() {
+        None
+    } else {
+        Some(Tensor::cat(&mats, 0)?.to_device(&sd.device)?)
+    };
+    Ok(PreparedPrompt {
+        towers,
+        words,
+        vectors,
+    })
+}
+
+fn empty_chunk(tower: &TextTower) -> Chunk {
+    let pieces = tower.tokenizer.frame(&[]);
+    Chunk {
+        weights: vec![1.0; pieces.len()],
+        pieces,
+    }
+}
+
+/// One text encoder's chunks of a prompt.
+fn chunk_prompt(tower: &TextTower, prompt: &str, words: &[PseudoWord]) -> Vec<Chunk> {
+    let tok = &tower.tokenizer;
     let comma = tok.token_to_id(",</w>");
     let mut chunks: Vec<Chunk> = Vec::new();
     let mut cur = Chunk {
@@ -219,6 +271,12 @@ pub fn prepare(
         };
         *last_comma = None;
     };
+    let mut offsets = Vec::new();
+    let mut acc = 0;
+    for w in words {
+        offsets.push(acc);
+        acc += w.vectors;
+    }
     for frag in parse(prompt) {
         let (text, weight) = match frag {
             Fragment::Break => {
@@ -228,14 +286,8 @@ pub fn prepare(
             Fragment::Text { text, weight } => (text, weight),
         };
         // Group slots of one word so they move together.
-        let pieces = tok.pieces(&text, &words);
+        let pieces = tok.pieces(&text, words);
         let mut groups: Vec<Vec<Piece>> = Vec::new();
-        let mut offsets = Vec::new();
-        let mut acc = 0;
-        for w in &words {
-            offsets.push(acc);
-            acc += w.vectors;
-        }
         let mut k = 0;
         while k < pieces.len() {
             match pieces[k] {
@@ -278,66 +330,77 @@ pub fn prepare(
     if !cur.pieces.is_empty() || chunks.is_empty() {
         close(&mut cur, &mut chunks, &mut last_comma);
     }
-    let vectors = if mats.is_empty() {
-        None
-    } else {
-        Some(Tensor::cat(&mats, 0)?.to_device(&sd.device)?)
-    };
-    Ok(PreparedPrompt {
-        chunks,
-        words,
-        vectors,
-    })
+    chunks
 }
 
-/// Encodes a prepared prompt: each chunk through the text encoder, emphasis
-/// applied with A1111's mean-preserving rescale, chunks concatenated.
-pub fn encode(sd: &StableDiffusion, p: &PreparedPrompt) -> Result<Tensor, PromptError> {
-    let mut outs = Vec::with_capacity(p.chunks.len());
-    for c in &p.chunks {
-        let z = sd
-            .text_encoder
-            .encode(std::slice::from_ref(&c.pieces), p.vectors.as_ref())?;
-        let z = if c.weights.iter().all(|w| *w == 1.0) {
-            z
-        } else {
-            let dt = z.dtype();
-            let z32 = z.to_dtype(DType::F32)?;
-            let n = c.weights.len();
-            let w: Vec<f32> = c.weights.iter().map(|w| *w as f32).collect();
-            let w = Tensor::from_vec(w, (1, n, 1), z.device())?;
-            let original = z32.mean_all()?;
-            let weighted = z32.broadcast_mul(&w)?;
-            let new = weighted.mean_all()?;
-            weighted.broadcast_mul(&(original / new)?)?.to_dtype(dt)?
-        };
-        outs.push(z);
+/// A1111's emphasis: hidden states `[1, T, d]` scaled per token, then
+/// rescaled so their mean is what it was.
+fn emphasize(z: Tensor, weights: &[f64]) -> Result<Tensor, PromptError> {
+    if weights.iter().all(|w| *w == 1.0) {
+        return Ok(z);
     }
-    Ok(Tensor::cat(&outs, 1)?)
+    let dt = z.dtype();
+    let z32 = z.to_dtype(DType::F32)?;
+    let n = weights.len();
+    let w: Vec<f32> = weights.iter().map(|w| *w as f32).collect();
+    let w = Tensor::from_vec(w, (1, n, 1), z.device())?;
+    let original = z32.mean_all()?;
+    let weighted = z32.broadcast_mul(&w)?;
+    let new = weighted.mean_all()?;
+    Ok(weighted.broadcast_mul(&(original / new)?)?.to_dtype(dt)?)
+}
+
+/// Encodes a prepared prompt: each chunk through the text encoders, emphasis
+/// applied per encoder with A1111's mean-preserving rescale, encoders side by
+/// side, chunks concatenated; the pooled output (SDXL) of the first chunk.
+pub fn encode(sd: &StableDiffusion, p: &PreparedPrompt) -> Result<TextEncoding, PromptError> {
+    let chunks = p.chunks().len();
+    let mut outs = Vec::with_capacity(chunks);
+    let mut pooled = None;
+    for c in 0..chunks {
+        let tokens = Tokens(p.towers.iter().map(|t| t[c].pieces.clone()).collect());
+        let (hidden, pool) = sd
+            .text
+            .encode_towers(std::slice::from_ref(&tokens), p.vectors.as_ref())?;
+        let hidden = hidden
+            .into_iter()
+            .zip(&p.towers)
+            .map(|(z, tower)| emphasize(z, &tower[c].weights))
+            .collect::<Result<Vec<_>, _>>()?;
+        outs.push(concat_towers(hidden)?);
+        if c == 0 {
+            pooled = pool;
+        }
+    }
+    Ok(TextEncoding {
+        hidden: Tensor::cat(&outs, 1)?,
+        pooled,
+    })
 }
 
 /// Pads the shorter of two encodings with empty-prompt chunks so both have the
 /// same length (A1111 does the same for cond/uncond of different lengths).
 pub fn pad_pair(
     sd: &StableDiffusion,
-    a: Tensor,
-    b: Tensor,
-) -> Result<(Tensor, Tensor), PromptError> {
-    let (la, lb) = (a.dim(1)?, b.dim(1)?);
+    a: TextEncoding,
+    b: TextEncoding,
+) -> Result<(TextEncoding, TextEncoding), PromptError> {
+    let (la, lb) = (a.hidden.dim(1)?, b.hidden.dim(1)?);
     if la == lb {
         return Ok((a, b));
     }
-    let empty = sd
-        .text_encoder
-        .encode(&[sd.tokenizer.tokenize("", &[])], None)?;
+    let empty = sd.text.encode(&[sd.tokenize("", &[])], None)?.hidden;
     let chunk = empty.dim(1)?;
-    let pad = |t: Tensor, to: usize| -> candle_core::Result<Tensor> {
-        let missing = (to - t.dim(1)?) / chunk;
-        let mut parts = vec![t];
+    let pad = |t: TextEncoding, to: usize| -> candle_core::Result<TextEncoding> {
+        let missing = (to - t.hidden.dim(1)?) / chunk;
+        let mut parts = vec![t.hidden];
         for _ in 0..missing {
             parts.push(empty.clone());
         }
-        Tensor::cat(&parts, 1)
+        Ok(TextEncoding {
+            hidden: Tensor::cat(&parts, 1)?,
+            pooled: t.pooled,
+        })
     };
     if la < lb {
         Ok((pad(a, lb)?, b))

@@ -5,13 +5,13 @@
 use candle_core::{Result, Tensor};
 
 use crate::sd::unet::UNet;
-use crate::sd::Sampler;
+use crate::sd::{Conditioning, Sampler};
 
 /// The conditioning of one denoising run: `out = uncond + cfg · (cond − uncond)`,
 /// with the negative prompt's encoding as `uncond`.
 pub struct GuidedContext<'a> {
-    pub cond: &'a Tensor,
-    pub uncond: &'a Tensor,
+    pub cond: &'a Conditioning,
+    pub uncond: &'a Conditioning,
     pub cfg: f64,
 }
 
@@ -75,7 +75,7 @@ pub fn denoise_with(
     let ts: Vec<f64> = sampler.timesteps().to_vec();
     let total = ts.len();
     let b = latents.dim(0)?;
-    let context = Tensor::cat(&[ctx.uncond, ctx.cond], 0)?;
+    let context = Conditioning::cat(&[ctx.uncond, ctx.cond])?;
     let mut x = latents;
     for (i, &t) in ts.iter().enumerate().skip(start) {
         let mut x_in = sampler.scale_model_input(&x, i)?;
@@ -83,7 +83,9 @@ pub fn denoise_with(
             x_in = Tensor::cat(&[&x_in, &extra.to_dtype(x_in.dtype())?], 1)?;
         }
         let batch = Tensor::cat(&[&x_in, &x_in], 0)?.to_dtype(unet.dtype())?;
-        let out = unet.forward(&batch, &[t], &context)?.to_dtype(x.dtype())?;
+        let out = unet
+            .forward_cond(&batch, &[t], &context)?
+            .to_dtype(x.dtype())?;
         let uncond = out.narrow(0, 0, b)?;
         let cond = out.narrow(0, b, b)?;
         let guided = (&uncond + ((cond - &uncond)? * ctx.cfg)?)?;

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::conditioning::{auto_negative, encode, pad_pair, prepare, PromptError, WordBank};
 use super::denoise::{denoise_with, Extras, GuidedContext, LatentBlend, StepControl};
 use crate::rng::{random_seed, Rng};
-use crate::sd::{Sampler, SamplerKind, StableDiffusion};
+use crate::sd::{MicroConditioning, Sampler, SamplerKind, StableDiffusion};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GenerateError {
@@ -191,7 +191,7 @@ pub fn generate(
             "a mask needs an init_image to inpaint".into(),
         ));
     }
-    bank.check_width(sd.text_encoder.hidden_size())?;
+    bank.check_width(&sd.text_widths())?;
 
     let negative = if req.auto_negative {
         auto_negative(&req.prompt, &req.negative, bank)
@@ -201,6 +201,9 @@ pub fn generate(
     let cond = encode(sd, &prepare(sd, &req.prompt, bank)?)?;
     let uncond = encode(sd, &prepare(sd, &negative, bank)?)?;
     let (cond, uncond) = pad_pair(sd, cond, uncond)?;
+    let micro = MicroConditioning::for_size(height, width);
+    let cond = sd.conditioning(&cond, &micro)?;
+    let uncond = sd.conditioning(&uncond, &micro)?;
     let ctx = GuidedContext {
         cond: &cond,
         uncond: &uncond,

@@ -19,7 +19,7 @@ use crate::concept::{
     list, load_embedding, save_embedding, validate_name, Concept, ConceptError, EmbeddingMeta,
     Preset, CONCEPT_FILE,
 };
-use crate::sd::model::{text_encoder_width, ModelSpec};
+use crate::sd::model::{text_encoder_widths, ModelSpec};
 use crate::workspace::Workspace;
 
 /// What `import` asks for.
@@ -83,7 +83,9 @@ impl Imported {
 
 /// The text-encoder width of the workspace's model.
 pub fn workspace_text_width(ws: &Workspace) -> Result<usize, InteropError> {
-    Ok(text_encoder_width(&ModelSpec::parse(&ws.model_spec()))?)
+    Ok(text_encoder_widths(&ModelSpec::parse(&ws.model_spec()))?
+        .iter()
+        .sum())
 }
 
 /// Names usable as a `<word>` in prompts and as a file name.
@@ -111,6 +113,7 @@ fn meta_of(e: &Embedding, name: &str, pos: usize, neg: usize) -> EmbeddingMeta {
         base_model_hash: e.checkpoint_hash.clone().unwrap_or_default(),
         pos_vectors: pos,
         neg_vectors: neg,
+        widths: vec![e.width()],
     }
 }
 

@@ -1,6 +1,7 @@
 //! CLIP text encoder with an embeddings-in entry point, so pseudo-word vectors
 //! (trainable `Var`s) can be spliced into the token embeddings and gradients
-//! flow back to them.
+//! flow back to them. SDXL reads the penultimate layer (no final norm) and, from
+//! its second encoder, the projected pooled output; both come from one pass.
 
 use candle_core::{DType, Device, Result, Tensor};
 
@@ -75,13 +76,35 @@ impl ClipLayer {
     }
 }
 
-/// The text tower of CLIP (`CLIPTextModel`), returning `last_hidden_state`.
+/// Which hidden state a model conditions on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HiddenLayer {
+    /// `last_hidden_state`: every layer, then the final layer norm (SD 1.x/2.x;
+    /// SD 2.x's diffusers encoder already stops one layer early).
+    LastNormed,
+    /// `hidden_states[-2]`: the output of the second-to-last layer, not normed (SDXL).
+    Penultimate,
+}
+
+/// What one pass of the text encoder returns.
+#[derive(Debug, Clone)]
+pub struct ClipOutput {
+    /// `[B, T, d]` at the requested [`HiddenLayer`].
+    pub hidden: Tensor,
+    /// `[B, proj]`: `text_projection(final_layer_norm(last)[eos])`, when asked for.
+    pub pooled: Option<Tensor>,
+}
+
+/// The text tower of CLIP (`CLIPTextModel`, or `CLIPTextModelWithProjection`
+/// when `text_projection.weight` is present).
 #[derive(Debug, Clone)]
 pub struct ClipTextEncoder {
     token_embedding: Tensor,
     position_embedding: Tensor,
     layers: Vec<ClipLayer>,
     final_ln: LayerNorm,
+    /// `[proj, d]`, no bias.
+    text_projection: Option<Linear>,
     act: Activation,
     pub config: ClipTextConfig,
     dtype: DType,
@@ -89,8 +112,14 @@ pub struct ClipTextEncoder {
 }
 
 impl ClipTextEncoder {
-    /// Loads from weights named as transformers' `CLIPTextModel` (`text_model.*`).
-    pub fn load(w: &Weights, cfg: &ClipTextConfig) -> std::result::Result<Self, LoadError> {
+    /// Loads from weights named as transformers' `CLIPTextModel` (`text_model.*`);
+    /// `with_projection` also loads `text_projection.weight`
+    /// (`CLIPTextModelWithProjection`), which SDXL's pooled output needs.
+    pub fn load(
+        w: &Weights,
+        cfg: &ClipTextConfig,
+        with_projection: bool,
+    ) -> std::result::Result<Self, LoadError> {
         let act = match cfg.hidden_act.as_str() {
             "quick_gelu" => Activation::QuickGelu,
             "gelu" => Activation::Gelu,
@@ -130,11 +159,22 @@ impl ClipTextEncoder {
             });
         }
         let final_ln = LayerNorm::load(&tm.pp("final_layer_norm"), d, cfg.layer_norm_eps)?;
+        let text_projection = if with_projection {
+            let proj = match (cfg.projection_dim, w.shape_of("text_projection.weight")) {
+                (Some(p), _) => p,
+                (None, Some(shape)) => shape.first().copied().unwrap_or(d),
+                (None, None) => d,
+            };
+            Some(Linear::load(&w.pp("text_projection"), d, proj, false)?)
+        } else {
+            None
+        };
         Ok(Self {
             token_embedding,
             position_embedding,
             layers,
             final_ln,
+            text_projection,
             act,
             config: cfg.clone(),
             dtype: w.dtype(),
@@ -144,6 +184,15 @@ impl ClipTextEncoder {
 
     pub fn hidden_size(&self) -> usize {
         self.config.hidden_size
+    }
+
+    /// Width of the pooled projection, when the encoder has one.
+    pub fn projection_size(&self) -> Option<usize> {
+        self.text_projection.as_ref().map(|_| {
+            self.config
+                .projection_dim
+                .unwrap_or(self.config.hidden_size)
+        })
     }
 
     pub fn dtype(&self) -> DType {
@@ -197,22 +246,80 @@ impl ClipTextEncoder {
         Tensor::stack(&rows, 0)
     }
 
-    /// Runs the transformer on embeddings `[B, T, d]` (positions are added here).
+    /// Runs the transformer on embeddings `[B, T, d]` (positions are added
+    /// here) and returns `last_hidden_state`.
     pub fn forward_embeddings(&self, emb: &Tensor) -> Result<Tensor> {
-        let (_b, t, _d) = emb.dims3()?;
+        Ok(self
+            .forward_layers(emb, HiddenLayer::LastNormed, None)?
+            .hidden)
+    }
+
+    /// Runs the transformer on embeddings `[B, T, d]`, returning the hidden
+    /// state at `layer` and, with `pool_at` (one position per sequence, the
+    /// first EOS), the projected pooled output. Layers that neither needs are
+    /// not run.
+    pub fn forward_layers(
+        &self,
+        emb: &Tensor,
+        layer: HiddenLayer,
+        pool_at: Option<&[usize]>,
+    ) -> Result<ClipOutput> {
+        let (b, t, _d) = emb.dims3()?;
         if t > self.config.max_position_embeddings {
             candle_core::bail!(
                 "sequence of {t} tokens is longer than the text encoder's {} positions",
                 self.config.max_position_embeddings
             );
         }
+        let projection = match (pool_at, &self.text_projection) {
+            (None, _) => None,
+            (Some(_), None) => {
+                candle_core::bail!("pooled output asked of a text encoder without text_projection")
+            }
+            (Some(at), Some(p)) if at.len() == b => Some((at, p)),
+            (Some(at), Some(_)) => {
+                candle_core::bail!("{} pooling positions for a batch of {b}", at.len())
+            }
+        };
         let pos = self.position_embedding.narrow(0, 0, t)?;
         let mut x = emb.broadcast_add(&pos)?;
         let mask = causal_mask(t, self.dtype, &self.device)?;
-        for layer in &self.layers {
-            x = layer.forward(&x, &mask, self.act)?;
+        let n = self.layers.len();
+        let run = match (layer, projection.is_some()) {
+            (HiddenLayer::Penultimate, false) => n.saturating_sub(1),
+            _ => n,
+        };
+        let mut penultimate = None;
+        for (i, l) in self.layers.iter().take(run).enumerate() {
+            x = l.forward(&x, &mask, self.act)?;
+            if i + 2 == n {
+                penultimate = Some(x.clone());
+            }
         }
-        self.final_ln.forward(&x)
+        let hidden = match layer {
+            HiddenLayer::LastNormed => self.final_ln.forward(&x)?,
+            // With a single layer, "penultimate" is the embeddings themselves.
+            HiddenLayer::Penultimate => match penultimate {
+                Some(p) => p,
+                None if n <= 1 => emb.broadcast_add(&pos)?,
+                None => x.clone(),
+            },
+        };
+        let pooled = match projection {
+            None => None,
+            Some((at, proj)) => {
+                let mut rows = Vec::with_capacity(b);
+                for (i, &p) in at.iter().enumerate() {
+                    if p >= t {
+                        candle_core::bail!("pooling position {p} is past the {t} tokens");
+                    }
+                    rows.push(x.get(i)?.narrow(0, p, 1)?);
+                }
+                let last = Tensor::cat(&rows, 0)?;
+                Some(proj.forward(&self.final_ln.forward(&last)?)?)
+            }
+        };
+        Ok(ClipOutput { hidden, pooled })
     }
 
     /// Convenience: tokenized sequences (+ vectors) → `last_hidden_state`.

@@ -57,6 +57,10 @@ pub struct ClipTextConfig {
     #[serde(default = "default_hidden_act")]
     pub hidden_act: String,
     pub vocab_size: usize,
+    /// Width of `text_projection` (`CLIPTextModelWithProjection`, SDXL's second
+    /// encoder); plain `CLIPTextModel` configs carry it too, unused.
+    #[serde(default)]
+    pub projection_dim: Option<usize>,
 }
 
 fn default_max_positions() -> usize {
@@ -122,6 +126,12 @@ pub struct UNetConfig {
     pub num_class_embeds: Option<usize>,
     #[serde(default)]
     pub addition_embed_type: Option<String>,
+    /// SDXL's `text_time` embedding: width of each sinusoidal time-id feature.
+    #[serde(default)]
+    pub addition_time_embed_dim: Option<usize>,
+    /// SDXL: pooled text width + 6 × `addition_time_embed_dim`.
+    #[serde(default)]
+    pub projection_class_embeddings_input_dim: Option<usize>,
     #[serde(default)]
     pub time_cond_proj_dim: Option<usize>,
     #[serde(default = "default_time_shift")]

@@ -1,7 +1,7 @@
-//! Loading a whole Stable Diffusion pipeline: a local diffusers folder,
-//! `hf:org/name[@revision]` resolved offline from the Hugging Face cache, or a
-//! single-file checkpoint in the original LDM layout (`.safetensors`/`.ckpt`,
-//! see [`super::single_file`]).
+//! Loading a whole Stable Diffusion pipeline (SD 1.x, 2.x or SDXL): a local
+//! diffusers folder, `hf:org/name[@revision]` resolved offline from the Hugging
+//! Face cache, or a single-file checkpoint in the original LDM layout
+//! (`.safetensors`/`.ckpt`, see [`super::single_file`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,10 +13,12 @@ use super::config::{
     read_json, ClipTextConfig, Prediction, SchedulerConfig, UNetConfig, VaeConfig,
 };
 use super::error::LoadError;
+use super::family::Family;
 use super::scheduler::NoiseSchedule;
 use super::single_file::{self, is_single_file, SingleFileSpec};
-use super::tokenizer::ClipTokenizer;
-use super::unet::UNet;
+use super::text::{TextEncoding, TextStack, Tokens};
+use super::tokenizer::{ClipTokenizer, PseudoWord};
+use super::unet::{AddedCond, Conditioning, MicroConditioning, UNet};
 use super::vae::Vae;
 use super::weights::{SafetensorsFiles, TensorSource, Weights};
 
@@ -198,8 +200,9 @@ impl Default for LoadOptions {
 pub struct StableDiffusion {
     pub root: PathBuf,
     pub name: String,
-    pub tokenizer: ClipTokenizer,
-    pub text_encoder: ClipTextEncoder,
+    pub family: Family,
+    /// Tokenizers and text encoders (two on SDXL).
+    pub text: TextStack,
     pub unet: UNet,
     pub vae: Vae,
     pub schedule: NoiseSchedule,
@@ -225,8 +228,18 @@ impl StableDiffusion {
 
     pub fn load_folder(root: &Path, opts: &LoadOptions) -> Result<Self, LoadError> {
         opts.check(root)?;
-        let tokenizer = load_tokenizer(root)?;
-        let text_encoder = load_text_encoder(root, opts)?;
+        let family = folder_family(root)?;
+        let text = match family {
+            Family::Sdxl => TextStack::sdxl(
+                load_tokenizer_at(root, "tokenizer")?,
+                load_text_encoder_at(root, "text_encoder", false, opts)?,
+                load_tokenizer_at(root, "tokenizer_2")?,
+                load_text_encoder_at(root, "text_encoder_2", true, opts)?,
+            ),
+            Family::Sd1 | Family::Sd2 => {
+                TextStack::single(load_tokenizer(root)?, load_text_encoder(root, opts)?)
+            }
+        };
         let unet = load_unet(root, opts)?;
         let vae = load_vae(root, opts)?;
         let schedule = load_schedule(root)?;
@@ -234,46 +247,183 @@ impl StableDiffusion {
             .file_name()
             .map(|n| n.to_string_lossy().to_string())
             .unwrap_or_else(|| "model".into());
-        Ok(Self {
+        let sd = Self {
             root: root.to_path_buf(),
             name,
-            tokenizer,
-            text_encoder,
+            family,
+            text,
             unet,
             vae,
             schedule,
             dtype: opts.dtype,
             device: opts.device.clone(),
-        })
+        };
+        sd.check_text_fits_unet(&root.join("unet").join("config.json"))?;
+        Ok(sd)
     }
 
     pub fn prediction(&self) -> Prediction {
         self.schedule.prediction
     }
+
+    /// A pseudo-word vector's width (SDXL: CLIP-L's and OpenCLIP-G's side by side).
+    pub fn word_width(&self) -> usize {
+        self.text.width()
+    }
+
+    /// Each text encoder's width, in order.
+    pub fn text_widths(&self) -> Vec<usize> {
+        self.text.widths()
+    }
+
+    /// A prompt's full sequences, one per text encoder.
+    pub fn tokenize(&self, prompt: &str, words: &[PseudoWord]) -> Tokens {
+        self.text.tokenize(prompt, words)
+    }
+
+    /// The UNet's added conditioning for a batch of encoded prompts (SDXL),
+    /// `None` for UNets without it.
+    pub fn added_cond(
+        &self,
+        enc: &TextEncoding,
+        micro: &MicroConditioning,
+    ) -> candle_core::Result<Option<AddedCond>> {
+        if !self.unet.takes_added_cond() {
+            return Ok(None);
+        }
+        let Some(pooled) = &enc.pooled else {
+            candle_core::bail!(
+                "this SDXL UNet needs a pooled text embedding; the text encoders gave none"
+            );
+        };
+        let b = pooled.dim(0)?;
+        Ok(Some(AddedCond {
+            text_embeds: pooled.clone(),
+            time_ids: micro.time_ids(b, &self.device)?,
+        }))
+    }
+
+    /// The UNet's conditioning for encoded prompts at a size (`micro` matters
+    /// only to SDXL).
+    pub fn conditioning(
+        &self,
+        enc: &TextEncoding,
+        micro: &MicroConditioning,
+    ) -> candle_core::Result<Conditioning> {
+        Ok(Conditioning {
+            context: enc.hidden.clone(),
+            added: self.added_cond(enc, micro)?,
+        })
+    }
+
+    /// Checks the text side against the UNet's cross-attention and pooled
+    /// widths, so a mismatched folder fails at load, naming the config.
+    pub(crate) fn check_text_fits_unet(&self, unet_config: &Path) -> Result<(), LoadError> {
+        let bad = |message: String| LoadError::BadConfig {
+            path: unet_config.to_path_buf(),
+            message,
+        };
+        let ctx = self.unet.context_width();
+        let width = self.text.width();
+        if ctx != Some(width) {
+            if let Some(ctx) = ctx {
+                return Err(bad(format!(
+                    "cross_attention_dim {ctx} does not match the text encoders' output width {width} ({:?})",
+                    self.text.widths()
+                )));
+            }
+        }
+        match (self.unet.pooled_width(), self.text.pooled_width()) {
+            (Some(u), Some(t)) if u != t => Err(bad(format!(
+                "the added embedding expects a {u}-wide pooled text embedding; text_encoder_2 projects to {t}"
+            ))),
+            (Some(_), None) => Err(bad(
+                "the UNet takes pooled text + time ids (SDXL) but the model has no second text encoder with a projection".into(),
+            )),
+            (None, Some(_)) => Err(bad(
+                "the model has two text encoders (SDXL) but the UNet has no `text_time` added embedding".into(),
+            )),
+            _ => Ok(()),
+        }
+    }
 }
 
-pub fn load_tokenizer(root: &Path) -> Result<ClipTokenizer, LoadError> {
-    let dir = root.join("tokenizer");
+/// Tells SD 1.x, 2.x and SDXL apart in a diffusers folder: SDXL has
+/// `text_encoder_2/` and a `text_time` UNet; SD 2.x's CLIP is OpenCLIP (gelu).
+pub fn folder_family(root: &Path) -> Result<Family, LoadError> {
+    let unet_cfg_path = root.join("unet").join("config.json");
+    let unet: UNetConfig = read_json(&unet_cfg_path)?;
+    let xl_unet = unet.addition_embed_type.as_deref() == Some("text_time");
+    let te2 = root.join("text_encoder_2");
+    let te1 = root.join("text_encoder");
+    if xl_unet {
+        if !te2.join("config.json").is_file() {
+            return Err(LoadError::MissingFile {
+                path: te2.join("config.json"),
+                what:
+                    "text_encoder_2/ (SDXL's OpenCLIP-G encoder: config.json + model.safetensors); \
+                       the UNet has a text_time added embedding, so this is an SDXL model"
+                        .into(),
+            });
+        }
+        if !te1.join("config.json").is_file() {
+            return Err(LoadError::UnsupportedLayout {
+                path: te1,
+                message: "an SDXL model without text_encoder/ (the SDXL refiner?); only base SDXL \
+                          models with both text encoders are supported"
+                    .into(),
+            });
+        }
+        return Ok(Family::Sdxl);
+    }
+    let cfg_path = te1.join("config.json");
+    let cfg: ClipTextConfig = read_json(&cfg_path)?;
+    Ok(if cfg.hidden_act == "gelu" {
+        Family::Sd2
+    } else {
+        Family::Sd1
+    })
+}
+
+pub fn load_tokenizer_at(root: &Path, folder: &str) -> Result<ClipTokenizer, LoadError> {
+    let dir = root.join(folder);
     if !dir.is_dir() {
         return Err(LoadError::MissingFile {
             path: dir,
-            what: "tokenizer/ with vocab.json and merges.txt".into(),
+            what: format!("{folder}/ with vocab.json and merges.txt"),
         });
     }
     ClipTokenizer::from_dir(&dir)
 }
 
-pub fn load_text_encoder(root: &Path, opts: &LoadOptions) -> Result<ClipTextEncoder, LoadError> {
-    let dir = root.join("text_encoder");
+pub fn load_text_encoder_at(
+    root: &Path,
+    folder: &str,
+    with_projection: bool,
+    opts: &LoadOptions,
+) -> Result<ClipTextEncoder, LoadError> {
+    let dir = root.join(folder);
     let cfg_path = dir.join("config.json");
     let cfg: ClipTextConfig = read_json(&cfg_path)?;
     let w = Weights::new(
         open_component_weights(&dir, "model")?,
-        "text encoder",
+        if with_projection {
+            "text encoder 2"
+        } else {
+            "text encoder"
+        },
         opts.dtype,
         &opts.device,
     );
-    ClipTextEncoder::load(&w, &cfg).map_err(|e| with_config_path(e, &cfg_path))
+    ClipTextEncoder::load(&w, &cfg, with_projection).map_err(|e| with_config_path(e, &cfg_path))
+}
+
+pub fn load_tokenizer(root: &Path) -> Result<ClipTokenizer, LoadError> {
+    load_tokenizer_at(root, "tokenizer")
+}
+
+pub fn load_text_encoder(root: &Path, opts: &LoadOptions) -> Result<ClipTextEncoder, LoadError> {
+    load_text_encoder_at(root, "text_encoder", false, opts)
 }
 
 pub fn load_unet(root: &Path, opts: &LoadOptions) -> Result<UNet, LoadError> {
@@ -308,16 +458,27 @@ pub fn load_schedule(root: &Path) -> Result<NoiseSchedule, LoadError> {
     NoiseSchedule::from_config(&cfg, &path)
 }
 
-/// The text encoder's width (768 for SD 1.x, 1024 for SD 2.x) without loading
-/// the model: from `text_encoder/config.json`, or a single file's config folder
-/// or token-embedding shape.
-pub fn text_encoder_width(spec: &ModelSpec) -> Result<usize, LoadError> {
+/// The text encoders' widths (`[768]` SD 1.x, `[1024]` SD 2.x, `[768, 1280]`
+/// SDXL) without loading the model: from the configs, or a single file's
+/// config folder or token-embedding shapes.
+pub fn text_encoder_widths(spec: &ModelSpec) -> Result<Vec<usize>, LoadError> {
     if let Some(file) = spec.single_file()? {
-        return single_file::text_width(&file);
+        return single_file::text_widths(&file);
     }
     let root = spec.resolve()?;
-    let cfg: ClipTextConfig = read_json(&root.join("text_encoder").join("config.json"))?;
-    Ok(cfg.hidden_size)
+    let mut widths = Vec::new();
+    // Only the text encoders' configs are read: a folder for width checks
+    // may hold nothing else.
+    let folders: &[&str] = if root.join("text_encoder_2").join("config.json").is_file() {
+        &["text_encoder", "text_encoder_2"]
+    } else {
+        &["text_encoder"]
+    };
+    for f in folders {
+        let cfg: ClipTextConfig = read_json(&root.join(f).join("config.json"))?;
+        widths.push(cfg.hidden_size);
+    }
+    Ok(widths)
 }
 
 /// Blocks report config problems against a placeholder name; give them the real path.

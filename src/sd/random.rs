@@ -10,6 +10,7 @@ use super::error::LoadError;
 use super::model::{LoadOptions, StableDiffusion};
 use super::scheduler::NoiseSchedule;
 use super::single_file::{shipped_tokenizer, Family};
+use super::text::TextStack;
 use super::unet::UNet;
 use super::vae::Vae;
 use super::weights::{RandomInit, Weights};
@@ -52,8 +53,11 @@ impl StableDiffusion {
         Ok(Self {
             root: label.clone(),
             name: "sd15-random".into(),
-            tokenizer: shipped_tokenizer(Family::Sd1)?,
-            text_encoder: ClipTextEncoder::load(&w("text encoder"), &text_cfg)?,
+            family: Family::Sd1,
+            text: TextStack::single(
+                shipped_tokenizer(Family::Sd1)?,
+                ClipTextEncoder::load(&w("text encoder"), &text_cfg, false)?,
+            ),
             unet: UNet::load(&w("UNet"), &unet_cfg, &label)?,
             vae: Vae::load(&w("VAE"), &vae_cfg, &label)?,
             schedule: NoiseSchedule::from_config(&sched_cfg, &label)?,

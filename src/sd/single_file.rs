@@ -27,6 +27,7 @@ use super::config::{
 use super::error::LoadError;
 use super::model::{with_config_path, LoadOptions, StableDiffusion};
 use super::scheduler::NoiseSchedule;
+use super::text::TextStack;
 use super::tokenizer::ClipTokenizer;
 use super::unet::UNet;
 use super::vae::Vae;
@@ -35,31 +36,7 @@ use crate::interop::checkpoint::{to_load_error, TorchCheckpoint};
 pub use infer::InferredConfigs;
 use names::{Component, MappedSource, TextLayout, UnetLayout};
 
-/// The Stable Diffusion generation a checkpoint belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Family {
-    /// CLIP ViT-L text encoder, conv projections.
-    Sd1,
-    /// OpenCLIP ViT-H text encoder (penultimate layer), linear projections.
-    Sd2,
-}
-
-impl Family {
-    pub fn describe(&self) -> &'static str {
-        match self {
-            Family::Sd1 => "SD 1.x (CLIP text encoder)",
-            Family::Sd2 => "SD 2.x (OpenCLIP text encoder)",
-        }
-    }
-
-    /// The tokenizer's pad token: SD 2.x pads with `!` (id 0).
-    fn pad_token(&self) -> &'static str {
-        match self {
-            Family::Sd1 => "<|endoftext|>",
-            Family::Sd2 => "!",
-        }
-    }
-}
+pub use super::family::Family;
 
 /// Whether a model spec names a single-file checkpoint (by its extension).
 pub fn is_single_file(path: &str) -> bool {
@@ -233,14 +210,14 @@ impl Layout {
         let prefix = self.text_prefix.clone();
         Component::Text(match self.family {
             Family::Sd1 => TextLayout::Clip { prefix },
-            Family::Sd2 => TextLayout::OpenClip { prefix },
+            Family::Sd2 | Family::Sdxl => TextLayout::OpenClip { prefix },
         })
     }
 
     fn token_embedding_name(&self) -> String {
         match self.family {
             Family::Sd1 => format!("{}embeddings.token_embedding.weight", self.text_prefix),
-            Family::Sd2 => format!("{}token_embedding.weight", self.text_prefix),
+            Family::Sd2 | Family::Sdxl => format!("{}token_embedding.weight", self.text_prefix),
         }
     }
 }
@@ -482,6 +459,7 @@ impl SingleFile {
                 &opts.device,
             ),
             &c.text,
+            false,
         )
         .map_err(|e| with_config_path(e, &te_cfg))?;
         let unet_cfg = c.path_of("unet", path);
@@ -506,8 +484,8 @@ impl SingleFile {
         Ok(StableDiffusion {
             root: path.clone(),
             name,
-            tokenizer: self.tokenizer()?,
-            text_encoder,
+            family: self.layout.family,
+            text: TextStack::single(self.tokenizer()?, text_encoder),
             unet,
             vae,
             schedule,
@@ -522,17 +500,17 @@ pub fn load(spec: &SingleFileSpec, opts: &LoadOptions) -> Result<StableDiffusion
     SingleFile::open(spec)?.load(opts)
 }
 
-/// The text encoder's width, from the config folder or the checkpoint's shapes.
-pub fn text_width(spec: &SingleFileSpec) -> Result<usize, LoadError> {
+/// The text encoders' widths, from the config folder or the checkpoint's shapes.
+pub fn text_widths(spec: &SingleFileSpec) -> Result<Vec<usize>, LoadError> {
     if let Some(dir) = &spec.config {
         let cfg: ClipTextConfig = read_json(&dir.join("text_encoder").join("config.json"))?;
-        return Ok(cfg.hidden_size);
+        return Ok(vec![cfg.hidden_size]);
     }
     let src = open_checkpoint(&spec.path)?;
     let layout = Layout::detect(src.as_ref())?;
     let name = layout.token_embedding_name();
     match src.shape(&name).as_deref() {
-        Some([_, d]) => Ok(*d),
+        Some([_, d]) => Ok(vec![*d]),
         other => Err(LoadError::UnsupportedLayout {
             path: spec.path.clone(),
             message: format!("`{name}` has shape {other:?}, expected [vocab, width]"),

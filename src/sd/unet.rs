@@ -1,5 +1,7 @@
-//! diffusers `UNet2DConditionModel` for SD 1.x / 2.x (and inpainting variants
-//! with more input channels). Every size comes from `unet/config.json`.
+//! diffusers `UNet2DConditionModel` for SD 1.x / 2.x / SDXL (and inpainting
+//! variants with more input channels). Every size comes from `unet/config.json`.
+//! SDXL's `text_time` added embedding takes the pooled text projection and six
+//! micro-conditioning ids ([`AddedCond`]).
 
 use std::path::Path;
 
@@ -35,10 +37,144 @@ struct MidBlock {
     attentions: Vec<(SpatialTransformer, ResnetBlock)>,
 }
 
+/// SDXL's added conditioning of one batch.
+#[derive(Debug, Clone)]
+pub struct AddedCond {
+    /// `[B, proj]`: the second text encoder's pooled projection.
+    pub text_embeds: Tensor,
+    /// `[B, 6]`: original height, width, crop top, crop left, target height, width.
+    pub time_ids: Tensor,
+}
+
+impl AddedCond {
+    /// `[uncond; cond]`-style concatenation of two batches.
+    pub fn cat(parts: &[&AddedCond]) -> Result<AddedCond> {
+        let te: Vec<&Tensor> = parts.iter().map(|a| &a.text_embeds).collect();
+        let ti: Vec<&Tensor> = parts.iter().map(|a| &a.time_ids).collect();
+        Ok(AddedCond {
+            text_embeds: Tensor::cat(&te, 0)?,
+            time_ids: Tensor::cat(&ti, 0)?,
+        })
+    }
+
+    /// The same conditioning repeated `n` times along the batch.
+    pub fn repeat(&self, n: usize) -> Result<AddedCond> {
+        Ok(AddedCond {
+            text_embeds: self.text_embeds.repeat((n, 1))?,
+            time_ids: self.time_ids.repeat((n, 1))?,
+        })
+    }
+}
+
+/// Everything the UNet is conditioned on besides latents and timesteps.
+#[derive(Debug, Clone)]
+pub struct Conditioning {
+    /// `[B, T, D]` text hidden states for cross-attention.
+    pub context: Tensor,
+    /// SDXL's pooled text and time ids.
+    pub added: Option<AddedCond>,
+}
+
+impl Conditioning {
+    /// Batches concatenated (e.g. `[uncond; cond]` for guidance).
+    pub fn cat(parts: &[&Conditioning]) -> Result<Conditioning> {
+        let ctx: Vec<&Tensor> = parts.iter().map(|c| &c.context).collect();
+        let added = match parts
+            .iter()
+            .map(|c| c.added.as_ref())
+            .collect::<Option<Vec<_>>>()
+        {
+            Some(a) if !a.is_empty() => Some(AddedCond::cat(&a)?),
+            _ => None,
+        };
+        Ok(Conditioning {
+            context: Tensor::cat(&ctx, 0)?,
+            added,
+        })
+    }
+
+    /// The same conditioning repeated `n` times along the batch.
+    pub fn repeat(&self, n: usize) -> Result<Conditioning> {
+        Ok(Conditioning {
+            context: self.context.repeat((n, 1, 1))?,
+            added: match &self.added {
+                Some(a) => Some(a.repeat(n)?),
+                None => None,
+            },
+        })
+    }
+
+    /// Rows `start..start+len` of the batch.
+    pub fn narrow(&self, start: usize, len: usize) -> Result<Conditioning> {
+        Ok(Conditioning {
+            context: self.context.narrow(0, start, len)?,
+            added: match &self.added {
+                Some(a) => Some(AddedCond {
+                    text_embeds: a.text_embeds.narrow(0, start, len)?,
+                    time_ids: a.time_ids.narrow(0, start, len)?,
+                }),
+                None => None,
+            },
+        })
+    }
+
+    pub fn batch(&self) -> Result<usize> {
+        self.context.dim(0)
+    }
+}
+
+/// SDXL's size and crop conditioning (pixels), as diffusers' `_get_add_time_ids`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MicroConditioning {
+    /// `(height, width)` of the source image before any resize.
+    pub original: (usize, usize),
+    /// `(top, left)` of the crop.
+    pub crop: (usize, usize),
+    /// `(height, width)` rendered or trained at.
+    pub target: (usize, usize),
+}
+
+impl MicroConditioning {
+    /// diffusers' default: original = target = the render size, no crop.
+    pub fn for_size(height: usize, width: usize) -> Self {
+        Self {
+            original: (height, width),
+            crop: (0, 0),
+            target: (height, width),
+        }
+    }
+
+    /// `[b, 6]` f32 time ids.
+    pub fn time_ids(&self, b: usize, device: &Device) -> Result<Tensor> {
+        let row = [
+            self.original.0,
+            self.original.1,
+            self.crop.0,
+            self.crop.1,
+            self.target.0,
+            self.target.1,
+        ]
+        .map(|v| v as f32);
+        Tensor::new(&row, device)?.unsqueeze(0)?.repeat((b, 1))
+    }
+}
+
+/// diffusers' `text_time` addition: sinusoidal features of each time id,
+/// concatenated after the pooled text, through a two-layer MLP, added to the
+/// timestep embedding.
+#[derive(Debug, Clone)]
+struct TextTimeEmbedding {
+    time_dim: usize,
+    pooled_dim: usize,
+    linear_1: Linear,
+    linear_2: Linear,
+}
+
 #[derive(Debug, Clone)]
 pub struct UNet {
     time_linear_1: Linear,
     time_linear_2: Linear,
+    add_embedding: Option<TextTimeEmbedding>,
     conv_in: Conv2d,
     down: Vec<DownBlock>,
     mid: Option<MidBlock>,
@@ -46,6 +182,8 @@ pub struct UNet {
     norm_out: GroupNorm,
     conv_out: Conv2d,
     pub config: UNetConfig,
+    /// Cross-attention width of each level (the context the text side must give).
+    context_dims: Vec<usize>,
     time_proj_dim: usize,
     dtype: DType,
     device: Device,
@@ -72,12 +210,37 @@ impl UNet {
                 ),
             });
         }
-        if let Some(t) = &cfg.addition_embed_type {
-            return Err(unsupported(
-                config_path,
-                format!("addition_embed_type `{t}` (SDXL-style UNets are not supported yet)"),
-            ));
-        }
+        let add_embed = match cfg.addition_embed_type.as_deref() {
+            None => None,
+            Some("text_time") => {
+                let missing = |key: &str| LoadError::BadConfig {
+                    path: config_path.to_path_buf(),
+                    message: format!("addition_embed_type `text_time` needs `{key}`"),
+                };
+                let time_dim = cfg
+                    .addition_time_embed_dim
+                    .ok_or_else(|| missing("addition_time_embed_dim"))?;
+                let input = cfg
+                    .projection_class_embeddings_input_dim
+                    .ok_or_else(|| missing("projection_class_embeddings_input_dim"))?;
+                if input <= 6 * time_dim {
+                    return Err(LoadError::BadConfig {
+                        path: config_path.to_path_buf(),
+                        message: format!(
+                            "projection_class_embeddings_input_dim {input} leaves no room for the pooled text \
+                             after 6 time ids × addition_time_embed_dim {time_dim}"
+                        ),
+                    });
+                }
+                Some((time_dim, input))
+            }
+            Some(t) => {
+                return Err(unsupported(
+                    config_path,
+                    format!("addition_embed_type `{t}` (supported: text_time, SDXL)"),
+                ))
+            }
+        };
         if cfg.class_embed_type.is_some() || cfg.num_class_embeds.is_some() {
             return Err(unsupported(
                 config_path,
@@ -142,6 +305,15 @@ impl UNet {
         let time_linear_1 =
             Linear::load(&w.pp("time_embedding.linear_1"), time_proj_dim, temb, true)?;
         let time_linear_2 = Linear::load(&w.pp("time_embedding.linear_2"), temb, temb, true)?;
+        let add_embedding = match add_embed {
+            None => None,
+            Some((time_dim, input)) => Some(TextTimeEmbedding {
+                time_dim,
+                pooled_dim: input - 6 * time_dim,
+                linear_1: Linear::load(&w.pp("add_embedding.linear_1"), input, temb, true)?,
+                linear_2: Linear::load(&w.pp("add_embedding.linear_2"), temb, temb, true)?,
+            }),
+        };
         let k_in = cfg.conv_in_kernel;
         let conv_in = Conv2d::load(
             &w.pp("conv_in"),
@@ -292,6 +464,7 @@ impl UNet {
         Ok(Self {
             time_linear_1,
             time_linear_2,
+            add_embedding,
             conv_in,
             down,
             mid,
@@ -306,6 +479,7 @@ impl UNet {
                 (k_out - 1) / 2,
             )?,
             config: cfg.clone(),
+            context_dims: ctx_dims.clone(),
             time_proj_dim,
             dtype: w.dtype(),
             device: w.device().clone(),
@@ -320,17 +494,37 @@ impl UNet {
         self.dtype
     }
 
-    /// Sinusoidal timestep features, computed in f32 the way diffusers does.
-    fn time_features(&self, timesteps: &[f64]) -> Result<Tensor> {
-        let half = self.time_proj_dim / 2;
+    /// The context width every level's cross-attention takes (`None` when the
+    /// levels disagree).
+    pub fn context_width(&self) -> Option<usize> {
+        let first = *self.context_dims.first()?;
+        self.context_dims
+            .iter()
+            .all(|d| *d == first)
+            .then_some(first)
+    }
+
+    /// Whether the UNet takes SDXL's pooled text + time ids.
+    pub fn takes_added_cond(&self) -> bool {
+        self.add_embedding.is_some()
+    }
+
+    /// The pooled text width the added embedding expects (SDXL).
+    pub fn pooled_width(&self) -> Option<usize> {
+        self.add_embedding.as_ref().map(|a| a.pooled_dim)
+    }
+
+    /// Sinusoidal features (diffusers' `get_timestep_embedding`, in f32) of
+    /// each value, `dim` per value.
+    fn sinusoids(&self, values: &[f32], dim: usize) -> Result<Tensor> {
+        let half = dim / 2;
         let shift = self.config.freq_shift as f32;
         let neg_log = -(10000f64.ln()) as f32;
         let freqs: Vec<f32> = (0..half)
             .map(|i| ((neg_log * i as f32) / (half as f32 - shift)).exp())
             .collect();
-        let mut data = Vec::with_capacity(timesteps.len() * self.time_proj_dim);
-        for &t in timesteps {
-            let t = t as f32;
+        let mut data = Vec::with_capacity(values.len() * dim);
+        for &t in values {
             let args: Vec<f32> = freqs.iter().map(|f| t * f).collect();
             let sin = args.iter().map(|a| a.sin());
             let cos = args.iter().map(|a| a.cos());
@@ -339,29 +533,92 @@ impl UNet {
             } else {
                 sin.chain(cos).collect()
             };
-            row.resize(self.time_proj_dim, 0.0);
+            row.resize(dim, 0.0);
             data.extend(row);
         }
-        Tensor::from_vec(data, (timesteps.len(), self.time_proj_dim), &self.device)?
-            .to_dtype(self.dtype)
+        Tensor::from_vec(data, (values.len(), dim), &self.device)
+    }
+
+    /// SDXL's added embedding for a batch of `b`.
+    fn added_embedding(
+        &self,
+        add: &TextTimeEmbedding,
+        cond: Option<&AddedCond>,
+        b: usize,
+    ) -> Result<Tensor> {
+        let Some(cond) = cond else {
+            candle_core::bail!(
+                "this UNet (addition_embed_type text_time, SDXL) needs the pooled text embedding and time ids"
+            );
+        };
+        let (tb, tw) = cond.text_embeds.dims2()?;
+        let (ib, iw) = cond.time_ids.dims2()?;
+        if tb != b || ib != b || tw != add.pooled_dim || iw != 6 {
+            candle_core::bail!(
+                "added conditioning text_embeds {:?} / time_ids {:?} for a batch of {b}; expected [{b}, {}] and [{b}, 6]",
+                cond.text_embeds.dims(),
+                cond.time_ids.dims(),
+                add.pooled_dim
+            );
+        }
+        let ids: Vec<f32> = cond
+            .time_ids
+            .to_dtype(DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let time = self
+            .sinusoids(&ids, add.time_dim)?
+            .reshape((b, 6 * add.time_dim))?;
+        // diffusers concatenates in f32 and casts to the model dtype; casting
+        // each part first is the same (the text part is in the model dtype).
+        let input = Tensor::cat(
+            &[
+                &cond.text_embeds.to_dtype(self.dtype)?,
+                &time.to_dtype(self.dtype)?,
+            ],
+            1,
+        )?;
+        add.linear_2.forward(&add.linear_1.forward(&input)?.silu()?)
+    }
+
+    /// [`UNet::forward`] with a [`Conditioning`].
+    pub fn forward_cond(
+        &self,
+        latents: &Tensor,
+        timesteps: &[f64],
+        cond: &Conditioning,
+    ) -> Result<Tensor> {
+        self.forward(latents, timesteps, &cond.context, cond.added.as_ref())
     }
 
     /// Predicts noise (or v) for `latents [B, C, H, W]` at one timestep per
-    /// sample, conditioned on `context [B, T, D]`.
-    pub fn forward(&self, latents: &Tensor, timesteps: &[f64], context: &Tensor) -> Result<Tensor> {
+    /// sample, conditioned on `context [B, T, D]` and, for SDXL, the pooled
+    /// text and time ids.
+    pub fn forward(
+        &self,
+        latents: &Tensor,
+        timesteps: &[f64],
+        context: &Tensor,
+        added: Option<&AddedCond>,
+    ) -> Result<Tensor> {
         let b = latents.dim(0)?;
         if timesteps.len() != b && timesteps.len() != 1 {
             candle_core::bail!("{} timesteps for a batch of {b}", timesteps.len());
         }
-        let ts: Vec<f64> = if timesteps.len() == b {
-            timesteps.to_vec()
+        let ts: Vec<f32> = if timesteps.len() == b {
+            timesteps.iter().map(|t| *t as f32).collect()
         } else {
-            vec![timesteps[0]; b]
+            vec![timesteps[0] as f32; b]
         };
-        let temb = self.time_features(&ts)?;
         let temb = self
+            .sinusoids(&ts, self.time_proj_dim)?
+            .to_dtype(self.dtype)?;
+        let mut temb = self
             .time_linear_2
             .forward(&self.time_linear_1.forward(&temb)?.silu()?)?;
+        if let Some(add) = &self.add_embedding {
+            temb = (temb + self.added_embedding(add, added, b)?)?;
+        }
 
         let mut x = if self.config.center_input_sample {
             ((latents * 2.0)? - 1.0)?

@@ -17,7 +17,7 @@ use super::ToyError;
 use crate::generate::conditioning::{encode, pad_pair, prepare};
 use crate::generate::{denoise_with, Extras, GuidedContext, StepControl, WordBank};
 use crate::rng::Rng;
-use crate::sd::{Sampler, SamplerKind, StableDiffusion};
+use crate::sd::{MicroConditioning, Sampler, SamplerKind, StableDiffusion};
 
 /// A held-out concept and what its reference shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -211,15 +211,17 @@ pub fn sample_batch(
     let cond = encode(sd, &prepare(sd, prompt, bank)?)?;
     let uncond = encode(sd, &prepare(sd, negative, bank)?)?;
     let (cond, uncond) = pad_pair(sd, cond, uncond)?;
-    let cond = cond.repeat((n, 1, 1))?;
-    let uncond = uncond.repeat((n, 1, 1))?;
+    let down = sd.vae.downscale();
+    let size = sd.vae.config.sample_size.unwrap_or(512);
+    let side = size / down;
+    let micro = MicroConditioning::for_size(size, size);
+    let cond = sd.conditioning(&cond, &micro)?.repeat(n)?;
+    let uncond = sd.conditioning(&uncond, &micro)?.repeat(n)?;
     let ctx = GuidedContext {
         cond: &cond,
         uncond: &uncond,
         cfg: settings.cfg,
     };
-    let down = sd.vae.downscale();
-    let side = sd.vae.config.sample_size.unwrap_or(512) / down;
     let lc = sd.vae.config.latent_channels;
     let noise: Vec<Tensor> = (0..n as u64)
         .map(|k| Rng::seed(settings.first_seed + k).randn((1, lc, side, side), &sd.device))

@@ -15,7 +15,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 
 use super::TrainError;
 use crate::rng::Rng;
@@ -57,18 +57,13 @@ impl fmt::Display for InitMode {
     }
 }
 
-/// The init text's token embeddings `[k, d]` (f32).
-fn text_embeddings(sd: &StableDiffusion, text: &str) -> Result<Tensor, TrainError> {
-    let ids = sd.tokenizer.encode_text(text);
-    if ids.is_empty() {
-        return Err(TrainError::Config(format!(
+/// The init text's token embeddings per text encoder (`[k_i, d_i]`, f32).
+fn text_embeddings(sd: &StableDiffusion, text: &str) -> Result<Vec<Tensor>, TrainError> {
+    sd.text.token_embeddings(text)?.ok_or_else(|| {
+        TrainError::Config(format!(
             "init text `{text}` has no tokens; use a word such as `*` or the concept's class"
-        )));
-    }
-    Ok(sd
-        .text_encoder
-        .token_embeddings(&ids)?
-        .to_dtype(DType::F32)?)
+        ))
+    })
 }
 
 /// The token embeddings spread over `n` slots (token `i·k/n` for slot `i`).
@@ -76,6 +71,16 @@ fn spread(emb: &Tensor, n: usize) -> Result<Tensor, TrainError> {
     let k = emb.dim(0)?;
     let rows: Vec<u32> = (0..n).map(|i| ((i * k) / n) as u32).collect();
     Ok(emb.index_select(&Tensor::new(rows.as_slice(), emb.device())?, 0)?)
+}
+
+/// Each encoder's block computed on its own, side by side (a word's row holds
+/// every encoder's columns; SDXL's tokenizers may split a text differently).
+fn per_tower(
+    emb: &[Tensor],
+    mut f: impl FnMut(&Tensor) -> Result<Tensor, TrainError>,
+) -> Result<Tensor, TrainError> {
+    let blocks = emb.iter().map(&mut f).collect::<Result<Vec<_>, _>>()?;
+    Ok(crate::sd::text::concat_towers(blocks)?)
 }
 
 /// The initial `(positive, negative)` matrices, drawing any noise from `rng`.
@@ -90,8 +95,8 @@ pub fn initial_vectors(
     let emb = text_embeddings(sd, text)?;
     match mode {
         InitMode::Tokens => {
-            let pos = spread(&emb, n_pos)?;
-            let neg = spread(&emb, n_neg)?;
+            let pos = per_tower(&emb, |e| spread(e, n_pos))?;
+            let neg = per_tower(&emb, |e| spread(e, n_neg))?;
             let jitter = (rng.randn(neg.dims(), neg.device())? * 1e-3)?;
             Ok((pos, (neg + jitter)?))
         }
@@ -101,7 +106,7 @@ pub fn initial_vectors(
                     "init_noise must be a non-negative number, got {noise}"
                 )));
             }
-            let mean = emb.mean_keepdim(0)?;
+            let mean = per_tower(&emb, |e| Ok(e.mean_keepdim(0)?))?;
             let mut around = |n: usize| -> Result<Tensor, TrainError> {
                 let d = mean.dim(1)?;
                 let eps = (rng.randn((n, d), mean.device())? * noise)?;

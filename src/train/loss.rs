@@ -9,7 +9,7 @@ use std::str::FromStr;
 
 use candle_core::{DType, Result, Tensor};
 
-use crate::sd::{Piece, StableDiffusion};
+use crate::sd::{Conditioning, MicroConditioning, StableDiffusion, Tokens};
 
 /// How `g(t)` varies with the timestep.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,12 +99,12 @@ impl fmt::Display for CfgSpec {
     }
 }
 
-/// The tokenized prompts of one concept: `Slot(k)` indexes the stacked
-/// `[pos; neg]` vector matrix.
+/// The tokenized prompts of one concept (one sequence per text encoder):
+/// `Slot(k)` indexes the stacked `[pos; neg]` vector matrix.
 #[derive(Debug, Clone)]
 pub struct ConceptPrompts {
-    pub positive: Vec<Piece>,
-    pub negative: Vec<Piece>,
+    pub positive: Tokens,
+    pub negative: Tokens,
 }
 
 /// One micro-batch: scaled latents, noise and timesteps per sample, and
@@ -152,6 +152,10 @@ pub fn cpt_loss(
     let z_t = schedule.add_noise(batch.z0, batch.noise, batch.timesteps)?;
     let ts: Vec<f64> = batch.timesteps.iter().map(|t| *t as f64).collect();
     let n_train = schedule.num_train_timesteps();
+    // SDXL's size conditioning: the training resolution, uncropped.
+    let (_, _, lh, lw) = batch.z0.dims4()?;
+    let down = sd.vae.downscale();
+    let micro = MicroConditioning::for_size(lh * down, lw * down);
 
     // One template line (the common case) gives every sample the same pair:
     // run the text encoder once, not once per sample.
@@ -173,34 +177,36 @@ pub fn cpt_loss(
         candle_core::bail!("{p} prompt pairs for a batch of {b}");
     }
     // Encodings of shared prompts are computed once and repeated over the batch.
-    let per_sample = |t: Tensor| -> Result<Tensor> {
+    let per_sample = |c: Conditioning| -> Result<Conditioning> {
         if p == 1 {
-            t.repeat((b, 1, 1))
+            c.repeat(b)
         } else {
-            Ok(t)
+            Ok(c)
         }
     };
     let guided = if cfg.is_plain_ti() {
-        let pos_seqs: Vec<Vec<Piece>> = prompts.iter().map(|c| c.positive.clone()).collect();
-        let ctx = per_sample(sd.text_encoder.encode(&pos_seqs, Some(&vectors))?)?;
+        let pos_seqs: Vec<Tokens> = prompts.iter().map(|c| c.positive.clone()).collect();
+        let enc = sd.text.encode(&pos_seqs, Some(&vectors))?;
+        let cond = per_sample(sd.conditioning(&enc, &micro)?)?;
         sd.unet
-            .forward(&z_t.to_dtype(dtype)?, &ts, &ctx)?
+            .forward_cond(&z_t.to_dtype(dtype)?, &ts, &cond)?
             .to_dtype(DType::F32)?
     } else {
-        let seqs: Vec<Vec<Piece>> = prompts
+        let seqs: Vec<Tokens> = prompts
             .iter()
             .map(|c| c.negative.clone())
             .chain(prompts.iter().map(|c| c.positive.clone()))
             .collect();
-        let ctx = sd.text_encoder.encode(&seqs, Some(&vectors))?;
-        let c_neg = per_sample(ctx.narrow(0, 0, p)?)?;
-        let c_pos = per_sample(ctx.narrow(0, p, p)?)?;
-        let context = Tensor::cat(&[&c_neg, &c_pos], 0)?;
+        let enc = sd.text.encode(&seqs, Some(&vectors))?;
+        let both = sd.conditioning(&enc, &micro)?;
+        let c_neg = per_sample(both.narrow(0, p)?)?;
+        let c_pos = per_sample(both.narrow(p, p)?)?;
+        let cond = Conditioning::cat(&[&c_neg, &c_pos])?;
         let z_in = Tensor::cat(&[&z_t, &z_t], 0)?.to_dtype(dtype)?;
         let ts2: Vec<f64> = ts.iter().chain(ts.iter()).copied().collect();
         let out = sd
             .unet
-            .forward(&z_in, &ts2, &context)?
+            .forward_cond(&z_in, &ts2, &cond)?
             .to_dtype(DType::F32)?;
         let o_neg = out.narrow(0, 0, b)?;
         let o_pos = out.narrow(0, b, b)?;

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 pub use config::TrainConfig;
 pub use init::InitMode;
 pub use loss::{cpt_loss, CfgSpec, ConceptPrompts, CptBatch, CptLoss};
-pub use optim::{clip_grad_norm, AdamW, AdamWConfig};
+pub use optim::{clip_grad_norm, clip_grad_norm_blocks, AdamW, AdamWConfig};
 pub use run::{train, TrainControl, TrainEvent, TrainOutcome, TrainRequest};
 
 /// Why a run could not start or had to stop.

@@ -75,3 +75,35 @@ pub fn clip_grad_norm(grad: &Tensor, max_norm: f64) -> Result<(Tensor, f64)> {
     let coef = (max_norm / (norm + 1e-6)).min(1.0);
     Ok(((grad * coef)?, norm))
 }
+
+/// [`clip_grad_norm`] on each column block of a word matrix on its own (SDXL:
+/// the CLIP-L and OpenCLIP-G columns are separate matrices in every other tool,
+/// clipped separately). `widths` sum to the matrix width; one block is plain
+/// [`clip_grad_norm`]. Returns the clipped gradient and the norm of the whole
+/// gradient before clipping.
+pub fn clip_grad_norm_blocks(
+    grad: &Tensor,
+    widths: &[usize],
+    max_norm: f64,
+) -> Result<(Tensor, f64)> {
+    if widths.len() <= 1 {
+        return clip_grad_norm(grad, max_norm);
+    }
+    let last = grad.rank().saturating_sub(1);
+    let mut blocks = Vec::with_capacity(widths.len());
+    let mut sq = 0f64;
+    let mut offset = 0;
+    for &w in widths {
+        let (g, n) = clip_grad_norm(&grad.narrow(last, offset, w)?, max_norm)?;
+        blocks.push(g);
+        sq += n * n;
+        offset += w;
+    }
+    if offset != grad.dim(last)? {
+        candle_core::bail!(
+            "gradient is {} wide; the text encoders' blocks sum to {offset}",
+            grad.dim(last)?
+        );
+    }
+    Ok((Tensor::cat(&blocks, last)?, sq.sqrt()))
+}

@@ -20,12 +20,12 @@ use super::init::{initial_vectors, InitMode};
 use super::schedule::LrSchedule;
 use super::template::{fill, template_lines};
 use super::{
-    clip_grad_norm, cpt_loss, AdamW, AdamWConfig, CfgSpec, ConceptPrompts, CptBatch, TrainConfig,
-    TrainError,
+    clip_grad_norm_blocks, cpt_loss, AdamW, AdamWConfig, CfgSpec, ConceptPrompts, CptBatch,
+    TrainConfig, TrainError,
 };
 use crate::concept::{save_embedding, Concept, EmbeddingMeta};
 use crate::rng::Rng;
-use crate::sd::{Piece, PseudoWord, StableDiffusion};
+use crate::sd::{PseudoWord, StableDiffusion, Tokens};
 use crate::workspace::fsutil::save_safetensors_atomic;
 use crate::workspace::{write_atomic, Workspace};
 
@@ -323,7 +323,7 @@ pub fn train(
             vectors: concept.neg_vectors,
         },
     ];
-    let tokenize = |s: &str| -> Vec<Piece> { sd.tokenizer.tokenize(s, &words) };
+    let tokenize = |s: &str| -> Tokens { sd.tokenize(s, &words) };
 
     let adam = AdamWConfig {
         beta1: cfg.betas[0],
@@ -405,6 +405,7 @@ pub fn train(
         base_model_hash: base_model_hash.clone(),
         pos_vectors: concept.pos_vectors,
         neg_vectors: concept.neg_vectors,
+        widths: sd.text_widths(),
     };
     let num_train = sd.schedule.num_train_timesteps() as u64;
     let mut last_loss = None;
@@ -489,8 +490,9 @@ pub fn train(
                 acc_neg = (acc_neg + g)?;
             }
         }
-        let (g_pos, norm_pos) = clip_grad_norm(&acc_pos, cfg.clip_grad_norm)?;
-        let (g_neg, norm_neg) = clip_grad_norm(&acc_neg, cfg.clip_grad_norm)?;
+        let widths = sd.text_widths();
+        let (g_pos, norm_pos) = clip_grad_norm_blocks(&acc_pos, &widths, cfg.clip_grad_norm)?;
+        let (g_neg, norm_neg) = clip_grad_norm_blocks(&acc_neg, &widths, cfg.clip_grad_norm)?;
         if !norm_pos.is_finite() || !norm_neg.is_finite() {
             let checkpoint = list_checkpoints(&run_dir)
                 .pop()

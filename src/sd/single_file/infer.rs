@@ -142,7 +142,8 @@ fn infer_text(
             format!("{p}encoder.layers.0.mlp.fc1.weight"),
             "quick_gelu",
         ),
-        Family::Sd2 => {
+        // SDXL is read per encoder elsewhere; its OpenCLIP part has SD 2.x's layout.
+        Family::Sd2 | Family::Sdxl => {
             let blocks = s.indices(&format!("{p}transformer.resblocks.")).len();
             if blocks < 2 {
                 return Err(s.bad(format!(
@@ -286,13 +287,14 @@ fn infer_unet(s: &Shapes, family: Family, assumed: &mut Vec<String>) -> Result<V
     let (out_ch, k_out) = (out[0], out.get(2).copied().unwrap_or(3));
     let convention: Option<Vec<usize>> = match family {
         Family::Sd1 => boc.iter().map(|&c| (c % 8 == 0).then_some(8)).collect(),
-        Family::Sd2 => boc.iter().map(|&c| heads_64(c)).collect(),
+        Family::Sd2 | Family::Sdxl => boc.iter().map(|&c| heads_64(c)).collect(),
     };
     let heads = match convention {
         Some(h) => {
             let rule = match family {
                 Family::Sd1 => "8 heads per block, SD 1.x",
                 Family::Sd2 => "64-wide heads, SD 2.x",
+                Family::Sdxl => "64-wide heads, SDXL",
             };
             assumed.push(format!("UNet attention heads ({h:?}: {rule})"));
             h
