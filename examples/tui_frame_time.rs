@@ -35,6 +35,7 @@ fn main() -> anyhow::Result<()> {
     app.update(Msg::Engine(EngineEvent::Ready {
         model: "tiny-sd1".into(),
         device: "cpu".into(),
+        family: "SD 1.x".into(),
     }));
     app.update(Msg::Key(KeyEvent::new(
         KeyCode::Char('t'),

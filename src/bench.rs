@@ -14,11 +14,18 @@ use crate::sd::MicroConditioning;
 use crate::sd::{LoadOptions, PseudoWord, Sampler, SamplerKind, StableDiffusion};
 use crate::train::{cpt_loss, AdamW, AdamWConfig, CfgSpec, ConceptPrompts, CptBatch};
 
+/// Real model sizes with random weights, for timing without a checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RandomModel {
+    Sd15,
+    Sdxl,
+}
+
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
-    /// A model spec; `None` with `sd15_random` builds SD 1.5 sizes with random weights.
+    /// A model spec; `None` with `random` builds real sizes with random weights.
     pub model: Option<String>,
-    pub sd15_random: bool,
+    pub random: Option<RandomModel>,
     /// Image size in pixels.
     pub size: usize,
     pub steps: usize,
@@ -169,10 +176,11 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
         dtype: opts.dtype,
         device: opts.device.clone(),
     };
-    let sd = match (&opts.model, opts.sd15_random) {
-        (_, true) => StableDiffusion::random_sd15(&load)?,
-        (Some(m), false) => StableDiffusion::load(m, &load)?,
-        (None, false) => anyhow::bail!("give --model SPEC or --sd15-random"),
+    let sd = match (&opts.model, opts.random) {
+        (_, Some(RandomModel::Sd15)) => StableDiffusion::random_sd15(&load)?,
+        (_, Some(RandomModel::Sdxl)) => StableDiffusion::random_sdxl(&load)?,
+        (Some(m), None) => StableDiffusion::load(m, &load)?,
+        (None, None) => anyhow::bail!("give --model SPEC, --sd15-random or --sdxl-random"),
     };
     let down = sd.vae.downscale();
     if opts.size == 0 || opts.size % 8 != 0 || opts.size % down != 0 {

@@ -44,8 +44,11 @@ pub enum Command {
         #[arg(long)]
         model: Option<String>,
         /// SD 1.5 sizes with random weights.
-        #[arg(long)]
+        #[arg(long, conflicts_with_all = ["model", "sdxl_random"])]
         sd15_random: bool,
+        /// SDXL base sizes with random weights (~14 GB in f32, ~7 GB in f16).
+        #[arg(long, conflicts_with = "model")]
+        sdxl_random: bool,
         #[arg(long, default_value_t = 64)]
         size: usize,
         #[arg(long, default_value_t = 20)]
@@ -355,6 +358,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Bench {
             model,
             sd15_random,
+            sdxl_random,
             size,
             steps,
             train_iters,
@@ -362,9 +366,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
             device,
             json,
         } => {
+            let random = match (sd15_random, sdxl_random) {
+                (true, _) => Some(crate::bench::RandomModel::Sd15),
+                (_, true) => Some(crate::bench::RandomModel::Sdxl),
+                _ => None,
+            };
             let opts = crate::bench::BenchOptions {
                 model,
-                sd15_random,
+                random,
                 size,
                 steps,
                 train_iters,

@@ -45,12 +45,16 @@ pub fn run(workspace: &Path, json: bool) -> Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
         match engine.recv_timeout(Duration::from_millis(100)) {
-            Some(EngineEvent::Ready { model, device }) => {
+            Some(EngineEvent::Ready {
+                model,
+                device,
+                family,
+            }) => {
                 say(
                     json,
-                    serde_json::json!({"event": "ready", "model": model, "device": device}),
+                    serde_json::json!({"event": "ready", "model": model, "device": device, "family": family}),
                     format!(
-                        "watching {} (model {model} on {device}); Ctrl-C to stop",
+                        "watching {} (model {model}, {family}, on {device}); Ctrl-C to stop",
                         prompts.display()
                     ),
                 );

@@ -493,8 +493,7 @@ impl CaseRunner<'_> {
 
     /// The size a sampling or training case renders at (SDXL time ids).
     fn micro(&self) -> Result<MicroConditioning> {
-        let down = self.sd.vae.downscale();
-        let native = self.sd.vae.config.sample_size.unwrap_or(8 * down);
+        let native = self.sd.native_size();
         let h = self
             .num_field("height")
             .map(|v| v as usize)

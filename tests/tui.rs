@@ -65,6 +65,7 @@ fn app(ws: &Workspace) -> App {
     a.update(Msg::Engine(EngineEvent::Ready {
         model: "tiny-sd1".into(),
         device: "cpu".into(),
+        family: "SD 1.x".into(),
     }));
     a
 }

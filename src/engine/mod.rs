@@ -54,6 +54,8 @@ pub enum EngineEvent {
     Ready {
         model: String,
         device: String,
+        /// `SD 1.x`, `SD 2.x` or `SDXL`.
+        family: String,
     },
     /// The model could not be loaded; the engine has stopped.
     Failed(String),
@@ -133,6 +135,7 @@ impl Engine {
                 let _ = ev_tx.send(EngineEvent::Ready {
                     model: sd.name.clone(),
                     device,
+                    family: sd.family.short().to_string(),
                 });
                 Worker {
                     sd: &sd,

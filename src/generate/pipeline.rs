@@ -149,11 +149,6 @@ pub fn latents_to_image(
         .ok_or_else(|| candle_core::Error::Msg("decoded image has the wrong size".into()))
 }
 
-/// The model's native image size (`vae.sample_size`, else 512).
-pub fn native_size(sd: &StableDiffusion) -> usize {
-    sd.vae.config.sample_size.unwrap_or(512)
-}
-
 /// Runs a generation request; `progress` may cancel between steps (then the
 /// images finished so far are returned).
 pub fn generate(
@@ -163,7 +158,7 @@ pub fn generate(
     mut progress: impl FnMut(Progress) -> StepControl,
 ) -> Result<Vec<Generated>, GenerateError> {
     let down = sd.vae.downscale();
-    let native = native_size(sd);
+    let native = sd.native_size();
     let width = if req.width == 0 { native } else { req.width };
     let height = if req.height == 0 { native } else { req.height };
     for (name, v) in [("width", width), ("height", height)] {

@@ -266,6 +266,16 @@ impl StableDiffusion {
         self.schedule.prediction
     }
 
+    /// The image size the model was trained at: the UNet's `sample_size` ×
+    /// the VAE factor (1024 on SDXL, 512 on SD 1.5), else the VAE's
+    /// `sample_size`, else 512.
+    pub fn native_size(&self) -> usize {
+        match self.unet.config.sample_size {
+            Some(s) if s > 0 => s * self.vae.downscale(),
+            _ => self.vae.config.sample_size.unwrap_or(512),
+        }
+    }
+
     /// A pseudo-word vector's width (SDXL: CLIP-L's and OpenCLIP-G's side by side).
     pub fn word_width(&self) -> usize {
         self.text.width()

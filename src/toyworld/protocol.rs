@@ -212,7 +212,7 @@ pub fn sample_batch(
     let uncond = encode(sd, &prepare(sd, negative, bank)?)?;
     let (cond, uncond) = pad_pair(sd, cond, uncond)?;
     let down = sd.vae.downscale();
-    let size = sd.vae.config.sample_size.unwrap_or(512);
+    let size = sd.native_size();
     let side = size / down;
     let micro = MicroConditioning::for_size(size, size);
     let cond = sd.conditioning(&cond, &micro)?.repeat(n)?;

@@ -306,7 +306,7 @@ pub fn train(
             "a concept needs at least one positive and one negative vector".into(),
         ));
     }
-    let native = sd.vae.config.sample_size.unwrap_or(512);
+    let native = sd.native_size();
     let size = cfg.size.unwrap_or(native);
     let refs = load_references(sd, &concept.reference_paths(ws), size)?;
 

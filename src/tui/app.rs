@@ -80,7 +80,11 @@ pub enum Effect {
 #[derive(Debug, Clone, PartialEq)]
 pub enum EngineState {
     Loading,
-    Ready { model: String, device: String },
+    Ready {
+        model: String,
+        device: String,
+        family: String,
+    },
     Failed(String),
 }
 
@@ -1069,9 +1073,20 @@ impl App {
 
     fn on_engine(&mut self, ev: EngineEvent) -> Vec<Effect> {
         match ev {
-            EngineEvent::Ready { model, device } => {
-                self.log(Level::INFO, format!("model {model} loaded on {device}"));
-                self.engine = EngineState::Ready { model, device };
+            EngineEvent::Ready {
+                model,
+                device,
+                family,
+            } => {
+                self.log(
+                    Level::INFO,
+                    format!("model {model} ({family}) loaded on {device}"),
+                );
+                self.engine = EngineState::Ready {
+                    model,
+                    device,
+                    family,
+                };
             }
             EngineEvent::Failed(e) => {
                 self.engine = EngineState::Failed(e.clone());

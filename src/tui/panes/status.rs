@@ -12,7 +12,11 @@ use crate::tui::keymap::Action;
 pub fn render_status(app: &App, area: Rect, f: &mut Frame) {
     let (engine, style) = match &app.engine {
         EngineState::Loading => ("loading model…".to_string(), app.theme.warning()),
-        EngineState::Ready { model, device } => (format!("{device} · {model}"), app.theme.ok()),
+        EngineState::Ready {
+            model,
+            device,
+            family,
+        } => (format!("{device} · {model} ({family})"), app.theme.ok()),
         EngineState::Failed(_) => ("model failed to load".to_string(), app.theme.error()),
     };
     let mut spans = vec![
