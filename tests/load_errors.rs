@@ -187,3 +187,85 @@ fn binary_reports_broken_fixture_model_and_exits_nonzero() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("vocab.json"), "{stderr}");
 }
+
+/// A private copy of the tiny SDXL model that a test may break.
+fn scratch_sdxl() -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("model");
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-sdxl/model"),
+        &model,
+    );
+    (tmp, model)
+}
+
+#[test]
+fn sdxl_without_its_second_text_encoder_names_the_folder() {
+    let (_tmp, model) = scratch_sdxl();
+    std::fs::remove_dir_all(model.join("text_encoder_2")).unwrap();
+    let err = load_err(&model);
+    assert!(matches!(err, LoadError::MissingFile { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&model.join("text_encoder_2").display().to_string()) && msg.contains("SDXL"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn sdxl_second_encoder_without_projection_or_truncated_is_named() {
+    let (_tmp, model) = scratch_sdxl();
+    let file = model.join("text_encoder_2/model.safetensors");
+    let mut tensors = candle_core::safetensors::load(&file, &Device::Cpu).unwrap();
+    tensors.remove("text_projection.weight");
+    candle_core::safetensors::save(&tensors, &file).unwrap();
+    let err = load_err(&model);
+    assert!(matches!(err, LoadError::MissingTensor { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&file.display().to_string()) && msg.contains("text_projection.weight"),
+        "{msg}"
+    );
+
+    let (_tmp, model) = scratch_sdxl();
+    let file = model.join("text_encoder_2/model.safetensors");
+    let bytes = std::fs::read(&file).unwrap();
+    std::fs::write(&file, &bytes[..bytes.len() / 3]).unwrap();
+    let err = load_err(&model);
+    assert!(matches!(err, LoadError::BadWeights { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains(&file.display().to_string()),
+        "{err}"
+    );
+}
+
+#[test]
+fn sdxl_unet_that_does_not_fit_the_text_encoders_names_both_widths() {
+    let (_tmp, model) = scratch_sdxl();
+    // A text encoder 2 wider than the UNet's cross-attention expects.
+    let cfg = model.join("text_encoder_2/config.json");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        text.replace("\"projection_dim\": 24", "\"projection_dim\": 20"),
+    )
+    .unwrap();
+    let err = load_err(&model);
+    let msg = err.to_string();
+    assert!(msg.contains("text_projection"), "{msg}");
+
+    let (_tmp, model) = scratch_sdxl();
+    let cfg = model.join("unet/config.json");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        text.replace(
+            "\"addition_time_embed_dim\": 8",
+            "\"addition_time_embed_dim\": 9",
+        ),
+    )
+    .unwrap();
+    let err = load_err(&model);
+    let msg = err.to_string();
+    assert!(msg.contains(&cfg.display().to_string()), "{msg}");
+}

@@ -107,3 +107,63 @@ pub fn clip_grad_norm_blocks(
     }
     Ok((Tensor::cat(&blocks, last)?, sq.sqrt()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    fn norm(t: &Tensor) -> f64 {
+        t.sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+            .sqrt() as f64
+    }
+
+    #[test]
+    fn blocks_are_clipped_each_on_its_own() {
+        // Columns 0..2 have norm 5 (3, 4), column 2..5 norm 0.5: only the first block is clipped.
+        let g = Tensor::new(
+            &[[3f32, 0.0, 0.5, 0.0, 0.0], [0.0, 4.0, 0.0, 0.0, 0.0]],
+            &Device::Cpu,
+        )
+        .unwrap();
+        let (c, total) = clip_grad_norm_blocks(&g, &[2, 3], 1.0).unwrap();
+        assert!((total - (25.0f64 + 0.25).sqrt()).abs() < 1e-6, "{total}");
+        let l = c.narrow(1, 0, 2).unwrap();
+        let r = c.narrow(1, 2, 3).unwrap();
+        assert!((norm(&l) - 1.0).abs() < 1e-5, "{}", norm(&l));
+        let r_bits: Vec<u32> = r
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+            .iter()
+            .map(|x| x.to_bits())
+            .collect();
+        let g_bits: Vec<u32> = g
+            .narrow(1, 2, 3)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+            .iter()
+            .map(|x| x.to_bits())
+            .collect();
+        assert_eq!(r_bits, g_bits, "an unclipped block is untouched");
+        // Clipped as one matrix, the small block would have shrunk too.
+        let (whole, _) = clip_grad_norm(&g, 1.0).unwrap();
+        assert!(norm(&whole.narrow(1, 2, 3).unwrap()) < 0.2);
+        // One block is exactly plain clipping; widths that do not add up are refused.
+        let (one, _) = clip_grad_norm_blocks(&g, &[5], 1.0).unwrap();
+        assert_eq!(
+            one.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            whole.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        );
+        assert!(clip_grad_norm_blocks(&g, &[2, 2], 1.0).is_err());
+    }
+}
