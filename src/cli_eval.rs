@@ -16,6 +16,7 @@ use crate::eval::{
     EvalSettings, DEFAULT_CLIP,
 };
 use crate::sd::SamplerKind;
+use crate::train::RunDir;
 use crate::workspace::Workspace;
 
 #[derive(Debug, clap::Args)]
@@ -139,7 +140,7 @@ pub fn run(args: EvalArgs) -> Result<ExitCode> {
     let concept_dir = concept.dir(&ws);
     if args.json {
         for (r, t) in reports.iter().zip(&req.targets) {
-            let dir = eval_dir(&concept_dir.join("runs").join(&t.run), t);
+            let dir = eval_dir(RunDir::at(&concept_dir, &t.run).path(), t);
             let mut v = serde_json::to_value(r)?;
             if let Some(obj) = v.as_object_mut() {
                 obj.insert("event".into(), "report".into());
@@ -152,7 +153,7 @@ pub fn run(args: EvalArgs) -> Result<ExitCode> {
             println!("{line}");
         }
         for t in &req.targets {
-            let dir = eval_dir(&concept_dir.join("runs").join(&t.run), t);
+            let dir = eval_dir(RunDir::at(&concept_dir, &t.run).path(), t);
             println!("{}: {}", t.label(), dir.display());
         }
     }

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::EvalError;
 use super::target::Target;
+use crate::train::RunDir;
 use crate::workspace::write_atomic;
 
 pub const EVAL_FILE: &str = "eval.json";
@@ -140,10 +141,10 @@ pub fn load_latest_eval(run_dir: &Path) -> Result<Option<EvalReport>, EvalError>
 /// The latest evaluation of each run of a concept, oldest run first (runs
 /// never evaluated are left out): what a side-by-side view of a concept shows.
 pub fn concept_evals(concept_dir: &Path) -> Vec<EvalReport> {
-    crate::train::run::list_runs(concept_dir)
+    RunDir::ids(concept_dir)
         .iter()
         .filter_map(|id| {
-            load_latest_eval(&concept_dir.join("runs").join(id))
+            load_latest_eval(RunDir::at(concept_dir, id).path())
                 .ok()
                 .flatten()
         })

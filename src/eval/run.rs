@@ -19,6 +19,7 @@ use crate::concept::{word_bank, Concept};
 use crate::generate::conditioning::words_in;
 use crate::generate::{generate, GenerateRequest, StepControl, WordBank};
 use crate::sd::{SamplerKind, StableDiffusion};
+use crate::train::RunDir;
 use crate::workspace::Workspace;
 
 /// How samples are drawn and scored: the same for every target of one
@@ -234,8 +235,7 @@ pub fn evaluate(
         }
         let vectors = load_target(&concept, &concept_dir, target)?;
         let bank = bank_for(ws, &concept, &gen_prompts, &vectors)?;
-        let run_dir = concept_dir.join("runs").join(&target.run);
-        let out_dir = eval_dir(&run_dir, target);
+        let out_dir = eval_dir(RunDir::at(&concept_dir, &target.run).path(), target);
         std::fs::create_dir_all(&out_dir).map_err(EvalError::io(&out_dir))?;
 
         let mut per_prompt = Vec::with_capacity(prompts.len());

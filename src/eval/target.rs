@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use super::error::EvalError;
 use crate::concept::{load_embedding, Concept};
-use crate::train::run::{list_checkpoints, list_runs};
 use crate::train::CfgSpec;
+use crate::train::RunDir;
 
 /// Which vectors of a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,7 +80,7 @@ pub fn resolve_targets(
     runs: &[String],
     checkpoints: &[String],
 ) -> Result<Vec<Target>, EvalError> {
-    let all = list_runs(concept_dir);
+    let all = RunDir::ids(concept_dir);
     let latest = all.last().cloned().ok_or_else(|| EvalError::NoRuns {
         concept: concept.to_string(),
     })?;
@@ -142,8 +142,8 @@ pub struct TargetVectors {
 }
 
 /// The run's `train.train_cfg` from its `config.toml`.
-fn run_train_cfg(run_dir: &Path) -> Result<Option<String>, EvalError> {
-    let path = run_dir.join("config.toml");
+fn run_train_cfg(run: &RunDir) -> Result<Option<String>, EvalError> {
+    let path = run.config_path();
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -157,8 +157,9 @@ fn run_train_cfg(run_dir: &Path) -> Result<Option<String>, EvalError> {
         .map(String::from))
 }
 
-fn checkpoint_steps(run_dir: &Path) -> String {
-    let steps: Vec<String> = list_checkpoints(run_dir)
+fn checkpoint_steps(run: &RunDir) -> String {
+    let steps: Vec<String> = run
+        .checkpoints()
         .iter()
         .map(|(s, _)| s.to_string())
         .collect();
@@ -172,22 +173,21 @@ pub fn load_target(
     concept_dir: &Path,
     target: &Target,
 ) -> Result<TargetVectors, EvalError> {
-    let run_dir = concept_dir.join("runs").join(&target.run);
-    let train_cfg = run_train_cfg(&run_dir)?;
+    let run = RunDir::at(concept_dir, &target.run);
+    let train_cfg = run_train_cfg(&run)?;
     match target.which {
         Which::Final => {
-            let pos_path = run_dir.join(format!("{}.safetensors", concept.name));
+            let (pos_path, neg_path) = run.pair_paths(&concept.name);
             if !pos_path.is_file() {
                 return Err(EvalError::NoPair {
                     run: target.run.clone(),
                     path: pos_path,
-                    known: checkpoint_steps(&run_dir),
+                    known: checkpoint_steps(&run),
                 });
             }
             let load =
                 |p: &Path| load_embedding(p).map_err(|e| EvalError::bad_file(p, format!("{e:#}")));
             let (positive, meta) = load(&pos_path)?;
-            let neg_path = run_dir.join(format!("{}-neg.safetensors", concept.name));
             let negative = if neg_path.is_file() {
                 Some(load(&neg_path)?.0)
             } else {
@@ -203,14 +203,15 @@ pub fn load_target(
             })
         }
         Which::Step(step) => {
-            let path = list_checkpoints(&run_dir)
+            let path = run
+                .checkpoints()
                 .into_iter()
                 .find(|(s, _)| *s == step)
                 .map(|(_, p)| p)
                 .ok_or_else(|| EvalError::UnknownCheckpoint {
                     run: target.run.clone(),
                     step,
-                    known: checkpoint_steps(&run_dir),
+                    known: checkpoint_steps(&run),
                 })?;
             let tensors = candle_core::safetensors::load(&path, &Device::Cpu).map_err(|e| {
                 EvalError::bad_file(&path, format!("not a readable checkpoint ({e})"))
@@ -237,7 +238,7 @@ pub fn load_target(
                 Some(c) => c
                     .parse::<CfgSpec>()
                     .map(|s| s.is_plain_ti())
-                    .map_err(|e| EvalError::bad_file(run_dir.join("config.toml"), e))?,
+                    .map_err(|e| EvalError::bad_file(run.config_path(), e))?,
                 None => false,
             };
             Ok(TargetVectors {

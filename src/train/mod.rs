@@ -8,6 +8,7 @@ pub mod init;
 pub mod loss;
 pub mod optim;
 pub mod run;
+pub mod rundir;
 pub mod schedule;
 pub mod template;
 
@@ -18,6 +19,7 @@ pub use init::InitMode;
 pub use loss::{cpt_loss, CfgSpec, ConceptPrompts, CptBatch, CptLoss};
 pub use optim::{clip_grad_norm, clip_grad_norm_blocks, AdamW, AdamWConfig};
 pub use run::{train, TrainControl, TrainEvent, TrainOutcome, TrainRequest};
+pub use rundir::{MetricsTail, RunDir, RunLookupError, StepMetrics};
 
 /// Why a run could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +39,12 @@ pub enum TrainError {
     },
     #[error("{path}: bad checkpoint: {message}")]
     Checkpoint { path: PathBuf, message: String },
+    #[error(transparent)]
+    Run(#[from] RunLookupError),
+    #[error("run `{run}` has no checkpoint to resume from")]
+    NoCheckpoint { run: String },
+    #[error("step {step}: the preview sample failed: {message}")]
+    Preview { step: u64, message: String },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,

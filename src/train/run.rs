@@ -1,14 +1,15 @@
-//! The training loop: runs folder, metrics, checkpoints, exact resume.
+//! The training loop: set-up ([`Session::start`]), one optimiser step
+//! ([`Session::step`]), checkpoints and previews, and the finish
+//! ([`Session::finish`]); [`train`] drives them and reports events.
 //!
-//! A run lives in `concepts/<name>/runs/<run-id>/`: `config.toml` (resolved),
-//! `metrics.jsonl` (one line per step), `checkpoints/step-NNNNNNNN.safetensors`
-//! (vectors, AdamW moments, EMA, RNG state, step) and, when done, the pair
-//! `<name>.safetensors` + `<name>-neg.safetensors` (also copied to the concept
-//! folder). Every random draw comes from one seeded [`Rng`] whose state is in
-//! the checkpoint, so a resumed run continues bit for bit.
+//! A run lives in a [`RunDir`]: `config.toml` (resolved), `metrics.jsonl` (one
+//! line per step), checkpoints (vectors, AdamW moments, EMA, RNG state, step)
+//! and, when done, the pair `<name>.safetensors` + `<name>-neg.safetensors`
+//! (also copied to the concept folder). Every random draw comes from one
+//! seeded [`Rng`] whose state is in the checkpoint, so a resumed run continues
+//! bit for bit.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -17,6 +18,8 @@ use serde::{Deserialize, Serialize};
 
 use super::data::{load_references, Reference};
 use super::init::{initial_vectors, InitMode};
+pub use super::rundir::StepMetrics;
+use super::rundir::{MetricsWriter, RunDir};
 use super::schedule::LrSchedule;
 use super::template::{fill, template_lines};
 use super::{
@@ -52,21 +55,6 @@ pub enum TrainEvent {
         seed: u64,
     },
     Finished(TrainOutcome),
-}
-
-/// One line of `metrics.jsonl`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct StepMetrics {
-    pub step: u64,
-    pub loss: f64,
-    pub mse: f64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rec: Option<f64>,
-    pub lr: f64,
-    pub lr_neg: f64,
-    pub grad_norm_pos: f64,
-    pub grad_norm_neg: f64,
-    pub it_s: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -131,71 +119,6 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
     }
 }
 
-/// A sortable, readable run id from the current UTC time.
-fn new_run_id(runs: &Path) -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let (days, rem) = (secs / 86400, secs % 86400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
-    let base = format!(
-        "{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    );
-    let mut id = base.clone();
-    let mut n = 2;
-    while runs.join(&id).exists() {
-        id = format!("{base}-{n}");
-        n += 1;
-    }
-    id
-}
-
-/// Run ids of a concept, oldest first.
-pub fn list_runs(concept_dir: &Path) -> Vec<String> {
-    let mut ids: Vec<String> = std::fs::read_dir(concept_dir.join("runs"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| e.path().join("config.toml").is_file())
-        .map(|e| e.file_name().to_string_lossy().to_string())
-        .collect();
-    ids.sort();
-    ids
-}
-
-/// The checkpoints of a run, by step.
-pub fn list_checkpoints(run_dir: &Path) -> Vec<(u64, PathBuf)> {
-    let mut cps: Vec<(u64, PathBuf)> = std::fs::read_dir(run_dir.join("checkpoints"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().to_string();
-            let step = name
-                .strip_prefix("step-")?
-                .strip_suffix(".safetensors")?
-                .parse()
-                .ok()?;
-            Some((step, e.path()))
-        })
-        .collect();
-    cps.sort();
-    cps
-}
-
 /// A short hash of the base model: A1111's legacy 8-hex "model hash" (SHA-256
 /// of 64 KiB at offset 1 MiB) of the checkpoint file, or of the UNet weights
 /// of a diffusers folder.
@@ -240,214 +163,255 @@ pub fn train(
     req: &TrainRequest,
     mut on_event: impl FnMut(&TrainEvent) -> TrainControl,
 ) -> Result<TrainOutcome, TrainError> {
-    let concept = &req.concept;
-    let concept_dir = ws.concept_dir(&concept.name);
-    let runs_dir = concept_dir.join("runs");
-
-    // Which run, and with which settings.
-    let (run_id, mut cfg, resume_from) = match &req.resume {
-        None => (new_run_id(&runs_dir), req.config.clone(), None),
-        Some(which) => {
-            let runs = list_runs(&concept_dir);
-            let id = if which == "latest" {
-                runs.last().cloned().ok_or_else(|| {
-                    TrainError::Config(format!(
-                        "concept `{}` has no runs to resume; train without --resume first",
-                        concept.name
-                    ))
-                })?
-            } else if runs.contains(which) {
-                which.clone()
-            } else {
-                return Err(TrainError::Config(format!(
-                    "run `{which}` not found for concept `{}` (runs: {})",
-                    concept.name,
-                    if runs.is_empty() {
-                        "none".into()
-                    } else {
-                        runs.join(", ")
-                    }
-                )));
-            };
-            let run_dir = runs_dir.join(&id);
-            let cfg_path = run_dir.join("config.toml");
-            let text = std::fs::read_to_string(&cfg_path).map_err(io_err(&cfg_path))?;
-            let rc: RunConfig = toml::from_str(&text).map_err(|e| TrainError::Checkpoint {
-                path: cfg_path.clone(),
-                message: e.to_string(),
-            })?;
-            let (step, cp) = list_checkpoints(&run_dir).pop().ok_or_else(|| {
-                TrainError::Config(format!("run `{id}` has no checkpoint to resume from"))
-            })?;
-            let mut train = rc.train;
-            train.steps = req.config.steps;
-            (id, train, Some((step, cp)))
-        }
-    };
-    cfg.steps = cfg.steps.max(1);
-    let run_dir = runs_dir.join(&run_id);
-    let cp_dir = run_dir.join("checkpoints");
-    std::fs::create_dir_all(&cp_dir).map_err(io_err(&cp_dir))?;
-
-    // Validated options.
-    let cfg_spec: CfgSpec = cfg.train_cfg.parse().map_err(TrainError::Config)?;
-    let is_ti = cfg_spec.is_plain_ti();
-    let schedule = LrSchedule::parse(&cfg.lr, &cfg.lr_schedule, cfg.warmup_steps, cfg.steps)
-        .map_err(TrainError::Config)?;
-    let lines = template_lines(&cfg.template).map_err(TrainError::Config)?;
-    let init_mode: InitMode = cfg.init_mode.parse().map_err(TrainError::Config)?;
-    if cfg.batch_size == 0 || cfg.grad_accum == 0 {
-        return Err(TrainError::Config(
-            "batch_size and grad_accum must be at least 1".into(),
-        ));
-    }
-    if concept.pos_vectors == 0 || concept.neg_vectors == 0 {
-        return Err(TrainError::Config(
-            "a concept needs at least one positive and one negative vector".into(),
-        ));
-    }
-    let native = sd.native_size();
-    let size = cfg.size.unwrap_or(native);
-    let refs = load_references(sd, &concept.reference_paths(ws), size)?;
-
-    // Words and prompt pairs: positive word first, as the stacked matrix.
-    let pos_word = concept.positive_word();
-    let neg_word = concept.negative_word();
-    let words = [
-        PseudoWord {
-            name: pos_word.clone(),
-            vectors: concept.pos_vectors,
-        },
-        PseudoWord {
-            name: neg_word.clone(),
-            vectors: concept.neg_vectors,
-        },
-    ];
-    let tokenize = |s: &str| -> Tokens { sd.tokenize(s, &words) };
-
-    let adam = AdamWConfig {
-        beta1: cfg.betas[0],
-        beta2: cfg.betas[1],
-        eps: cfg.eps,
-        weight_decay: cfg.weight_decay,
-    };
-    let mut st = match &resume_from {
-        None => {
-            let mut rng = Rng::seed(cfg.seed);
-            let (pos0, neg0) = initial_vectors(
-                sd,
-                &concept.init_text,
-                init_mode,
-                cfg.init_noise,
-                (concept.pos_vectors, concept.neg_vectors),
-                &mut rng,
-            )?;
-            let pos = Var::from_tensor(&pos0)?;
-            let neg = Var::from_tensor(&neg0)?;
-            let rc = RunConfig {
-                concept: concept.name.clone(),
-                model: ws.config.model.clone(),
-                pos_vectors: concept.pos_vectors,
-                neg_vectors: concept.neg_vectors,
-                init_text: concept.init_text.clone(),
-                references: concept.references.clone(),
-                train: cfg.clone(),
-            };
-            let cfg_path = run_dir.join("config.toml");
-            let text =
-                toml::to_string_pretty(&rc).map_err(|e| TrainError::Config(e.to_string()))?;
-            write_atomic(&cfg_path, text.as_bytes()).map_err(io_err(&cfg_path))?;
-            State {
-                opt_pos: AdamW::new(&pos, adam)?,
-                opt_neg: AdamW::new(&neg, adam)?,
-                ema: cfg.ema_decay.map(|_| (pos0.clone(), neg0.clone())),
-                pos,
-                neg,
-                rng,
-                step: 0,
+    let mut session = Session::start(sd, ws, req)?;
+    on_event(&TrainEvent::Started {
+        run_id: session.run.id().to_string(),
+        run_dir: session.run.path().to_path_buf(),
+        start_step: session.st.step,
+        total_steps: session.cfg.steps,
+    });
+    let mut interrupted = false;
+    while !session.done() {
+        let m = session.step()?;
+        let step = m.step;
+        let mut control = on_event(&TrainEvent::Step(m));
+        if session.preview_due() {
+            let (path, prompt) = session.render_preview()?;
+            let c = on_event(&TrainEvent::Sample {
+                step,
+                path,
+                prompt,
+                seed: session.cfg.sample_seed,
+            });
+            if c != TrainControl::Continue {
+                control = c;
             }
         }
-        Some((_, cp)) => load_checkpoint(cp, adam, &sd.device)?,
+        if session.checkpoint_due(control) {
+            let path = session.save_checkpoint()?;
+            on_event(&TrainEvent::Checkpoint { step, path });
+        }
+        if control == TrainControl::Stop && !session.done() {
+            interrupted = true;
+            break;
+        }
+    }
+    let outcome = session.finish(interrupted)?;
+    on_event(&TrainEvent::Finished(outcome.clone()));
+    Ok(outcome)
+}
+
+/// The run `req` asks for: a new one, or the resumed one with its recorded
+/// options (the step count from the request) and the checkpoint to load.
+fn open_run(
+    concept_dir: &Path,
+    req: &TrainRequest,
+) -> Result<(RunDir, TrainConfig, Option<PathBuf>), TrainError> {
+    let Some(which) = &req.resume else {
+        let run = RunDir::create(concept_dir).map_err(io_err(&RunDir::root(concept_dir)))?;
+        return Ok((run, req.config.clone(), None));
     };
-    if st.pos.dim(0)? != concept.pos_vectors || st.neg.dim(0)? != concept.neg_vectors {
-        return Err(TrainError::Config(format!(
-            "the checkpoint has {}+{} vectors but the concept asks for {}+{}",
-            st.pos.dim(0)?,
-            st.neg.dim(0)?,
-            concept.pos_vectors,
-            concept.neg_vectors
-        )));
+    let run = RunDir::find(&req.concept.name, concept_dir, which)?;
+    let cfg_path = run.config_path();
+    let text = std::fs::read_to_string(&cfg_path).map_err(io_err(&cfg_path))?;
+    let rc: RunConfig = toml::from_str(&text).map_err(|e| TrainError::Checkpoint {
+        path: cfg_path.clone(),
+        message: e.to_string(),
+    })?;
+    let (_, cp) = run
+        .latest_checkpoint()
+        .ok_or_else(|| TrainError::NoCheckpoint {
+            run: run.id().to_string(),
+        })?;
+    let mut cfg = rc.train;
+    cfg.steps = req.config.steps;
+    Ok((run, cfg, Some(cp)))
+}
+
+/// A run in progress: everything one step needs, resolved once.
+struct Session<'a> {
+    sd: &'a StableDiffusion,
+    concept: &'a Concept,
+    concept_dir: PathBuf,
+    cfg: TrainConfig,
+    cfg_spec: CfgSpec,
+    is_ti: bool,
+    schedule: LrSchedule,
+    lines: Vec<String>,
+    refs: Vec<Reference>,
+    words: [PseudoWord; 2],
+    run: RunDir,
+    metrics: MetricsWriter,
+    st: State,
+    base_model_hash: String,
+    last_loss: Option<f64>,
+}
+
+impl<'a> Session<'a> {
+    /// Validates the options, opens (or creates) the run folder, loads the
+    /// references and the starting state (initial vectors or a checkpoint).
+    fn start(
+        sd: &'a StableDiffusion,
+        ws: &Workspace,
+        req: &'a TrainRequest,
+    ) -> Result<Self, TrainError> {
+        let concept = &req.concept;
+        let concept_dir = ws.concept_dir(&concept.name);
+        let (run, mut cfg, resume_from) = open_run(&concept_dir, req)?;
+        cfg.steps = cfg.steps.max(1);
+
+        let cfg_spec: CfgSpec = cfg.train_cfg.parse().map_err(TrainError::Config)?;
+        let schedule = LrSchedule::parse(&cfg.lr, &cfg.lr_schedule, cfg.warmup_steps, cfg.steps)
+            .map_err(TrainError::Config)?;
+        let lines = template_lines(&cfg.template).map_err(TrainError::Config)?;
+        let init_mode: InitMode = cfg.init_mode.parse().map_err(TrainError::Config)?;
+        if cfg.batch_size == 0 || cfg.grad_accum == 0 {
+            return Err(TrainError::Config(
+                "batch_size and grad_accum must be at least 1".into(),
+            ));
+        }
+        if concept.pos_vectors == 0 || concept.neg_vectors == 0 {
+            return Err(TrainError::Config(
+                "a concept needs at least one positive and one negative vector".into(),
+            ));
+        }
+        let size = cfg.size.unwrap_or(sd.native_size());
+        let refs = load_references(sd, &concept.reference_paths(ws), size)?;
+
+        // Positive word first, as the stacked matrix.
+        let words = [
+            PseudoWord {
+                name: concept.positive_word(),
+                vectors: concept.pos_vectors,
+            },
+            PseudoWord {
+                name: concept.negative_word(),
+                vectors: concept.neg_vectors,
+            },
+        ];
+        let adam = AdamWConfig {
+            beta1: cfg.betas[0],
+            beta2: cfg.betas[1],
+            eps: cfg.eps,
+            weight_decay: cfg.weight_decay,
+        };
+        let st = match &resume_from {
+            None => {
+                let st = initial_state(sd, concept, &cfg, init_mode, adam)?;
+                let rc = RunConfig {
+                    concept: concept.name.clone(),
+                    model: ws.config.model.clone(),
+                    pos_vectors: concept.pos_vectors,
+                    neg_vectors: concept.neg_vectors,
+                    init_text: concept.init_text.clone(),
+                    references: concept.references.clone(),
+                    train: cfg.clone(),
+                };
+                let cfg_path = run.config_path();
+                let text =
+                    toml::to_string_pretty(&rc).map_err(|e| TrainError::Config(e.to_string()))?;
+                write_atomic(&cfg_path, text.as_bytes()).map_err(io_err(&cfg_path))?;
+                st
+            }
+            Some(cp) => load_checkpoint(cp, adam, &sd.device)?,
+        };
+        if st.pos.dim(0)? != concept.pos_vectors || st.neg.dim(0)? != concept.neg_vectors {
+            return Err(TrainError::Config(format!(
+                "the checkpoint has {}+{} vectors but the concept asks for {}+{}",
+                st.pos.dim(0)?,
+                st.neg.dim(0)?,
+                concept.pos_vectors,
+                concept.neg_vectors
+            )));
+        }
+        // Metrics: keep the lines up to the resumed step, then append.
+        if resume_from.is_some() {
+            run.truncate_metrics(st.step)
+                .map_err(io_err(&run.metrics_path()))?;
+        }
+        let metrics = run.metrics_writer().map_err(io_err(&run.metrics_path()))?;
+        Ok(Self {
+            sd,
+            concept,
+            concept_dir,
+            is_ti: cfg_spec.is_plain_ti(),
+            cfg,
+            cfg_spec,
+            schedule,
+            lines,
+            refs,
+            words,
+            run,
+            metrics,
+            st,
+            base_model_hash: model_hash(sd),
+            last_loss: None,
+        })
     }
 
-    // Metrics: keep the lines up to the resumed step, then append.
-    let metrics_path = run_dir.join("metrics.jsonl");
-    if let Some((step, _)) = &resume_from {
-        truncate_metrics(&metrics_path, *step)?;
+    fn done(&self) -> bool {
+        self.st.step >= self.cfg.steps
     }
-    let mut metrics = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&metrics_path)
-        .map_err(io_err(&metrics_path))?;
 
-    on_event(&TrainEvent::Started {
-        run_id: run_id.clone(),
-        run_dir: run_dir.clone(),
-        start_step: st.step,
-        total_steps: cfg.steps,
-    });
+    /// The divergence error for `step`: names the last good checkpoint.
+    fn diverged(&self, step: u64, value: f64) -> TrainError {
+        TrainError::NonFinite {
+            step,
+            value,
+            checkpoint: self
+                .run
+                .latest_checkpoint()
+                .map(|(_, p)| p.display().to_string())
+                .unwrap_or_else(|| "none yet".into()),
+        }
+    }
 
-    let base_model_hash = model_hash(sd);
-    let meta = |name: String, step: u64| EmbeddingMeta {
-        name,
-        step,
-        base_model: sd.name.clone(),
-        base_model_hash: base_model_hash.clone(),
-        pos_vectors: concept.pos_vectors,
-        neg_vectors: concept.neg_vectors,
-        widths: sd.text_widths(),
-    };
-    let num_train = sd.schedule.num_train_timesteps() as u64;
-    let mut last_loss = None;
-    let mut interrupted = false;
-    while st.step < cfg.steps {
+    fn tokenize(&self, s: &str) -> Tokens {
+        self.sd.tokenize(s, &self.words)
+    }
+
+    /// The prompt pairs of a micro-batch's (reference, template line) picks.
+    fn prompts(&self, picks: &[(usize, usize)]) -> Vec<ConceptPrompts> {
+        let (pos_word, neg_word) = (&self.words[0].name, &self.words[1].name);
+        picks
+            .iter()
+            .map(|(ri, li)| {
+                let fw = self.refs[*ri].caption.as_deref();
+                let neg_fw = if self.cfg.filewords_positive_only {
+                    None
+                } else {
+                    fw
+                };
+                ConceptPrompts {
+                    positive: self.tokenize(&fill(&self.lines[*li], pos_word, fw)),
+                    negative: self.tokenize(&fill(&self.lines[*li], neg_word, neg_fw)),
+                }
+            })
+            .collect()
+    }
+
+    /// One optimiser step over `grad_accum` micro-batches; appends its metrics line.
+    fn step(&mut self) -> Result<StepMetrics, TrainError> {
         let started = Instant::now();
-        let step = st.step + 1;
-        let lr = schedule.at(step);
-        let lr_neg = lr * cfg.neg_lr_weight;
-        let mut acc_pos = st.pos.zeros_like()?;
-        let mut acc_neg = st.neg.zeros_like()?;
+        let step = self.st.step + 1;
+        let lr = self.schedule.at(step);
+        let lr_neg = lr * self.cfg.neg_lr_weight;
+        let num_train = self.sd.schedule.num_train_timesteps() as u64;
+        let mut acc_pos = self.st.pos.zeros_like()?;
+        let mut acc_neg = self.st.neg.zeros_like()?;
         let (mut loss_sum, mut mse_sum, mut rec_sum) = (0f64, 0f64, 0f64);
-        for _ in 0..cfg.grad_accum {
+        for _ in 0..self.cfg.grad_accum {
             let mb = draw_batch(
-                &mut st.rng,
-                &refs,
-                &lines,
-                cfg.batch_size,
-                cfg.flip,
-                cfg.vae_sample,
+                &mut self.st.rng,
+                &self.refs,
+                &self.lines,
+                self.cfg.batch_size,
+                self.cfg.flip,
+                self.cfg.vae_sample,
                 num_train,
-                &sd.device,
+                &self.sd.device,
             )?;
-            let prompts: Vec<ConceptPrompts> = mb
-                .picks
-                .iter()
-                .map(|(ri, li)| {
-                    let fw = refs[*ri].caption.as_deref();
-                    ConceptPrompts {
-                        positive: tokenize(&fill(&lines[*li], &pos_word, fw)),
-                        negative: tokenize(&fill(
-                            &lines[*li],
-                            &neg_word,
-                            if cfg.filewords_positive_only {
-                                None
-                            } else {
-                                fw
-                            },
-                        )),
-                    }
-                })
-                .collect();
+            let prompts = self.prompts(&mb.picks);
             let batch = CptBatch {
                 z0: &mb.z0,
                 noise: &mb.noise,
@@ -456,176 +420,197 @@ pub fn train(
                 mask: mb.mask.as_ref(),
             };
             let loss = cpt_loss(
-                sd,
+                self.sd,
                 &prompts,
-                st.pos.as_tensor(),
-                st.neg.as_tensor(),
-                &cfg_spec,
-                cfg.rec_weight,
+                self.st.pos.as_tensor(),
+                self.st.neg.as_tensor(),
+                &self.cfg_spec,
+                self.cfg.rec_weight,
                 &batch,
             )?;
             let value = loss.total.to_dtype(DType::F64)?.to_scalar::<f64>()?;
             if !value.is_finite() {
-                let checkpoint = list_checkpoints(&run_dir)
-                    .pop()
-                    .map(|(_, p)| p.display().to_string())
-                    .unwrap_or_else(|| "none yet".into());
-                return Err(TrainError::NonFinite {
-                    step,
-                    value,
-                    checkpoint,
-                });
+                return Err(self.diverged(step, value));
             }
             loss_sum += value;
             mse_sum += loss.mse.to_dtype(DType::F64)?.to_scalar::<f64>()?;
             if let Some(r) = &loss.rec {
                 rec_sum += r.to_dtype(DType::F64)?.to_scalar::<f64>()?;
             }
-            let scaled = (loss.total / cfg.grad_accum as f64)?;
+            let scaled = (loss.total / self.cfg.grad_accum as f64)?;
             let grads = scaled.backward()?;
-            if let Some(g) = grads.get(st.pos.as_tensor()) {
+            if let Some(g) = grads.get(self.st.pos.as_tensor()) {
                 acc_pos = (acc_pos + g)?;
             }
-            if let Some(g) = grads.get(st.neg.as_tensor()) {
+            if let Some(g) = grads.get(self.st.neg.as_tensor()) {
                 acc_neg = (acc_neg + g)?;
             }
         }
-        let widths = sd.text_widths();
-        let (g_pos, norm_pos) = clip_grad_norm_blocks(&acc_pos, &widths, cfg.clip_grad_norm)?;
-        let (g_neg, norm_neg) = clip_grad_norm_blocks(&acc_neg, &widths, cfg.clip_grad_norm)?;
-        if !norm_pos.is_finite() || !norm_neg.is_finite() {
-            let checkpoint = list_checkpoints(&run_dir)
-                .pop()
-                .map(|(_, p)| p.display().to_string())
-                .unwrap_or_else(|| "none yet".into());
-            let value = if norm_pos.is_finite() {
-                norm_neg
-            } else {
-                norm_pos
-            };
-            return Err(TrainError::NonFinite {
-                step,
-                value,
-                checkpoint,
-            });
+        let widths = self.sd.text_widths();
+        let clip = self.cfg.clip_grad_norm;
+        let (g_pos, norm_pos) = clip_grad_norm_blocks(&acc_pos, &widths, clip)?;
+        let (g_neg, norm_neg) = clip_grad_norm_blocks(&acc_neg, &widths, clip)?;
+        for norm in [norm_pos, norm_neg] {
+            if !norm.is_finite() {
+                return Err(self.diverged(step, norm));
+            }
         }
-        st.opt_pos.update(&st.pos, &g_pos, lr)?;
-        if !is_ti {
-            st.opt_neg.update(&st.neg, &g_neg, lr_neg)?;
+        self.st.opt_pos.update(&self.st.pos, &g_pos, lr)?;
+        if !self.is_ti {
+            self.st.opt_neg.update(&self.st.neg, &g_neg, lr_neg)?;
         }
-        let magnitude = (st.pos.abs()?.sum_all()? + st.neg.abs()?.sum_all()?)?
+        let magnitude = (self.st.pos.abs()?.sum_all()? + self.st.neg.abs()?.sum_all()?)?
             .to_dtype(DType::F64)?
             .to_scalar::<f64>()?;
         if !magnitude.is_finite() || magnitude > 1e12 {
-            let checkpoint = list_checkpoints(&run_dir)
-                .pop()
-                .map(|(_, p)| p.display().to_string())
-                .unwrap_or_else(|| "none yet".into());
-            return Err(TrainError::NonFinite {
-                step,
-                value: magnitude,
-                checkpoint,
-            });
+            return Err(self.diverged(step, magnitude));
         }
-        if let (Some(decay), Some((ep, en))) = (cfg.ema_decay, st.ema.as_mut()) {
+        if let (Some(decay), Some((ep, en))) = (self.cfg.ema_decay, self.st.ema.as_mut()) {
             // Detached: the average must not chain a gradient graph across steps.
-            *ep = ((&*ep * decay)? + (st.pos.as_tensor().detach() * (1.0 - decay))?)?;
-            *en = ((&*en * decay)? + (st.neg.as_tensor().detach() * (1.0 - decay))?)?;
-            if cfg.ema_replace_every > 0 && step % cfg.ema_replace_every == 0 {
-                st.pos.set(ep)?;
-                st.neg.set(en)?;
+            *ep = ((&*ep * decay)? + (self.st.pos.as_tensor().detach() * (1.0 - decay))?)?;
+            *en = ((&*en * decay)? + (self.st.neg.as_tensor().detach() * (1.0 - decay))?)?;
+            if self.cfg.ema_replace_every > 0 && step % self.cfg.ema_replace_every == 0 {
+                self.st.pos.set(ep)?;
+                self.st.neg.set(en)?;
             }
         }
-        st.step = step;
-        let k = cfg.grad_accum as f64;
+        self.st.step = step;
+        let k = self.cfg.grad_accum as f64;
         let m = StepMetrics {
             step,
             loss: loss_sum / k,
             mse: mse_sum / k,
-            rec: (cfg.rec_weight > 0.0).then_some(rec_sum / k),
+            rec: (self.cfg.rec_weight > 0.0).then_some(rec_sum / k),
             lr,
-            lr_neg: if is_ti { 0.0 } else { lr_neg },
+            lr_neg: if self.is_ti { 0.0 } else { lr_neg },
             grad_norm_pos: norm_pos,
             grad_norm_neg: norm_neg,
             it_s: 1.0 / started.elapsed().as_secs_f64().max(1e-9),
         };
-        last_loss = Some(m.loss);
-        let line = serde_json::to_string(&m).map_err(|e| TrainError::Config(e.to_string()))?;
-        writeln!(metrics, "{line}").map_err(io_err(&metrics_path))?;
-        let mut control = on_event(&TrainEvent::Step(m));
-        if cfg.sample_every > 0 && (step % cfg.sample_every == 0 || step == cfg.steps) {
-            let (path, prompt) = render_preview(sd, &cfg, concept, &st, &run_dir, step)?;
-            let c = on_event(&TrainEvent::Sample {
-                step,
-                path,
-                prompt,
-                seed: cfg.sample_seed,
-            });
-            if c != TrainControl::Continue {
-                control = c;
-            }
-        }
-        let periodic = cfg.checkpoint_every > 0 && step % cfg.checkpoint_every == 0;
-        let stop = control == TrainControl::Stop;
-        if periodic || stop || control == TrainControl::SaveCheckpoint || step == cfg.steps {
-            let path = save_checkpoint(&cp_dir, &st)?;
-            on_event(&TrainEvent::Checkpoint { step, path });
-        }
-        if stop && step < cfg.steps {
-            interrupted = true;
-            break;
+        self.last_loss = Some(m.loss);
+        self.metrics
+            .append(&m)
+            .map_err(io_err(&self.run.metrics_path()))?;
+        Ok(m)
+    }
+
+    fn preview_due(&self) -> bool {
+        let every = self.cfg.sample_every;
+        every > 0 && (self.st.step % every == 0 || self.st.step == self.cfg.steps)
+    }
+
+    fn checkpoint_due(&self, control: TrainControl) -> bool {
+        let every = self.cfg.checkpoint_every;
+        (every > 0 && self.st.step % every == 0) || control != TrainControl::Continue || self.done()
+    }
+
+    fn save_checkpoint(&self) -> Result<PathBuf, TrainError> {
+        save_checkpoint(&self.run.checkpoint_path(self.st.step), &self.st)
+    }
+
+    fn render_preview(&self) -> Result<(PathBuf, String), TrainError> {
+        render_preview(
+            self.sd,
+            &self.cfg,
+            self.concept,
+            &self.st,
+            &self.run,
+            self.st.step,
+        )
+    }
+
+    fn meta(&self, name: String) -> EmbeddingMeta {
+        EmbeddingMeta {
+            name,
+            step: self.st.step,
+            base_model: self.sd.name.clone(),
+            base_model_hash: self.base_model_hash.clone(),
+            pos_vectors: self.concept.pos_vectors,
+            neg_vectors: self.concept.neg_vectors,
+            widths: self.sd.text_widths(),
         }
     }
-    metrics.flush().map_err(io_err(&metrics_path))?;
 
-    // The finished (or interrupted) pair: EMA weights when EMA is on.
-    let (pos_out, neg_out) = match &st.ema {
-        Some((ep, en)) => (ep.clone(), en.clone()),
-        None => (st.pos.as_tensor().detach(), st.neg.as_tensor().detach()),
-    };
-    let pos_path = run_dir.join(format!("{}.safetensors", concept.name));
-    save_embedding(&pos_path, &pos_out, &meta(concept.name.clone(), st.step))?;
-    let neg_path = if is_ti {
-        None
-    } else {
-        let p = run_dir.join(format!("{}-neg.safetensors", concept.name));
-        save_embedding(
-            &p,
-            &neg_out,
-            &meta(format!("{}-neg", concept.name), st.step),
-        )?;
-        Some(p)
-    };
-    // The concept's current vectors follow its latest finished run.
-    let (positive, negative) = if interrupted {
-        (pos_path, neg_path)
-    } else {
-        let cp = concept_dir.join(format!("{}.safetensors", concept.name));
-        let cn = concept_dir.join(format!("{}-neg.safetensors", concept.name));
-        save_embedding(&cp, &pos_out, &meta(concept.name.clone(), st.step))?;
-        if is_ti {
-            let _ = std::fs::remove_file(&cn);
-            (cp, None)
+    /// Writes the run's pair (EMA weights when EMA is on) and, unless the run
+    /// was interrupted, the concept's current pair.
+    fn finish(mut self, interrupted: bool) -> Result<TrainOutcome, TrainError> {
+        self.metrics
+            .flush()
+            .map_err(io_err(&self.run.metrics_path()))?;
+        let (pos_out, neg_out) = match &self.st.ema {
+            Some((ep, en)) => (ep.clone(), en.clone()),
+            None => (
+                self.st.pos.as_tensor().detach(),
+                self.st.neg.as_tensor().detach(),
+            ),
+        };
+        let name = &self.concept.name;
+        let (pos_path, neg_path) = self.run.pair_paths(name);
+        let pos_meta = self.meta(name.clone());
+        let neg_meta = self.meta(format!("{name}-neg"));
+        save_embedding(&pos_path, &pos_out, &pos_meta)?;
+        let neg_path = if self.is_ti {
+            None
         } else {
-            save_embedding(
-                &cn,
-                &neg_out,
-                &meta(format!("{}-neg", concept.name), st.step),
-            )?;
-            (cp, Some(cn))
-        }
-    };
-    let outcome = TrainOutcome {
-        run_id,
-        run_dir,
-        positive,
-        negative,
-        steps: st.step,
-        loss: last_loss,
-        interrupted,
-    };
-    on_event(&TrainEvent::Finished(outcome.clone()));
-    Ok(outcome)
+            save_embedding(&neg_path, &neg_out, &neg_meta)?;
+            Some(neg_path)
+        };
+        // The concept's current vectors follow its latest finished run.
+        let (positive, negative) = if interrupted {
+            (pos_path, neg_path)
+        } else {
+            let cp = self.concept_dir.join(format!("{name}.safetensors"));
+            let cn = self.concept_dir.join(format!("{name}-neg.safetensors"));
+            save_embedding(&cp, &pos_out, &pos_meta)?;
+            if self.is_ti {
+                let _ = std::fs::remove_file(&cn);
+                (cp, None)
+            } else {
+                save_embedding(&cn, &neg_out, &neg_meta)?;
+                (cp, Some(cn))
+            }
+        };
+        Ok(TrainOutcome {
+            run_id: self.run.id().to_string(),
+            run_dir: self.run.path().to_path_buf(),
+            positive,
+            negative,
+            steps: self.st.step,
+            loss: self.last_loss,
+            interrupted,
+        })
+    }
+}
+
+/// The starting vectors of a new run, their optimisers and EMA, and the
+/// run's generator after the initial draws.
+fn initial_state(
+    sd: &StableDiffusion,
+    concept: &Concept,
+    cfg: &TrainConfig,
+    init_mode: InitMode,
+    adam: AdamWConfig,
+) -> Result<State, TrainError> {
+    let mut rng = Rng::seed(cfg.seed);
+    let (pos0, neg0) = initial_vectors(
+        sd,
+        &concept.init_text,
+        init_mode,
+        cfg.init_noise,
+        (concept.pos_vectors, concept.neg_vectors),
+        &mut rng,
+    )?;
+    let pos = Var::from_tensor(&pos0)?;
+    let neg = Var::from_tensor(&neg0)?;
+    Ok(State {
+        opt_pos: AdamW::new(&pos, adam)?,
+        opt_neg: AdamW::new(&neg, adam)?,
+        ema: cfg.ema_decay.map(|_| (pos0.clone(), neg0.clone())),
+        pos,
+        neg,
+        rng,
+        step: 0,
+    })
 }
 
 /// Renders the preview prompt with the live vectors (its own seed: the
@@ -635,7 +620,7 @@ fn render_preview(
     cfg: &TrainConfig,
     concept: &Concept,
     st: &State,
-    run_dir: &Path,
+    run: &RunDir,
     step: u64,
 ) -> Result<(PathBuf, String), TrainError> {
     use crate::generate::{generate, GenerateRequest, StepControl, WordBank};
@@ -665,11 +650,14 @@ fn render_preview(
         height: cfg.size.unwrap_or(0),
         ..Default::default()
     };
-    let images = generate(sd, &bank, &req, |_| StepControl::Continue)
-        .map_err(|e| TrainError::Config(format!("preview sample: {e}")))?;
-    let dir = run_dir.join("samples");
+    let images =
+        generate(sd, &bank, &req, |_| StepControl::Continue).map_err(|e| TrainError::Preview {
+            step,
+            message: e.to_string(),
+        })?;
+    let dir = run.samples_dir();
     std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-    let path = dir.join(format!("step-{step:08}.png"));
+    let path = run.sample_path(step);
     if let Some(g) = images.first() {
         let params = crate::generate::pipeline::a1111_parameters(&req, g, &sd.name, "", &[]);
         let bytes = crate::generate::png::encode_png(
@@ -762,8 +750,8 @@ fn draw_batch(
     })
 }
 
-fn save_checkpoint(dir: &Path, st: &State) -> Result<PathBuf, TrainError> {
-    let path = dir.join(format!("step-{:08}.safetensors", st.step));
+fn save_checkpoint(path: &Path, st: &State) -> Result<PathBuf, TrainError> {
+    let path = path.to_path_buf();
     let mut tensors: Vec<(&str, &Tensor)> = vec![
         ("pos", st.pos.as_tensor()),
         ("neg", st.neg.as_tensor()),
@@ -859,20 +847,4 @@ fn load_checkpoint(
         rng: Rng::from_state(rng),
         step: num("step")?,
     })
-}
-
-fn truncate_metrics(path: &Path, step: u64) -> Result<(), TrainError> {
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return Ok(());
-    };
-    let kept: String = text
-        .lines()
-        .filter(|l| {
-            serde_json::from_str::<StepMetrics>(l)
-                .map(|m| m.step <= step)
-                .unwrap_or(false)
-        })
-        .map(|l| format!("{l}\n"))
-        .collect();
-    write_atomic(path, kept.as_bytes()).map_err(io_err(path))
 }

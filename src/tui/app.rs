@@ -16,7 +16,7 @@ use super::theme::Theme;
 use crate::concept::{self, Concept, NewConcept, Preset};
 use crate::engine::{EngineCommand, EngineEvent, GenerateJob};
 use crate::generate::promptfile::load_prompt_file;
-use crate::train::run::{list_runs, StepMetrics};
+use crate::train::{MetricsTail, RunDir, StepMetrics};
 use crate::train::{TrainEvent, TrainRequest};
 use crate::workspace::watch::Debouncer;
 use crate::workspace::Workspace;
@@ -108,8 +108,8 @@ pub struct TrainingView {
     pub status: TrainStatus,
     pub history: History,
     pub last_checkpoint: Option<u64>,
-    /// Byte offset read so far in an attached run's metrics.jsonl.
-    pub follow_offset: u64,
+    /// Reads an attached run's new metrics lines.
+    pub follow: Option<MetricsTail>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -314,7 +314,7 @@ impl App {
                 let dir = self.ws.concept_dir(&name);
                 rows.push(ConceptRow {
                     trained: dir.join(format!("{name}.safetensors")).is_file(),
-                    last_run: list_runs(&dir).pop(),
+                    last_run: RunDir::ids(&dir).pop(),
                     references: c.reference_paths(&self.ws),
                     name,
                     pos: c.pos_vectors,
@@ -444,45 +444,28 @@ impl App {
         let Some(run_id) = c.last_run.clone() else {
             return;
         };
-        let run_dir = self.ws.concept_dir(&c.name).join("runs").join(&run_id);
+        let run = RunDir::at(&self.ws.concept_dir(&c.name), &run_id);
         match self.training.as_ref() {
             // A run this dashboard drove already has its history from events.
-            Some(t) if t.run_dir == run_dir && t.status != TrainStatus::Attached => return,
-            Some(t) if t.run_dir == run_dir => {}
+            Some(t) if t.run_dir == run.path() && t.status != TrainStatus::Attached => return,
+            Some(t) if t.run_dir == run.path() => {}
             _ => {
-                let total = std::fs::read_to_string(run_dir.join("config.toml"))
-                    .ok()
-                    .and_then(|t| t.parse::<toml::Table>().ok())
-                    .and_then(|t| t.get("train")?.get("steps")?.as_integer())
-                    .unwrap_or(0) as u64;
                 self.training = Some(TrainingView {
                     concept: c.name.clone(),
                     run_id,
-                    run_dir: run_dir.clone(),
+                    run_dir: run.path().to_path_buf(),
                     status: TrainStatus::Attached,
-                    history: History::new(0, total),
+                    history: History::new(0, run.total_steps()),
                     last_checkpoint: None,
-                    follow_offset: 0,
+                    follow: Some(run.tail()),
                 });
             }
         }
         if let Some(t) = self.training.as_mut() {
-            use std::io::{Read, Seek, SeekFrom};
-            let path = t.run_dir.join("metrics.jsonl");
-            let mut new = String::new();
-            let read = std::fs::File::open(&path).and_then(|mut f| {
-                f.seek(SeekFrom::Start(t.follow_offset))
-                    .and_then(|_| f.read_to_string(&mut new))
-            });
-            if read.is_ok() {
-                // Only whole lines; a line being written is read next time.
-                let complete = new.rfind('\n').map_or(0, |i| i + 1);
-                for line in new[..complete].lines() {
-                    if let Ok(m) = serde_json::from_str::<StepMetrics>(line) {
-                        t.history.push(m, now);
-                    }
-                }
-                t.follow_offset += complete as u64;
+            let lines: Vec<StepMetrics> =
+                t.follow.as_mut().map(MetricsTail::poll).unwrap_or_default();
+            for m in lines {
+                t.history.push(m, now);
             }
         }
     }
@@ -852,7 +835,7 @@ impl App {
             status: TrainStatus::Starting,
             history: History::new(0, concept.train.steps),
             last_checkpoint: None,
-            follow_offset: 0,
+            follow: None,
         });
         self.focus = PaneId::Training;
         let mut config = concept.train.clone();

@@ -334,9 +334,10 @@ fn apply_effect(
 /// to the run folder; the dashboard can attach to it later.
 fn spawn_headless(ws: &Workspace, concept: &str, run_id: &str, total: u64) -> Result<()> {
     let exe = std::env::current_exe().context("cannot find the dreamartist binary")?;
-    let run_dir = ws.concept_dir(concept).join("runs").join(run_id);
-    let log = std::fs::File::create(run_dir.join("headless.log"))
-        .with_context(|| format!("{}: cannot create headless.log", run_dir.display()))?;
+    let run = crate::train::RunDir::at(&ws.concept_dir(concept), run_id);
+    let log_path = run.headless_log();
+    let log = std::fs::File::create(&log_path)
+        .with_context(|| format!("{}: cannot create headless.log", log_path.display()))?;
     let mut cmd = std::process::Command::new(exe);
     cmd.args([
         "train",
@@ -366,7 +367,7 @@ fn spawn_headless(ws: &Workspace, concept: &str, run_id: &str, total: u64) -> Re
     cmd.spawn().context("cannot start the headless training")?;
     eprintln!(
         "training of <{concept}> continues headless (run {run_id}); log: {}",
-        run_dir.join("headless.log").display()
+        log_path.display()
     );
     Ok(())
 }

@@ -1,0 +1,408 @@
+//! A training run's folder, `concepts/<name>/runs/<run-id>/`: the one place
+//! that knows its layout. The trainer writes it; the workbench, `eval` and the
+//! CLI read it; a headless run is followed through [`MetricsTail`].
+//!
+//! ```text
+//! config.toml                        the resolved options (RunConfig)
+//! metrics.jsonl                      one StepMetrics line per step
+//! checkpoints/step-NNNNNNNN.safetensors
+//! samples/step-NNNNNNNN.png          preview samples
+//! <name>.safetensors, <name>-neg.safetensors   the run's pair, when it ended
+//! evals/                             CLIP evaluations (see eval::report)
+//! headless.log                       output of a run handed to a headless process
+//! ```
+
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::workspace::write_atomic;
+
+/// One line of `metrics.jsonl`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StepMetrics {
+    pub step: u64,
+    pub loss: f64,
+    pub mse: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rec: Option<f64>,
+    pub lr: f64,
+    pub lr_neg: f64,
+    pub grad_norm_pos: f64,
+    pub grad_norm_neg: f64,
+    pub it_s: f64,
+}
+
+/// A run asked for by id (or `latest`) that does not exist.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RunLookupError {
+    #[error("concept `{concept}` has no runs yet; train it first")]
+    NoRuns { concept: String },
+    #[error("run `{run}` not found for concept `{concept}` (runs: {known})")]
+    Unknown {
+        concept: String,
+        run: String,
+        known: String,
+    },
+}
+
+/// One run's folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunDir {
+    id: String,
+    path: PathBuf,
+}
+
+impl RunDir {
+    /// `concepts/<name>/runs/`.
+    pub fn root(concept_dir: &Path) -> PathBuf {
+        concept_dir.join("runs")
+    }
+
+    /// The run `id` of a concept (whether or not it exists yet).
+    pub fn at(concept_dir: &Path, id: &str) -> Self {
+        Self {
+            id: id.to_string(),
+            path: Self::root(concept_dir).join(id),
+        }
+    }
+
+    /// Run ids of a concept that have a `config.toml`, oldest first (ids sort by time).
+    pub fn ids(concept_dir: &Path) -> Vec<String> {
+        let mut ids: Vec<String> = std::fs::read_dir(Self::root(concept_dir))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.path().join("config.toml").is_file())
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// The newest run, if any.
+    pub fn latest(concept_dir: &Path) -> Option<Self> {
+        Self::ids(concept_dir)
+            .pop()
+            .map(|id| Self::at(concept_dir, &id))
+    }
+
+    /// `latest` or a run id, checked against the runs that exist.
+    pub fn find(concept: &str, concept_dir: &Path, which: &str) -> Result<Self, RunLookupError> {
+        let ids = Self::ids(concept_dir);
+        if which == "latest" {
+            return ids
+                .last()
+                .map(|id| Self::at(concept_dir, id))
+                .ok_or_else(|| RunLookupError::NoRuns {
+                    concept: concept.to_string(),
+                });
+        }
+        if ids.iter().any(|id| id == which) {
+            return Ok(Self::at(concept_dir, which));
+        }
+        Err(RunLookupError::Unknown {
+            concept: concept.to_string(),
+            run: which.to_string(),
+            known: if ids.is_empty() {
+                "none".into()
+            } else {
+                ids.join(", ")
+            },
+        })
+    }
+
+    /// A new run named after the current UTC time (`20261201-031500`, with a
+    /// `-2`, `-3`… suffix when that exists), its folder and `checkpoints/` made.
+    pub fn create(concept_dir: &Path) -> std::io::Result<Self> {
+        let root = Self::root(concept_dir);
+        let run = Self::at(concept_dir, &new_run_id(&root));
+        std::fs::create_dir_all(run.checkpoints_dir())?;
+        Ok(run)
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.path.join("config.toml")
+    }
+
+    pub fn metrics_path(&self) -> PathBuf {
+        self.path.join("metrics.jsonl")
+    }
+
+    pub fn checkpoints_dir(&self) -> PathBuf {
+        self.path.join("checkpoints")
+    }
+
+    pub fn checkpoint_path(&self, step: u64) -> PathBuf {
+        self.checkpoints_dir()
+            .join(format!("step-{step:08}.safetensors"))
+    }
+
+    pub fn samples_dir(&self) -> PathBuf {
+        self.path.join("samples")
+    }
+
+    pub fn sample_path(&self, step: u64) -> PathBuf {
+        self.samples_dir().join(format!("step-{step:08}.png"))
+    }
+
+    pub fn headless_log(&self) -> PathBuf {
+        self.path.join("headless.log")
+    }
+
+    /// The run's finished (or interrupted) pair: `<name>.safetensors`, `<name>-neg.safetensors`.
+    pub fn pair_paths(&self, concept: &str) -> (PathBuf, PathBuf) {
+        (
+            self.path.join(format!("{concept}.safetensors")),
+            self.path.join(format!("{concept}-neg.safetensors")),
+        )
+    }
+
+    /// The checkpoints, by step.
+    pub fn checkpoints(&self) -> Vec<(u64, PathBuf)> {
+        let mut cps: Vec<(u64, PathBuf)> = std::fs::read_dir(self.checkpoints_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().to_string();
+                let step = name
+                    .strip_prefix("step-")?
+                    .strip_suffix(".safetensors")?
+                    .parse()
+                    .ok()?;
+                Some((step, e.path()))
+            })
+            .collect();
+        cps.sort();
+        cps
+    }
+
+    pub fn latest_checkpoint(&self) -> Option<(u64, PathBuf)> {
+        self.checkpoints().pop()
+    }
+
+    /// `train.steps` of the run's `config.toml` (0 when unreadable): the
+    /// total a followed run is heading for.
+    pub fn total_steps(&self) -> u64 {
+        std::fs::read_to_string(self.config_path())
+            .ok()
+            .and_then(|t| t.parse::<toml::Table>().ok())
+            .and_then(|t| t.get("train")?.get("steps")?.as_integer())
+            .map_or(0, |s| s.max(0) as u64)
+    }
+
+    /// Every metrics line, in order (unparsable lines skipped).
+    pub fn read_metrics(&self) -> Vec<StepMetrics> {
+        std::fs::read_to_string(self.metrics_path())
+            .map(|t| {
+                t.lines()
+                    .filter_map(|l| serde_json::from_str(l).ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Keeps the metrics of steps up to `step` (a resumed run rewrites the rest).
+    pub fn truncate_metrics(&self, step: u64) -> std::io::Result<()> {
+        let path = self.metrics_path();
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            return Ok(());
+        };
+        let kept: String = text
+            .lines()
+            .filter(|l| {
+                serde_json::from_str::<StepMetrics>(l)
+                    .map(|m| m.step <= step)
+                    .unwrap_or(false)
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        write_atomic(&path, kept.as_bytes())
+    }
+
+    /// Appends metrics lines to `metrics.jsonl`.
+    pub fn metrics_writer(&self) -> std::io::Result<MetricsWriter> {
+        let path = self.metrics_path();
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)?;
+        Ok(MetricsWriter { file, path })
+    }
+
+    /// Follows `metrics.jsonl` of a run another process writes.
+    pub fn tail(&self) -> MetricsTail {
+        MetricsTail {
+            path: self.metrics_path(),
+            offset: 0,
+        }
+    }
+}
+
+/// The open `metrics.jsonl` of a run being trained.
+pub struct MetricsWriter {
+    file: std::fs::File,
+    path: PathBuf,
+}
+
+impl MetricsWriter {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// One line per step, written whole so a follower never reads half of it.
+    pub fn append(&mut self, m: &StepMetrics) -> std::io::Result<()> {
+        let line = serde_json::to_string(m).map_err(std::io::Error::other)?;
+        self.file.write_all(format!("{line}\n").as_bytes())
+    }
+
+    pub fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
+/// Reads the lines a run appended since the last poll.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsTail {
+    path: PathBuf,
+    offset: u64,
+}
+
+impl MetricsTail {
+    /// The complete lines written since the last call (a line being written
+    /// is read next time); nothing when the file is missing.
+    pub fn poll(&mut self) -> Vec<StepMetrics> {
+        let mut new = String::new();
+        let read = std::fs::File::open(&self.path).and_then(|mut f| {
+            f.seek(SeekFrom::Start(self.offset))
+                .and_then(|_| f.read_to_string(&mut new))
+        });
+        if read.is_err() {
+            return Vec::new();
+        }
+        let complete = new.rfind('\n').map_or(0, |i| i + 1);
+        self.offset += complete as u64;
+        new[..complete]
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// A sortable, readable run id from the current UTC time.
+fn new_run_id(runs: &Path) -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (days, rem) = (secs / 86400, secs % 86400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
+    let base = format!(
+        "{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    );
+    let mut id = base.clone();
+    let mut n = 2;
+    while runs.join(&id).exists() {
+        id = format!("{base}-{n}");
+        n += 1;
+    }
+    id
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metrics(step: u64) -> StepMetrics {
+        StepMetrics {
+            step,
+            loss: 0.5,
+            mse: 0.5,
+            rec: None,
+            lr: 1e-3,
+            lr_neg: 1e-3,
+            grad_norm_pos: 1.0,
+            grad_norm_neg: 1.0,
+            it_s: 10.0,
+        }
+    }
+
+    #[test]
+    fn layout_lookup_metrics_and_tail() {
+        let tmp = tempfile::tempdir().unwrap();
+        let concept = tmp.path().join("concepts/cat");
+        assert!(matches!(
+            RunDir::find("cat", &concept, "latest"),
+            Err(RunLookupError::NoRuns { .. })
+        ));
+        let run = RunDir::create(&concept).unwrap();
+        assert!(run.checkpoints_dir().is_dir());
+        // Not listed until it has a config.
+        assert!(RunDir::ids(&concept).is_empty());
+        std::fs::write(run.config_path(), "[train]\nsteps = 40\n").unwrap();
+        assert_eq!(RunDir::ids(&concept), vec![run.id().to_string()]);
+        assert_eq!(RunDir::find("cat", &concept, "latest").unwrap(), run);
+        assert_eq!(RunDir::find("cat", &concept, run.id()).unwrap(), run);
+        let err = RunDir::find("cat", &concept, "nope")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("nope") && err.contains(run.id()), "{err}");
+        assert_eq!(run.total_steps(), 40);
+        // A second run in the same second gets a suffix and sorts after.
+        let second = RunDir::create(&concept).unwrap();
+        assert_ne!(second.id(), run.id());
+
+        for step in [3u64, 1, 20] {
+            std::fs::write(run.checkpoint_path(step), b"x").unwrap();
+        }
+        let steps: Vec<u64> = run.checkpoints().iter().map(|(s, _)| *s).collect();
+        assert_eq!(steps, vec![1, 3, 20]);
+        assert_eq!(run.latest_checkpoint().unwrap().0, 20);
+
+        let mut tail = run.tail();
+        assert!(tail.poll().is_empty());
+        let mut w = run.metrics_writer().unwrap();
+        for s in 1..=3 {
+            w.append(&metrics(s)).unwrap();
+        }
+        w.flush().unwrap();
+        assert_eq!(tail.poll().len(), 3);
+        // A half-written line waits for its newline.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(run.metrics_path())
+            .unwrap()
+            .write_all(b"{\"step\":4")
+            .unwrap();
+        assert!(tail.poll().is_empty());
+        run.truncate_metrics(2).unwrap();
+        let kept: Vec<u64> = run.read_metrics().iter().map(|m| m.step).collect();
+        assert_eq!(kept, vec![1, 2]);
+    }
+}
