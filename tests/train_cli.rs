@@ -121,6 +121,33 @@ fn fails_with(cmd: &mut Command, needles: &[&str]) {
     }
 }
 
+/// A concept name is a folder under concepts/: one that climbs out of the
+/// workspace is refused before anything is read or written.
+#[test]
+fn concept_names_cannot_escape_the_workspace() {
+    let tmp = cat_workspace();
+    let ws = tmp.path().join("ws");
+    // concepts/../../o/concept.toml, naming itself `../../o`.
+    let outside = tmp.path().join("o");
+    std::fs::create_dir_all(&outside).unwrap();
+    let cat = std::fs::read_to_string(ws.join("concepts/cat/concept.toml")).unwrap();
+    std::fs::write(
+        outside.join("concept.toml"),
+        cat.replace("name = \"cat\"", "name = \"../../o\""),
+    )
+    .unwrap();
+    fails_with(
+        bin().args(["train", "../../o", "--steps", "2", "-w", ws.to_str().unwrap()]),
+        &["invalid concept name", "../../o"],
+    );
+    let written: Vec<_> = std::fs::read_dir(&outside)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(written, vec![std::ffi::OsString::from("concept.toml")]);
+    assert!(!tmp.path().join("o.safetensors").exists());
+}
+
 #[test]
 fn refusals_are_clear_and_write_nothing() {
     let tmp = cat_workspace();

@@ -106,6 +106,9 @@ impl Concept {
     }
 
     pub fn load(ws: &Workspace, name: &str) -> Result<Self, ConceptError> {
+        // A name is a folder under concepts/: `../x` would read (and training
+        // would write) outside the workspace.
+        validate_name(name)?;
         let path = ws.concept_dir(name).join(CONCEPT_FILE);
         if !path.is_file() {
             return Err(ConceptError::Unknown {
