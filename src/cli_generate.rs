@@ -6,14 +6,11 @@ use anyhow::{bail, Context, Result};
 
 use crate::cli::{load_workspace_model, GenerateArgs};
 use crate::concept::word_bank;
-use crate::generate::conditioning::words_in;
-use crate::generate::pipeline::a1111_parameters;
-use crate::generate::png::{encode_png, write_numbered};
+use crate::generate::output::{save_sample, Destination};
 use crate::generate::promptfile::load_prompt_file;
 use crate::generate::{generate, GenerateRequest, StepControl};
 use crate::sd::SamplerKind;
-use crate::train::run::model_hash;
-use crate::workspace::{write_atomic, Workspace};
+use crate::workspace::Workspace;
 
 /// The request from a prompt file and/or flags (flags win).
 pub fn request_from_args(args: &GenerateArgs, ws: &Workspace) -> Result<GenerateRequest> {
@@ -81,30 +78,18 @@ pub fn run(args: GenerateArgs) -> Result<ExitCode> {
     }
     let bank = word_bank(&ws)?;
     let sd = load_workspace_model(&ws)?;
-    let hash = model_hash(&sd);
+    let hash = sd.model_hash();
     let out_dir = match &args.prompt_file {
-        Some(p) => ws.outputs_dir().join(
-            p.file_stem()
-                .map(|s| s.to_string_lossy().to_string())
-                .unwrap_or_default(),
-        ),
+        Some(p) => ws.outputs_for(p),
         None => ws.outputs_dir(),
     };
     let images = generate(&sd, &bank, &req, |_| StepControl::Continue)?;
     for g in &images {
-        let mut words = words_in(&req.prompt);
-        words.extend(words_in(&g.negative));
-        words.dedup();
-        let params = a1111_parameters(&req, g, &sd.name, &hash, &words);
-        let bytes = encode_png(&g.image, &[("parameters", &params)])?;
-        let path = match &args.out {
-            Some(p) => {
-                write_atomic(p, &bytes)
-                    .with_context(|| format!("{}: cannot write", p.display()))?;
-                p.clone()
-            }
-            None => write_numbered(&out_dir, g.seed, &bytes)?,
+        let dest = match &args.out {
+            Some(p) => Destination::File(p),
+            None => Destination::Numbered(&out_dir),
         };
+        let path = save_sample(&sd, &hash, &req, g, dest, &[])?;
         if args.json {
             println!(
                 "{}",

@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use crate::engine::{Engine, EngineCommand, EngineEvent, GenerateJob};
-use crate::generate::promptfile::load_prompt_file;
 use crate::workspace::watch::{watch_prompts, Debouncer};
 use crate::workspace::Workspace;
 
@@ -79,18 +78,9 @@ pub fn run(workspace: &Path, json: bool) -> Result<ExitCode> {
             if !path.is_file() {
                 continue;
             }
-            match load_prompt_file(&path, &ws.root) {
-                Ok(request) => {
-                    let stem = path
-                        .file_stem()
-                        .map(|s| s.to_string_lossy().to_string())
-                        .unwrap_or_default();
-                    engine.send(EngineCommand::Generate(Box::new(GenerateJob {
-                        id: next_id,
-                        source: Some(path.clone()),
-                        request,
-                        out_dir: ws.outputs_dir().join(stem),
-                    })));
+            match GenerateJob::from_prompt_file(next_id, &path, &ws) {
+                Ok(job) => {
+                    engine.send(EngineCommand::Generate(Box::new(job)));
                     next_id += 1;
                 }
                 Err(e) => say(

@@ -137,7 +137,14 @@ fn concept_names_cannot_escape_the_workspace() {
     )
     .unwrap();
     fails_with(
-        bin().args(["train", "../../o", "--steps", "2", "-w", ws.to_str().unwrap()]),
+        bin().args([
+            "train",
+            "../../o",
+            "--steps",
+            "2",
+            "-w",
+            ws.to_str().unwrap(),
+        ]),
         &["invalid concept name", "../../o"],
     );
     let written: Vec<_> = std::fs::read_dir(&outside)

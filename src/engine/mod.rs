@@ -5,18 +5,15 @@
 //! cancels a running one at its next step (latest wins).
 
 use std::collections::VecDeque;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::concept::word_bank;
-use crate::generate::conditioning::words_in;
-use crate::generate::pipeline::a1111_parameters;
-use crate::generate::png::{encode_png, write_numbered};
+use crate::generate::output::{save_sample, Destination};
 use crate::generate::{generate, GenerateRequest, StepControl};
 use crate::sd::StableDiffusion;
-use crate::train::run::model_hash;
 use crate::train::{train, TrainControl, TrainEvent, TrainRequest};
 use crate::workspace::Workspace;
 
@@ -28,6 +25,22 @@ pub struct GenerateJob {
     pub source: Option<PathBuf>,
     pub request: GenerateRequest,
     pub out_dir: PathBuf,
+}
+
+impl GenerateJob {
+    /// A prompt file's job: its request, rendered into `outputs/<file-stem>/`.
+    pub fn from_prompt_file(
+        id: u64,
+        path: &Path,
+        ws: &Workspace,
+    ) -> Result<Self, crate::generate::promptfile::PromptFileError> {
+        Ok(Self {
+            id,
+            source: Some(path.to_path_buf()),
+            request: crate::generate::promptfile::load_prompt_file(path, &ws.root)?,
+            out_dir: ws.outputs_for(path),
+        })
+    }
 }
 
 #[derive(Debug)]
@@ -415,14 +428,16 @@ impl Worker<'_> {
         job: &GenerateJob,
         images: &[crate::generate::Generated],
     ) -> anyhow::Result<()> {
-        let hash = model_hash(self.sd);
+        let hash = self.sd.model_hash();
         for g in images {
-            let mut words = words_in(&job.request.prompt);
-            words.extend(words_in(&g.negative));
-            words.dedup();
-            let params = a1111_parameters(&job.request, g, &self.sd.name, &hash, &words);
-            let bytes = encode_png(&g.image, &[("parameters", &params)])?;
-            let path = write_numbered(&job.out_dir, g.seed, &bytes)?;
+            let path = save_sample(
+                self.sd,
+                &hash,
+                &job.request,
+                g,
+                Destination::Numbered(&job.out_dir),
+                &[],
+            )?;
             self.emit(EngineEvent::Sample {
                 id: job.id,
                 source: job.source.clone(),

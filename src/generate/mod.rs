@@ -4,6 +4,7 @@
 
 pub mod conditioning;
 pub mod denoise;
+pub mod output;
 pub mod pipeline;
 pub mod png;
 pub mod prompt;

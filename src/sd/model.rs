@@ -276,6 +276,42 @@ impl StableDiffusion {
         }
     }
 
+    /// A short hash of the base model: A1111's legacy 8-hex "model hash" (SHA-256
+    /// of 64 KiB at offset 1 MiB) of the checkpoint file, or of the UNet weights
+    /// of a diffusers folder.
+    pub fn model_hash(&self) -> String {
+        use sha2::{Digest, Sha256};
+        use std::io::{Read, Seek, SeekFrom};
+        let candidates = if self.root.is_file() {
+            vec![self.root.clone()]
+        } else {
+            [
+                "diffusion_pytorch_model.safetensors",
+                "diffusion_pytorch_model.fp16.safetensors",
+            ]
+            .iter()
+            .map(|n| self.root.join("unet").join(n))
+            .collect()
+        };
+        for p in candidates {
+            let Ok(mut f) = std::fs::File::open(&p) else {
+                continue;
+            };
+            let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+            // Small files (tests, tiny models) have nothing at 1 MiB: hash their start.
+            let offset = if len > 0x100000 { 0x100000 } else { 0 };
+            let mut buf = Vec::with_capacity(0x10000);
+            if f.seek(SeekFrom::Start(offset)).is_err()
+                || f.take(0x10000).read_to_end(&mut buf).is_err()
+            {
+                continue;
+            }
+            let digest = Sha256::digest(&buf);
+            return digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
+        }
+        String::new()
+    }
+
     /// A pseudo-word vector's width (SDXL: CLIP-L's and OpenCLIP-G's side by side).
     pub fn word_width(&self) -> usize {
         self.text.width()

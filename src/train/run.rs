@@ -119,42 +119,6 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
     }
 }
 
-/// A short hash of the base model: A1111's legacy 8-hex "model hash" (SHA-256
-/// of 64 KiB at offset 1 MiB) of the checkpoint file, or of the UNet weights
-/// of a diffusers folder.
-pub fn model_hash(sd: &StableDiffusion) -> String {
-    use sha2::{Digest, Sha256};
-    use std::io::{Read, Seek, SeekFrom};
-    let candidates = if sd.root.is_file() {
-        vec![sd.root.clone()]
-    } else {
-        [
-            "diffusion_pytorch_model.safetensors",
-            "diffusion_pytorch_model.fp16.safetensors",
-        ]
-        .iter()
-        .map(|n| sd.root.join("unet").join(n))
-        .collect()
-    };
-    for p in candidates {
-        let Ok(mut f) = std::fs::File::open(&p) else {
-            continue;
-        };
-        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-        // Small files (tests, tiny models) have nothing at 1 MiB: hash their start.
-        let offset = if len > 0x100000 { 0x100000 } else { 0 };
-        let mut buf = Vec::with_capacity(0x10000);
-        if f.seek(SeekFrom::Start(offset)).is_err()
-            || f.take(0x10000).read_to_end(&mut buf).is_err()
-        {
-            continue;
-        }
-        let digest = Sha256::digest(&buf);
-        return digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
-    }
-    String::new()
-}
-
 /// Trains (or resumes) a concept. The callback sees every event and may stop
 /// the run (a checkpoint is then saved).
 pub fn train(
@@ -344,7 +308,7 @@ impl<'a> Session<'a> {
             run,
             metrics,
             st,
-            base_model_hash: model_hash(sd),
+            base_model_hash: sd.model_hash(),
             last_loss: None,
         })
     }
@@ -515,7 +479,7 @@ impl<'a> Session<'a> {
             self.concept,
             &self.st,
             &self.run,
-            self.st.step,
+            &self.base_model_hash,
         )
     }
 
@@ -621,8 +585,10 @@ fn render_preview(
     concept: &Concept,
     st: &State,
     run: &RunDir,
-    step: u64,
+    model_hash: &str,
 ) -> Result<(PathBuf, String), TrainError> {
+    let step = st.step;
+    use crate::generate::output::{save_sample, Destination};
     use crate::generate::{generate, GenerateRequest, StepControl, WordBank};
     let mut bank = WordBank::new();
     bank.insert(
@@ -659,12 +625,18 @@ fn render_preview(
     std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
     let path = run.sample_path(step);
     if let Some(g) = images.first() {
-        let params = crate::generate::pipeline::a1111_parameters(&req, g, &sd.name, "", &[]);
-        let bytes = crate::generate::png::encode_png(
-            &g.image,
-            &[("parameters", &params), ("step", &step.to_string())],
-        )?;
-        write_atomic(&path, &bytes).map_err(io_err(&path))?;
+        save_sample(
+            sd,
+            model_hash,
+            &req,
+            g,
+            Destination::File(&path),
+            &[("step", &step.to_string())],
+        )
+        .map_err(|e| TrainError::Preview {
+            step,
+            message: format!("{e:#}"),
+        })?;
     }
     Ok((path, prompt))
 }

@@ -738,29 +738,17 @@ impl App {
 
     fn generate_file(&mut self, path: &Path, seed: Option<i64>) -> Vec<Effect> {
         let row = self.prompts.iter().position(|r| r.path == path);
-        match load_prompt_file(path, &self.ws.root) {
-            Ok(mut request) => {
+        match GenerateJob::from_prompt_file(self.next_job, path, &self.ws) {
+            Ok(mut job) => {
                 if let Some(s) = seed {
-                    request.seed = s;
+                    job.request.seed = s;
                 }
                 if let Some(i) = row {
                     self.prompts[i].status = PromptStatus::Queued;
                 }
-                let stem = path
-                    .file_stem()
-                    .map(|s| s.to_string_lossy().to_string())
-                    .unwrap_or_default();
-                let id = self.next_job;
                 self.next_job += 1;
-                self.jobs.insert(id, path.to_path_buf());
-                vec![Effect::Engine(EngineCommand::Generate(Box::new(
-                    GenerateJob {
-                        id,
-                        source: Some(path.to_path_buf()),
-                        request,
-                        out_dir: self.ws.outputs_dir().join(stem),
-                    },
-                )))]
+                self.jobs.insert(job.id, path.to_path_buf());
+                vec![Effect::Engine(EngineCommand::Generate(Box::new(job)))]
             }
             Err(e) => {
                 let text = e.to_string();

@@ -146,6 +146,15 @@ impl Workspace {
     pub fn outputs_dir(&self) -> PathBuf {
         self.root.join("outputs")
     }
+    /// Where a prompt file's images go: `outputs/<file-stem>/`.
+    pub fn outputs_for(&self, prompt_file: &Path) -> PathBuf {
+        self.outputs_dir().join(
+            prompt_file
+                .file_stem()
+                .map(|s| s.to_string_lossy().to_string())
+                .unwrap_or_default(),
+        )
+    }
     pub fn concept_dir(&self, name: &str) -> PathBuf {
         self.concepts_dir().join(name)
     }
