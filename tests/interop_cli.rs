@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use dreamartist::concept::{word_bank, Concept};
 use dreamartist::interop::export::{export_word, ExportFormat, ExportWord};
-use dreamartist::interop::load_embedding_file;
+use dreamartist::interop::{load_embedding_file, EmbeddingFormat};
 use dreamartist::workspace::Workspace;
 
 mod common;
@@ -622,6 +622,18 @@ fn sdxl_pair_imports_into_an_sdxl_workspace_bit_exactly() {
     assert_blocks(
         &dir.join("pair-neg.safetensors"),
         &xl("pair-neg.safetensors"),
+    );
+    // Our own SDXL files read back as the word: clip_l's columns, then clip_g's.
+    let own = load_embedding_file(&dir.join("pair.safetensors")).unwrap();
+    assert_eq!(
+        (own.format, &own.widths[..]),
+        (EmbeddingFormat::Dreamartist, &[32, 48][..])
+    );
+    let (fl, fg) = fixture_blocks(&xl("pair.safetensors"));
+    assert_same(
+        &own.vectors,
+        &Tensor::cat(&[&fl, &fg], 1).unwrap(),
+        "own file",
     );
     let out = ok(&["inspect", s(&dir.join("pair.safetensors"))]);
     assert!(
