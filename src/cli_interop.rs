@@ -5,9 +5,9 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 
-use crate::interop::export::ExportFormat;
+use crate::interop::export::{ExportFormat, Exported};
 use crate::interop::inspect::inspect;
-use crate::interop::workspace::{convert, export, import, ImportOptions};
+use crate::interop::workspace::{convert, export_with_note, import, ImportOptions};
 use crate::workspace::Workspace;
 
 #[derive(Debug, clap::Args)]
@@ -85,18 +85,29 @@ pub fn run_export(args: ExportArgs) -> Result<ExitCode> {
     let out = args
         .out
         .unwrap_or_else(|| ws.root.join("exports").join(format.name()));
-    for p in export(&ws, &args.concept, format, &out)? {
-        println!("{}", p.display());
-    }
+    print_exported(&export_with_note(&ws, &args.concept, format, &out)?);
     Ok(ExitCode::SUCCESS)
 }
 
 pub fn run_convert(args: ConvertArgs) -> Result<ExitCode> {
     let format = ExportFormat::parse(&args.format)?;
-    for p in convert(&args.files, format, &args.out, args.name.as_deref())? {
+    print_exported(&convert(
+        &args.files,
+        format,
+        &args.out,
+        args.name.as_deref(),
+    )?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The files on stdout, one a line (for scripts); how to load them on stderr.
+fn print_exported(e: &Exported) {
+    for p in &e.files {
         println!("{}", p.display());
     }
-    Ok(ExitCode::SUCCESS)
+    if let Some(note) = &e.note {
+        eprint!("{note}");
+    }
 }
 
 pub fn run_inspect(args: InspectArgs) -> Result<ExitCode> {

@@ -7,18 +7,21 @@
 //! | diffusers textual inversion | safetensors or torch pickle (`.bin`) | `{"<token>": [n, d]}` or `[d]` |
 //! | kohya sd-scripts / ComfyUI | safetensors | `{"emb_params": [n, d]}` (often fp16) |
 //! | OneTrainer | safetensors | `{"emp_params": [n, d]}` |
-//! | this tool | safetensors | `emb_params` + metadata `format = dreamartist` |
+//! | SDXL: A1111, ComfyUI, kohya, OneTrainer | safetensors (or a pickled dict) | `{"clip_l": [n, 768], "clip_g": [n, 1280]}` |
+//! | this tool | safetensors | `emb_params`, or SDXL's `clip_l` + `clip_g`, + metadata `format = dreamartist` |
 //!
 //! Words are named after the file (as A1111 does: the file name is what users
-//! type), except diffusers files, which carry their token. SDXL pairs
-//! (`clip_l` + `clip_g`) are refused, as are files where the embedding cannot
-//! be told apart from other tensors.
+//! type), except diffusers files, which carry their token. An SDXL word is
+//! read as one `[n, clip_l + clip_g]` matrix, CLIP-L's columns first, as the
+//! model stack holds it ([`crate::sd::text`]). Refused: files where the
+//! embedding cannot be told apart from other tensors, half an SDXL word, and
+//! OneTrainer's output embeddings (see [`classify`]).
 
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 
-use super::pickle::{GlobalPolicy, Value};
+use super::pickle::{GlobalPolicy, TensorRef, Value};
 use super::safetensors_header::{self, Header, TensorInfo};
 use super::torch::{self, TorchFile};
 use super::InteropError;
@@ -38,6 +41,9 @@ pub enum EmbeddingFormat {
     Dreamartist,
     /// A bare tensor saved with `torch.save(tensor)`.
     Tensor,
+    /// SDXL's `clip_l` + `clip_g` (AUTOMATIC1111, ComfyUI, kohya, OneTrainer:
+    /// they all write and read this one layout).
+    Sdxl,
 }
 
 impl EmbeddingFormat {
@@ -49,6 +55,7 @@ impl EmbeddingFormat {
             Self::OneTrainer => "OneTrainer (emp_params)",
             Self::Dreamartist => "dreamartist (emb_params + metadata)",
             Self::Tensor => "a bare tensor",
+            Self::Sdxl => "SDXL clip_l + clip_g (AUTOMATIC1111 / ComfyUI / kohya / OneTrainer)",
         }
     }
 }
@@ -58,13 +65,17 @@ impl EmbeddingFormat {
 pub struct Embedding {
     /// The word without brackets (`astro`, `astro-neg`, `cat-toy`).
     pub name: String,
-    /// f32 `[vectors, width]` on the CPU.
+    /// f32 `[vectors, width]` on the CPU; an SDXL word's `clip_l` columns come first.
     pub vectors: Tensor,
+    /// Each text encoder's columns of `vectors`: `[768]` (SD 1.x), `[1024]`
+    /// (SD 2.x), `[768, 1280]` (SDXL). Compared per encoder: an SD 1.x word
+    /// must never pass for SDXL's first encoder alone.
+    pub widths: Vec<usize>,
     pub format: EmbeddingFormat,
     /// `safetensors`, `torch zip pickle` or `legacy (pre-1.6) torch pickle`.
     pub container: &'static str,
     pub source: PathBuf,
-    /// The dtype on disk (`F16` for most kohya files).
+    /// The dtype on disk (`F16` for most kohya files; `clip_l F16, clip_g F32` if they differ).
     pub stored_dtype: String,
     /// Training step, when the file records it.
     pub step: Option<u64>,
@@ -80,25 +91,43 @@ impl Embedding {
         self.vectors.dims().first().copied().unwrap_or(0)
     }
 
+    /// The full row width (all encoders' columns).
     pub fn width(&self) -> usize {
         self.vectors.dims().get(1).copied().unwrap_or(0)
     }
 
-    /// Refuses an embedding made for a text encoder of another width.
-    pub fn check_width(&self, model_width: usize) -> Result<(), InteropError> {
-        if self.width() == model_width {
+    pub fn is_sdxl(&self) -> bool {
+        self.widths.len() == 2
+    }
+
+    /// The layout, for `inspect`: the format, and for our own SDXL files their two tensors.
+    pub fn layout(&self) -> String {
+        match (self.format, self.is_sdxl()) {
+            (EmbeddingFormat::Dreamartist, true) => {
+                "dreamartist (clip_l + clip_g + metadata)".into()
+            }
+            (f, _) => f.describe().into(),
+        }
+    }
+
+    /// Refuses an embedding made for another model family: `model_widths` are
+    /// the workspace model's text encoders' widths, compared one by one.
+    pub fn check_width(&self, model_widths: &[usize]) -> Result<(), InteropError> {
+        if self.widths == model_widths {
             Ok(())
         } else {
             Err(InteropError::Width {
                 path: self.source.clone(),
-                found: self.width(),
-                expected: model_width,
+                found: self.widths.clone(),
+                expected: model_widths.to_vec(),
             })
         }
     }
 }
 
 /// A DreamArtist pair (`X` and `X-neg`) or a single word.
+// A command holds a few of these; boxing a pair's words would only add noise.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Group {
     Pair { pos: Embedding, neg: Embedding },
@@ -229,58 +258,119 @@ fn not_a_checkpoint(path: &Path, names: &[&str]) -> Result<(), InteropError> {
     Ok(())
 }
 
-/// Which tensor of a file is the embedding, and in which layout.
+/// Where a file's embedding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Found {
+    /// One tensor (index into the file's tensors).
+    One(usize, EmbeddingFormat),
+    /// SDXL: `clip_l`'s and `clip_g`'s indices, in that order.
+    Sdxl([usize; 2], EmbeddingFormat),
+}
+
+/// The SDXL keys, as every tool names them.
+const CLIP_L: &str = "clip_l";
+const CLIP_G: &str = "clip_g";
+
+/// OneTrainer's output embeddings: `<key>_out` next to (or instead of) `<key>`.
+fn is_output_key(name: &str, tensors: &[TensorInfo]) -> bool {
+    name.strip_suffix("_out").is_some_and(|base| {
+        [CLIP_L, CLIP_G].contains(&base) || tensors.iter().any(|t| t.name == base)
+    })
+}
+
+/// `` `a` [1, 768] F32, `b` [1, 768] F32 `` (the first 8).
+fn listed(tensors: &[TensorInfo]) -> String {
+    let mut listed: Vec<String> = tensors.iter().take(8).map(TensorInfo::describe).collect();
+    if tensors.len() > 8 {
+        listed.push(format!("… and {} more", tensors.len() - 8));
+    }
+    listed.join(", ")
+}
+
+/// Which tensor(s) of a file are the embedding, and in which layout.
+///
+/// OneTrainer's *output* embeddings (`clip_l_out` / `clip_g_out`) are refused
+/// rather than loaded: their trained vectors replace the text encoders'
+/// outputs at the word's positions, which no input-side word can express, and
+/// the `clip_l` / `clip_g` beside them are then not the word (OneTrainer
+/// saves zeros there). Loading those would import a word that silently does
+/// nothing; refusing says what the file is.
 fn classify(
     path: &Path,
     tensors: &[TensorInfo],
     metadata_format: Option<&str>,
-) -> Result<(usize, EmbeddingFormat), InteropError> {
+) -> Result<Found, InteropError> {
     let find = |name: &str| tensors.iter().position(|t| t.name == name);
-    let sdxl: Vec<String> = tensors
-        .iter()
-        .filter(|t| t.name == "clip_l" || t.name == "clip_g")
-        .map(|t| format!("{} {:?}", t.name, t.shape))
-        .collect();
-    if !sdxl.is_empty() {
-        return Err(InteropError::Sdxl {
+    let ours = metadata_format == Some("dreamartist");
+    if tensors.iter().any(|t| is_output_key(&t.name, tensors)) {
+        return Err(InteropError::OutputEmbedding {
             path: path.to_path_buf(),
-            found: sdxl.join(" + "),
+            found: listed(tensors),
         });
     }
+    match (find(CLIP_L), find(CLIP_G)) {
+        (Some(l), Some(g)) => {
+            if tensors.len() > 2 {
+                return Err(InteropError::Sdxl {
+                    path: path.to_path_buf(),
+                    message: format!(
+                        "besides `clip_l` and `clip_g` it holds other tensors ({}); \
+                         keep only the word's two tensors",
+                        listed(tensors)
+                    ),
+                });
+            }
+            let format = if ours {
+                EmbeddingFormat::Dreamartist
+            } else {
+                EmbeddingFormat::Sdxl
+            };
+            return Ok(Found::Sdxl([l, g], format));
+        }
+        (Some(_), None) | (None, Some(_)) => {
+            let (has, lacks) = if find(CLIP_L).is_some() {
+                (CLIP_L, CLIP_G)
+            } else {
+                (CLIP_G, CLIP_L)
+            };
+            return Err(InteropError::Sdxl {
+                path: path.to_path_buf(),
+                message: format!(
+                    "it has `{has}` but no `{lacks}` (found {}); an SDXL word holds vectors \
+                     for both text encoders",
+                    listed(tensors)
+                ),
+            });
+        }
+        (None, None) => {}
+    }
     if let Some(i) = find("emb_params") {
-        let f = if metadata_format == Some("dreamartist") {
+        let f = if ours {
             EmbeddingFormat::Dreamartist
         } else {
             EmbeddingFormat::Kohya
         };
-        return Ok((i, f));
+        return Ok(Found::One(i, f));
     }
     if let Some(i) = find("emp_params") {
-        return Ok((i, EmbeddingFormat::OneTrainer));
+        return Ok(Found::One(i, EmbeddingFormat::OneTrainer));
     }
     let a1111: Vec<usize> = (0..tensors.len())
         .filter(|&i| tensors[i].name.starts_with("string_to_param."))
         .collect();
     if a1111.len() == 1 {
-        return Ok((a1111[0], EmbeddingFormat::A1111));
+        return Ok(Found::One(a1111[0], EmbeddingFormat::A1111));
     }
     match tensors.len() {
         0 => Err(InteropError::Unrecognised {
             path: path.to_path_buf(),
             message: "the file holds no tensors, so no embedding".into(),
         }),
-        1 => Ok((0, EmbeddingFormat::Diffusers)),
-        n => {
-            let mut listed: Vec<String> =
-                tensors.iter().take(8).map(TensorInfo::describe).collect();
-            if n > 8 {
-                listed.push(format!("… and {} more", n - 8));
-            }
-            Err(InteropError::Ambiguous {
-                path: path.to_path_buf(),
-                found: format!("{n} tensors ({})", listed.join(", ")),
-            })
-        }
+        1 => Ok(Found::One(0, EmbeddingFormat::Diffusers)),
+        n => Err(InteropError::Ambiguous {
+            path: path.to_path_buf(),
+            found: format!("{n} tensors ({})", listed(tensors)),
+        }),
     }
 }
 
@@ -305,36 +395,95 @@ fn as_vectors(path: &Path, key: &str, t: Tensor) -> Result<Tensor, InteropError>
         .map_err(|e| InteropError::tensor(path, e))
 }
 
+/// The word's matrix and per-encoder widths from its tensor(s) (`clip_l` then
+/// `clip_g` for SDXL), each already `[n, d]` f32.
+fn join(path: &Path, parts: Vec<(String, Tensor)>) -> Result<(Tensor, Vec<usize>), InteropError> {
+    let widths: Vec<usize> = parts.iter().map(|(_, t)| t.dims()[1]).collect();
+    match parts.as_slice() {
+        [(_, t)] => Ok((t.clone(), widths)),
+        [(lk, l), (gk, g)] => {
+            let (nl, ng) = (l.dims()[0], g.dims()[0]);
+            if nl != ng {
+                return Err(InteropError::Sdxl {
+                    path: path.to_path_buf(),
+                    message: format!(
+                        "`{lk}` has {nl} vectors {:?} but `{gk}` has {ng} {:?}; \
+                         a word has as many vectors for each text encoder",
+                        l.dims(),
+                        g.dims()
+                    ),
+                });
+            }
+            let v = Tensor::cat(&[l, g], 1).map_err(|e| InteropError::tensor(path, e))?;
+            Ok((v, widths))
+        }
+        _ => Err(InteropError::Invalid(format!(
+            "{}: an embedding of {} tensors",
+            path.display(),
+            parts.len()
+        ))),
+    }
+}
+
+/// `F16`, or `clip_l F16, clip_g F32` when the parts differ.
+fn dtypes(parts: &[(&str, String)]) -> String {
+    match parts {
+        [(_, d), rest @ ..] if rest.iter().all(|(_, o)| o == d) => d.clone(),
+        _ => parts
+            .iter()
+            .map(|(k, d)| format!("{k} {d}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
+}
+
 fn from_safetensors(path: &Path) -> Result<Embedding, InteropError> {
     let header: Header = safetensors_header::read(path)?;
     let names: Vec<&str> = header.tensors.iter().map(|t| t.name.as_str()).collect();
     not_a_checkpoint(path, &names)?;
     let md = |k: &str| header.metadata.get(k).filter(|v| !v.is_empty()).cloned();
-    let (i, format) = classify(path, &header.tensors, md("format").as_deref())?;
-    let info = &header.tensors[i];
+    let (indices, format) = match classify(path, &header.tensors, md("format").as_deref())? {
+        Found::One(i, f) => (vec![i], f),
+        Found::Sdxl(lg, f) => (lg.to_vec(), f),
+    };
     let bytes = std::fs::read(path).map_err(|e| InteropError::io(path, e))?;
     let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| InteropError::Corrupt {
         path: path.to_path_buf(),
         message: format!("not a readable safetensors file ({e})"),
     })?;
-    let view = st.tensor(&info.name).map_err(|e| InteropError::Corrupt {
-        path: path.to_path_buf(),
-        message: format!("tensor `{}`: {e}", info.name),
-    })?;
-    let t = candle_core::safetensors::Load::load(&view, &Device::Cpu)
-        .map_err(|e| InteropError::tensor(path, e))?;
-    let vectors = as_vectors(path, &info.name, t)?;
+    let mut parts = Vec::new();
+    for &i in &indices {
+        let info = &header.tensors[i];
+        let view = st.tensor(&info.name).map_err(|e| InteropError::Corrupt {
+            path: path.to_path_buf(),
+            message: format!("tensor `{}`: {e}", info.name),
+        })?;
+        let t = candle_core::safetensors::Load::load(&view, &Device::Cpu)
+            .map_err(|e| InteropError::tensor(path, e))?;
+        parts.push((info.name.clone(), as_vectors(path, &info.name, t)?));
+    }
+    let (vectors, widths) = join(path, parts)?;
+    let stored: Vec<(&str, String)> = indices
+        .iter()
+        .map(|&i| {
+            (
+                header.tensors[i].name.as_str(),
+                header.tensors[i].dtype.clone(),
+            )
+        })
+        .collect();
     let name = match format {
-        EmbeddingFormat::Diffusers => token_name(&info.name),
+        EmbeddingFormat::Diffusers => token_name(&header.tensors[indices[0]].name),
         _ => stem(path),
     };
     Ok(Embedding {
         name,
         vectors,
+        widths,
         format,
         container: "safetensors",
         source: path.to_path_buf(),
-        stored_dtype: info.dtype.clone(),
+        stored_dtype: dtypes(&stored),
         step: md("step").and_then(|s| s.parse().ok()),
         stored_name: md("name"),
         checkpoint_name: md("sd_checkpoint_name"),
@@ -357,9 +506,12 @@ fn from_torch(path: &Path) -> Result<Embedding, InteropError> {
         path: path.to_path_buf(),
         message,
     };
-    // (key, tensor) candidates and the layout they were found in.
-    let (key, tref, format) = match root {
-        Value::Tensor(t) => ("tensor".to_string(), t.clone(), EmbeddingFormat::Tensor),
+    // (key, tensor) of the word's tensor(s), and the layout they were found in.
+    let (found, format): (Vec<(String, TensorRef)>, EmbeddingFormat) = match root {
+        Value::Tensor(t) => (
+            vec![("tensor".to_string(), t.clone())],
+            EmbeddingFormat::Tensor,
+        ),
         Value::Dict(pairs) => {
             if let Some(params) = root.get("string_to_param") {
                 let Some(params) = params.as_dict() else {
@@ -368,7 +520,7 @@ fn from_torch(path: &Path) -> Result<Embedding, InteropError> {
                         params.kind()
                     )));
                 };
-                let terms: Vec<(String, &super::pickle::TensorRef)> = params
+                let terms: Vec<(String, &TensorRef)> = params
                     .iter()
                     .filter_map(|(k, v)| match v {
                         Value::Tensor(t) => Some((k.as_str().unwrap_or("?").to_string(), t)),
@@ -377,8 +529,7 @@ fn from_torch(path: &Path) -> Result<Embedding, InteropError> {
                     .collect();
                 match terms.as_slice() {
                     [(k, t)] => (
-                        format!("string_to_param.{k}"),
-                        (*t).clone(),
+                        vec![(format!("string_to_param.{k}"), (*t).clone())],
                         EmbeddingFormat::A1111,
                     ),
                     [] => return Err(unrecognised("`string_to_param` holds no tensor".into())),
@@ -426,8 +577,15 @@ fn from_torch(path: &Path) -> Result<Embedding, InteropError> {
                         }
                     )));
                 }
-                let (i, format) = classify(path, &infos, None)?;
-                (infos[i].name.clone(), refs[i].clone(), format)
+                let (indices, format) = match classify(path, &infos, None)? {
+                    Found::One(i, f) => (vec![i], f),
+                    Found::Sdxl(lg, f) => (lg.to_vec(), f),
+                };
+                let found = indices
+                    .iter()
+                    .map(|&i| (infos[i].name.clone(), refs[i].clone()))
+                    .collect();
+                (found, format)
             }
         }
         other => {
@@ -437,20 +595,29 @@ fn from_torch(path: &Path) -> Result<Embedding, InteropError> {
             )))
         }
     };
-    let t = file.tensor(&tref, &Device::Cpu)?;
-    let vectors = as_vectors(path, &key, t)?;
+    let mut parts = Vec::new();
+    for (key, tref) in &found {
+        let t = file.tensor(tref, &Device::Cpu)?;
+        parts.push((key.clone(), as_vectors(path, key, t)?));
+    }
+    let (vectors, widths) = join(path, parts)?;
+    let stored: Vec<(&str, String)> = found
+        .iter()
+        .map(|(k, t)| (k.as_str(), t.dtype.name().to_string()))
+        .collect();
     let text = |k: &str| root.get(k).and_then(Value::as_str).map(str::to_string);
     let name = match format {
-        EmbeddingFormat::Diffusers => token_name(&key),
+        EmbeddingFormat::Diffusers => token_name(&found[0].0),
         _ => stem(path),
     };
     Ok(Embedding {
         name,
         vectors,
+        widths,
         format,
         container: file.format().describe(),
         source: path.to_path_buf(),
-        stored_dtype: tref.dtype.name().to_string(),
+        stored_dtype: dtypes(&stored),
         step: root
             .get("step")
             .and_then(Value::as_int)
@@ -469,6 +636,7 @@ mod tests {
         Embedding {
             name: name.into(),
             vectors: Tensor::zeros((1, 4), DType::F32, &Device::Cpu).unwrap(),
+            widths: vec![4],
             format: EmbeddingFormat::Kohya,
             container: "safetensors",
             source: PathBuf::from(format!("{name}.safetensors")),

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use super::checkpoint::TorchCheckpoint;
 use super::embeddings::{load_embedding_file, Embedding};
-use super::{family_hint, safetensors_header, torch, InteropError};
+use super::{family, family_hint, safetensors_header, torch, InteropError};
 use crate::sd::config::PerBlock;
 use crate::sd::single_file::{ConfigOrigin, SingleFile, SingleFileSpec};
 use crate::sd::weights::TensorSource;
@@ -125,12 +125,7 @@ impl fmt::Display for Report {
 }
 
 fn write_embedding(f: &mut fmt::Formatter<'_>, e: &Embedding) -> fmt::Result {
-    writeln!(
-        f,
-        "{}: embedding, {}",
-        e.source.display(),
-        e.format.describe()
-    )?;
+    writeln!(f, "{}: embedding, {}", e.source.display(), e.layout())?;
     writeln!(
         f,
         "  container:  {} (stored as {})",
@@ -141,13 +136,22 @@ fn write_embedding(f: &mut fmt::Formatter<'_>, e: &Embedding) -> fmt::Result {
         Some(n) if *n != e.name => writeln!(f, " (the file calls it \"{n}\")")?,
         _ => writeln!(f)?,
     }
-    writeln!(
-        f,
-        "  vectors:    {} × {}{}",
-        e.count(),
-        e.width(),
-        family_hint(e.width())
-    )?;
+    match e.widths.as_slice() {
+        [l, g] => writeln!(
+            f,
+            "  vectors:    {} × {} ({}: clip_l {l} + clip_g {g})",
+            e.count(),
+            e.width(),
+            family(&e.widths).unwrap_or("two text encoders")
+        )?,
+        w => writeln!(
+            f,
+            "  vectors:    {} × {}{}",
+            e.count(),
+            e.width(),
+            family_hint(w)
+        )?,
+    }
     if let Some(s) = e.step {
         writeln!(f, "  step:       {s}")?;
     }

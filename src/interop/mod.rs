@@ -35,8 +35,16 @@ pub enum InteropError {
     Unsafe { path: PathBuf, message: String },
     #[error("{path}: not supported: {message}")]
     Unsupported { path: PathBuf, message: String },
-    #[error("{path}: an SDXL embedding ({found}); SDXL is not supported yet (use an SD 1.x or 2.x embedding)")]
-    Sdxl { path: PathBuf, found: String },
+    /// A file in the SDXL layout (`clip_l` + `clip_g`) that cannot be read as one word.
+    #[error("{path}: not a usable SDXL embedding: {message}")]
+    Sdxl { path: PathBuf, message: String },
+    #[error(
+        "{path}: a OneTrainer output embedding ({found}): its trained vectors replace the text \
+         encoders' outputs, which this tool cannot apply, and its input vectors, if any, are \
+         placeholders (OneTrainer saves zeros there); to use the word here, train it in OneTrainer \
+         with the output-embedding option off"
+    )]
+    OutputEmbedding { path: PathBuf, found: String },
     #[error(
         "{path}: cannot tell which tensor is the embedding: found {found}, and none of the known keys \
          (`emb_params`, `emp_params`, `string_to_param`, or a single `<token>` tensor); \
@@ -45,16 +53,17 @@ pub enum InteropError {
     Ambiguous { path: PathBuf, found: String },
     #[error("{path}: {message}")]
     BadShape { path: PathBuf, message: String },
+    /// Widths are per text encoder (`[768]`, `[1024]`, `[768, 1280]`).
     #[error(
-        "{path}: the embedding is {found} wide{} but the model's text encoder is {expected} wide{}; \
+        "{path}: {} cannot be used with this workspace's {}; \
          an embedding only works with the model family it was trained for",
-        family_hint(*found),
-        family_hint(*expected)
+        describe_embedding_widths(found),
+        describe_model_widths(expected)
     )]
     Width {
         path: PathBuf,
-        found: usize,
-        expected: usize,
+        found: Vec<usize>,
+        expected: Vec<usize>,
     },
     #[error("{path}: {source}")]
     Tensor {
@@ -104,12 +113,49 @@ impl InteropError {
     }
 }
 
-/// ` (SD 1.x)` for the text-encoder widths of the model families people meet.
-pub fn family_hint(width: usize) -> &'static str {
-    match width {
-        768 => " (SD 1.x)",
-        1024 => " (SD 2.x)",
-        1280 => " (SDXL's second encoder)",
-        _ => "",
+/// The model family that per-encoder widths belong to, where the widths say:
+/// people meet SD 1.x (768), SD 2.x (1024) and SDXL (two encoders, `clip_l` +
+/// `clip_g`); any two-block word has SDXL's layout, whatever its widths.
+pub fn family(widths: &[usize]) -> Option<&'static str> {
+    match widths {
+        [768] => Some("SD 1.x"),
+        [1024] => Some("SD 2.x"),
+        [_, _] => Some("SDXL"),
+        _ => None,
+    }
+}
+
+/// ` (SD 1.x)` after a width, or nothing when the widths name no family.
+pub fn family_hint(widths: &[usize]) -> String {
+    family(widths)
+        .map(|f| format!(" ({f})"))
+        .unwrap_or_default()
+}
+
+/// `clip_l 768 + clip_g 1280` or `768`.
+fn blocks(widths: &[usize]) -> String {
+    match widths {
+        [d] => d.to_string(),
+        [l, g] => format!("clip_l {l} + clip_g {g}"),
+        many => format!("{many:?}"),
+    }
+}
+
+/// `an SD 1.x embedding (768-wide vectors)`, `an SDXL embedding (clip_l 768 + clip_g 1280)`.
+pub fn describe_embedding_widths(widths: &[usize]) -> String {
+    match (family(widths), widths) {
+        (Some(f), [d]) => format!("an {f} embedding ({d}-wide vectors)"),
+        (None, [d]) => format!("an embedding of {d}-wide vectors"),
+        (Some(f), _) => format!("an {f} embedding ({})", blocks(widths)),
+        (None, _) => format!("an embedding of {} wide blocks", blocks(widths)),
+    }
+}
+
+/// `SDXL model (clip_l 768 + clip_g 1280)`, `SD 1.x model (768-wide text encoder)`.
+pub fn describe_model_widths(widths: &[usize]) -> String {
+    let family = family(widths).map(|f| format!("{f} ")).unwrap_or_default();
+    match widths {
+        [d] => format!("{family}model ({d}-wide text encoder)"),
+        _ => format!("{family}model ({})", blocks(widths)),
     }
 }

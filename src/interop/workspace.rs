@@ -6,15 +6,18 @@
 //! `X.safetensors` / `X-neg.safetensors` in our format), so `<X>` and `<X-neg>`
 //! work in prompts; a single word goes to `embeddings/<name>.safetensors`, which
 //! the word bank offers as `<name>`; `--as-negative-of C` stores a word as C's
-//! negative. Widths are checked against the workspace model's text encoder
-//! (read from its config or the checkpoint's shapes; the model is not loaded).
+//! negative. Widths are checked per text encoder against the workspace model's
+//! (read from its configs or the checkpoint's shapes; the model is not loaded),
+//! so an SD 1.x word is refused by an SDXL model even though SDXL's first
+//! encoder is as wide: it has no columns for the second one. SDXL words are
+//! stored as `clip_l` + `clip_g`, the layout the other tools read.
 //! Everything is validated before the first file is written.
 
 use std::path::{Path, PathBuf};
 
 use super::embeddings::{load_embedding_file, pair_up, Embedding, Group};
-use super::export::{export_words, ExportFormat, ExportWord};
-use super::InteropError;
+use super::export::{export_words, ExportFormat, ExportWord, Exported};
+use super::{describe_embedding_widths, InteropError};
 use crate::concept::{
     list, load_embedding, save_embedding, validate_name, Concept, ConceptError, EmbeddingMeta,
     Preset, CONCEPT_FILE,
@@ -81,11 +84,9 @@ impl Imported {
     }
 }
 
-/// The text-encoder width of the workspace's model.
-pub fn workspace_text_width(ws: &Workspace) -> Result<usize, InteropError> {
-    Ok(text_encoder_widths(&ModelSpec::parse(&ws.model_spec()))?
-        .iter()
-        .sum())
+/// The widths of the workspace model's text encoders (`[768]`, `[768, 1280]`).
+pub fn workspace_text_widths(ws: &Workspace) -> Result<Vec<usize>, InteropError> {
+    Ok(text_encoder_widths(&ModelSpec::parse(&ws.model_spec()))?)
 }
 
 /// Names usable as a `<word>` in prompts and as a file name.
@@ -113,7 +114,7 @@ fn meta_of(e: &Embedding, name: &str, pos: usize, neg: usize) -> EmbeddingMeta {
         base_model_hash: e.checkpoint_hash.clone().unwrap_or_default(),
         pos_vectors: pos,
         neg_vectors: neg,
-        widths: vec![e.width()],
+        widths: e.widths.clone(),
     }
 }
 
@@ -159,9 +160,9 @@ pub fn import(
         .iter()
         .map(|f| load_embedding_file(f))
         .collect::<Result<Vec<_>, _>>()?;
-    let width = workspace_text_width(ws)?;
+    let widths = workspace_text_widths(ws)?;
     for w in &words {
-        w.check_width(width)?;
+        w.check_width(&widths)?;
     }
     if let Some(concept) = &opts.as_negative_of {
         let [word] = words.as_slice() else {
@@ -308,13 +309,23 @@ fn read_stored(path: &Path, name: &str) -> Result<Stored, InteropError> {
     })
 }
 
-/// Exports a concept's pair (or an `embeddings/` word) of a workspace.
+/// Exports a concept's pair (or an `embeddings/` word) of a workspace; the files written.
 pub fn export(
     ws: &Workspace,
     name: &str,
     format: ExportFormat,
     out: &Path,
 ) -> Result<Vec<PathBuf>, InteropError> {
+    export_with_note(ws, name, format, out).map(|e| e.files)
+}
+
+/// [`export`], with how to load the files where the target tool needs to be told.
+pub fn export_with_note(
+    ws: &Workspace,
+    name: &str,
+    format: ExportFormat,
+    out: &Path,
+) -> Result<Exported, InteropError> {
     let concept_dir = ws.concept_dir(name);
     let mut stored = Vec::new();
     if concept_dir.join(CONCEPT_FILE).is_file() {
@@ -363,6 +374,7 @@ pub fn export(
         .map(|s| ExportWord {
             name: &s.name,
             vectors: &s.vectors,
+            widths: &s.meta.widths,
             step: (s.meta.step > 0).then_some(s.meta.step),
             checkpoint_name: Some(s.meta.base_model.as_str()).filter(|v| !v.is_empty()),
             checkpoint_hash: Some(s.meta.base_model_hash.as_str()).filter(|v| !v.is_empty()),
@@ -371,13 +383,14 @@ pub fn export(
     export_words(&words, format, out)
 }
 
-/// Converts files to another layout without a workspace (no width check).
+/// Converts files to another layout without a workspace (no check against a
+/// model; a pair's two words must be of one family).
 pub fn convert(
     files: &[PathBuf],
     format: ExportFormat,
     out: &Path,
     name: Option<&str>,
-) -> Result<Vec<PathBuf>, InteropError> {
+) -> Result<Exported, InteropError> {
     if files.is_empty() {
         return Err(InteropError::Invalid("no files to convert".into()));
     }
@@ -395,12 +408,27 @@ pub fn convert(
         }
         groups[0].rename(n);
     }
+    for g in &groups {
+        if let Group::Pair { pos, neg } = g {
+            if pos.widths != neg.widths {
+                return Err(InteropError::Invalid(format!(
+                    "{} and {} would be a DreamArtist pair, but one is {} and the other {}; \
+                     a pair's words are trained together for one model",
+                    pos.source.display(),
+                    neg.source.display(),
+                    describe_embedding_widths(&pos.widths),
+                    describe_embedding_widths(&neg.widths)
+                )));
+            }
+        }
+    }
     let all: Vec<&Embedding> = groups.iter().flat_map(Group::words).collect();
     let words: Vec<ExportWord> = all
         .iter()
         .map(|e| ExportWord {
             name: &e.name,
             vectors: &e.vectors,
+            widths: &e.widths,
             step: e.step,
             checkpoint_name: e.checkpoint_name.as_deref(),
             checkpoint_hash: e.checkpoint_hash.as_deref(),
