@@ -80,7 +80,9 @@ fn fake_run(
     cfg: &str,
     pair: Option<(&Tensor, Option<&Tensor>)>,
 ) -> PathBuf {
-    let dir = ws.concept_dir(concept).join("runs").join(id);
+    let dir = dreamartist::train::RunDir::at(&ws.concept_dir(concept), id)
+        .path()
+        .to_path_buf();
     std::fs::create_dir_all(dir.join("checkpoints")).unwrap();
     std::fs::write(
         dir.join("config.toml"),
