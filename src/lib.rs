@@ -3,12 +3,6 @@
 
 pub mod bench;
 pub mod cli;
-mod cli_concept;
-mod cli_eval;
-mod cli_generate;
-mod cli_interop;
-mod cli_train;
-mod cli_watch;
 pub mod concept;
 pub mod engine;
 pub mod eval;

@@ -133,7 +133,7 @@ impl Engine {
         let handle = std::thread::Builder::new()
             .name("dreamartist-engine".into())
             .spawn(move || {
-                let sd = match crate::cli::load_workspace_model(&ws) {
+                let sd = match ws.load_model() {
                     Ok(sd) => sd,
                     Err(e) => {
                         let _ = ev_tx.send(EngineEvent::Failed(format!("{e:#}")));

@@ -7,6 +7,7 @@ pub mod blocks;
 pub mod bmm;
 pub mod clip;
 pub mod config;
+pub mod device;
 pub mod error;
 pub mod family;
 pub mod frozen;

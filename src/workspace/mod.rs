@@ -30,6 +30,19 @@ pub enum WorkspaceError {
     },
 }
 
+/// Why the workspace's model could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelLoadError {
+    #[error("{path}: {source}")]
+    Device {
+        path: PathBuf,
+        #[source]
+        source: crate::sd::device::DeviceError,
+    },
+    #[error(transparent)]
+    Load(#[from] Box<crate::sd::LoadError>),
+}
+
 /// `workspace.toml`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -143,6 +156,20 @@ impl Workspace {
     pub fn prompts_dir(&self) -> PathBuf {
         self.root.join("prompts")
     }
+    /// Loads the workspace's model on its device, in its dtype.
+    pub fn load_model(&self) -> Result<crate::sd::StableDiffusion, ModelLoadError> {
+        let device_err = |source| ModelLoadError::Device {
+            path: self.root.join(WORKSPACE_FILE),
+            source,
+        };
+        let opts = crate::sd::LoadOptions {
+            dtype: crate::sd::device::parse_dtype(&self.config.dtype).map_err(device_err)?,
+            device: crate::sd::device::parse_device(&self.config.device).map_err(device_err)?,
+        };
+        crate::sd::StableDiffusion::load(&self.model_spec(), &opts)
+            .map_err(|e| ModelLoadError::Load(Box::new(e)))
+    }
+
     pub fn outputs_dir(&self) -> PathBuf {
         self.root.join("outputs")
     }

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 
-use crate::cli::ConceptCommand;
+use super::ConceptCommand;
 use crate::concept::{self, add_configured, Concept, NewConcept};
 use crate::train::InitMode;
 use crate::workspace::Workspace;

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 
-use crate::cli::{load_workspace_model, GenerateArgs};
+use super::GenerateArgs;
 use crate::concept::word_bank;
 use crate::generate::output::{save_sample, Destination};
 use crate::generate::promptfile::load_prompt_file;
@@ -77,7 +77,7 @@ pub fn run(args: GenerateArgs) -> Result<ExitCode> {
         );
     }
     let bank = word_bank(&ws)?;
-    let sd = load_workspace_model(&ws)?;
+    let sd = ws.load_model()?;
     let hash = sd.model_hash();
     let out_dir = match &args.prompt_file {
         Some(p) => ws.outputs_for(p),

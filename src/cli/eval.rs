@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 
-use crate::cli::{load_workspace_model, parse_device};
+use super::parse_device;
 use crate::concept::Concept;
 use crate::eval::prompts::load_prompt_file;
 use crate::eval::report::eval_dir;
@@ -106,7 +106,7 @@ pub fn run(args: EvalArgs) -> Result<ExitCode> {
     }
     let device = parse_device(&ws.config.device)?;
     let clip = ClipModel::load(&args.clip, &device)?;
-    let sd = load_workspace_model(&ws)?;
+    let sd = ws.load_model()?;
     let req = EvalRequest {
         concept: concept.name.clone(),
         targets,

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 
-use crate::cli::{load_workspace_model, TrainArgs};
+use super::TrainArgs;
 use crate::concept::Concept;
 use crate::train::{train, TrainControl, TrainEvent, TrainRequest};
 use crate::workspace::Workspace;
@@ -65,7 +65,7 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
     if args.vae_sample {
         cfg.vae_sample = true;
     }
-    let sd = load_workspace_model(&ws)?;
+    let sd = ws.load_model()?;
 
     let stop = Arc::new(AtomicBool::new(false));
     {

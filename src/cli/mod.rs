@@ -1,4 +1,12 @@
-//! Command-line entry points. Thin: parse, call the library, print.
+//! Command-line entry points, one file per command. Thin: parse, call the
+//! library, print.
+
+mod concept;
+mod eval;
+mod generate;
+mod interop;
+mod train;
+mod watch;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -95,15 +103,15 @@ pub enum Command {
         json: bool,
     },
     /// Import embeddings (A1111 .pt, diffusers, kohya, OneTrainer) into a workspace.
-    Import(crate::cli_interop::ImportArgs),
+    Import(self::interop::ImportArgs),
     /// Export a concept's pair (or an embeddings/ word) for another tool.
-    Export(crate::cli_interop::ExportArgs),
+    Export(self::interop::ExportArgs),
     /// Convert embedding files between layouts, without a workspace.
-    Convert(crate::cli_interop::ConvertArgs),
+    Convert(self::interop::ConvertArgs),
     /// Say what a file is: an embedding or a single-file checkpoint.
-    Inspect(crate::cli_interop::InspectArgs),
+    Inspect(self::interop::InspectArgs),
     /// Score a concept's runs with CLIP: fidelity, text alignment, diversity.
-    Eval(crate::cli_eval::EvalArgs),
+    Eval(self::eval::EvalArgs),
     /// Check this build against a golden fixture folder (cases.toml + goldens.safetensors + model/).
     Selftest {
         /// Fixture folder, e.g. tests/fixtures/tiny-sd1.
@@ -258,60 +266,14 @@ pub struct GenerateArgs {
     pub json: bool,
 }
 
-/// Loads the workspace's model with its device and dtype.
-pub fn load_workspace_model(ws: &Workspace) -> Result<crate::sd::StableDiffusion> {
-    let opts = crate::sd::LoadOptions {
-        dtype: parse_dtype(&ws.config.dtype)?,
-        device: parse_device(&ws.config.device)?,
-    };
-    Ok(crate::sd::StableDiffusion::load(&ws.model_spec(), &opts)?)
-}
-
-/// Parses `f32`, `f16`, `bf16`.
+/// Parses `f32`, `f16`, `bf16` (the library's rule, for the CLI's flags).
 pub fn parse_dtype(s: &str) -> Result<DType> {
-    match s {
-        "f32" => Ok(DType::F32),
-        "f16" => Ok(DType::F16),
-        "bf16" => Ok(DType::BF16),
-        other => bail!("unknown dtype `{other}` (use f32, f16 or bf16)"),
-    }
+    Ok(crate::sd::device::parse_dtype(s)?)
 }
 
-/// Parses `cpu`, `cuda`, `cuda:N`.
+/// Parses and opens `cpu`, `cuda`, `cuda:N`.
 pub fn parse_device(s: &str) -> Result<Device> {
-    match s {
-        "cpu" => Ok(Device::Cpu),
-        "cuda" => open_cuda(0),
-        other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
-            Some(Ok(n)) => open_cuda(n),
-            _ => bail!("unknown device `{other}` (use cpu, cuda or cuda:N)"),
-        },
-    }
-}
-
-/// Opens a CUDA device, with the fix in the error: a CPU-only build needs
-/// rebuilding, a CUDA build needs a visible GPU and its driver.
-fn open_cuda(ordinal: usize) -> Result<Device> {
-    let device = Device::new_cuda(ordinal).map_err(|e| {
-        let fix = if cfg!(feature = "cuda") {
-            "check that the GPU is visible (`nvidia-smi`) and its driver loaded, or use `--device cpu`"
-        } else {
-            "this binary was built without CUDA: build with `cargo build --release --features cuda` \
-             (or `scripts/build-cuda.sh`), or use `--device cpu`"
-        };
-        anyhow::anyhow!("cannot open CUDA device {ordinal}: {e}; {fix}")
-    })?;
-    // cuBLAS initialises lazily: a missing or mismatched libcublas would
-    // otherwise surface as a bare status code in the middle of a model load.
-    let one = candle_core::Tensor::ones((1, 1), candle_core::DType::F32, &device)?;
-    one.matmul(&one).map_err(|e| {
-        anyhow::anyhow!(
-            "CUDA device {ordinal} opened but cuBLAS failed: {e}; the CUDA 13 libraries \
-             (libcublas.so.13, libcublasLt.so.13) must be on LD_LIBRARY_PATH and the driver \
-             new enough for them (`nvidia-smi`), or use `--device cpu`"
-        )
-    })?;
-    Ok(device)
+    Ok(crate::sd::device::parse_device(s)?)
 }
 
 pub fn main() -> ExitCode {
@@ -417,15 +379,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Concept { action } => crate::cli_concept::run(action),
-        Command::Train(args) => crate::cli_train::run(args),
-        Command::Generate(args) => crate::cli_generate::run(args),
-        Command::Watch { workspace, json } => crate::cli_watch::run(&workspace, json),
-        Command::Import(args) => crate::cli_interop::run_import(args),
-        Command::Export(args) => crate::cli_interop::run_export(args),
-        Command::Convert(args) => crate::cli_interop::run_convert(args),
-        Command::Inspect(args) => crate::cli_interop::run_inspect(args),
-        Command::Eval(args) => crate::cli_eval::run(args),
+        Command::Concept { action } => self::concept::run(action),
+        Command::Train(args) => self::train::run(args),
+        Command::Generate(args) => self::generate::run(args),
+        Command::Watch { workspace, json } => self::watch::run(&workspace, json),
+        Command::Import(args) => self::interop::run_import(args),
+        Command::Export(args) => self::interop::run_export(args),
+        Command::Convert(args) => self::interop::run_convert(args),
+        Command::Inspect(args) => self::interop::run_inspect(args),
+        Command::Eval(args) => self::eval::run(args),
         Command::Selftest {
             fixture,
             kinds,
