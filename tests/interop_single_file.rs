@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use dreamartist::sd::config::Prediction;
 use dreamartist::sd::model::text_encoder_widths;
+use dreamartist::sd::single_file::shipped_tokenizer_with_pad;
 use dreamartist::sd::single_file::{
     shipped_tokenizer, ConfigOrigin, Family, SingleFile, SingleFileSpec,
 };
@@ -18,6 +19,7 @@ use dreamartist::selftest::{run_fixture, Outcome, SelftestOptions, Summary};
 
 mod common;
 use common::f32_bits as bits;
+use common::ldm_sdxl;
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -33,19 +35,30 @@ fn spec_with_config(name: &str) -> SingleFileSpec {
     }
 }
 
-fn check_selftest(fx: &str, model: PathBuf) {
+/// Runs every case of fixture `fx` on `model` (sizes from the fixture's
+/// `model/` folder); all must pass, and there must be at least `cases`.
+fn check_selftest_n(fx: &Path, model: PathBuf, cases: usize) {
     let opts = SelftestOptions {
         model: Some(model),
         ..Default::default()
     };
-    let results = run_fixture(&fixture(fx), &opts, |_| {}).expect("fixture runs");
+    let results = run_fixture(fx, &opts, |_| {}).expect("fixture runs");
     let failures: Vec<String> = results
         .iter()
         .filter(|r| !matches!(r.outcome, Outcome::Pass { .. }))
         .map(|r| r.line())
         .collect();
-    assert!(failures.is_empty(), "{fx}:\n{}", failures.join("\n"));
-    assert!(Summary::of(&results).passed >= 30, "{fx}");
+    assert!(
+        failures.is_empty(),
+        "{}:\n{}",
+        fx.display(),
+        failures.join("\n")
+    );
+    assert!(Summary::of(&results).passed >= cases, "{}", fx.display());
+}
+
+fn check_selftest(fx: &str, model: PathBuf) {
+    check_selftest_n(&fixture(fx), model, 30);
 }
 
 #[test]
@@ -366,7 +379,7 @@ fn broken_files_name_the_file_and_tensor() {
     );
     assert!(msg.contains("[100]") && msg.contains("[48]"), "{msg}");
 
-    // SDXL is refused by name.
+    // A stray SDXL key makes it an SDXL file, and one without its encoders.
     let p = edited("tiny-sd1", tmp.path(), |t| {
         let x = Tensor::zeros(4, DType::F32, &Device::Cpu).unwrap();
         t.insert(
@@ -375,7 +388,10 @@ fn broken_files_name_the_file_and_tensor() {
         );
     });
     let msg = load_err(&with_config(p, "tiny-sd1")).to_string();
-    assert!(msg.contains("SDXL is not supported yet"), "{msg}");
+    assert!(
+        msg.contains("SDXL checkpoint") && msg.contains("without its first text encoder"),
+        "{msg}"
+    );
 
     // A missing file says so.
     let msg = load_err(&SingleFileSpec::new(tmp.path().join("nope.safetensors"))).to_string();
@@ -490,4 +506,520 @@ fn shipped_tokenizer_matches_the_fixture_tokenizers() {
             "{fx}"
         );
     }
+}
+
+// ---------------------------------------------------------------------------
+// SDXL: the fixture ships no single file, so the tests write one from its
+// diffusers folder (`common/ldm_sdxl.rs`, the inverse mapping written from the
+// LDM naming rules) and read it back.
+
+/// The tiny SDXL model as an original single file in `dir`.
+fn sdxl_file(dir: &Path) -> PathBuf {
+    let out = dir.join("tiny-sdxl.safetensors");
+    ldm_sdxl::convert(&fixture("tiny-sdxl/model"), &out).expect("writes the SDXL single file");
+    out
+}
+
+fn sdxl_spec(path: &Path) -> SingleFileSpec {
+    SingleFileSpec {
+        path: path.to_path_buf(),
+        config: Some(fixture("tiny-sdxl/model")),
+        prediction: None,
+    }
+}
+
+#[test]
+fn tiny_sdxl_single_file_passes_every_case() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = sdxl_file(tmp.path());
+    check_selftest_n(&fixture("tiny-sdxl"), file.clone(), 23);
+    // The same tensors in a Lightning `.ckpt`, read through the safe pickle reader.
+    let ckpt = tmp.path().join("tiny-sdxl.ckpt");
+    write_ckpt(&file, &ckpt, true);
+    check_selftest_n(&fixture("tiny-sdxl"), ckpt.clone(), 23);
+    let sf = SingleFile::open(&sdxl_spec(&ckpt)).unwrap();
+    assert_eq!(sf.layout.family, Family::Sdxl);
+}
+
+#[test]
+fn sdxl_file_has_the_names_real_checkpoints_use() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = sdxl_file(tmp.path());
+    let st = candle_core::safetensors::load(&file, &Device::Cpu).unwrap();
+    // Names as in sd_xl_base_1.0.safetensors (same block arithmetic: 3 levels,
+    // 2 resnets each, no attention in the first, upsamplers after attention).
+    for name in [
+        "model.diffusion_model.time_embed.0.weight",
+        "model.diffusion_model.label_emb.0.0.weight",
+        "model.diffusion_model.label_emb.0.2.bias",
+        "model.diffusion_model.input_blocks.1.0.in_layers.2.weight",
+        "model.diffusion_model.input_blocks.3.0.op.weight",
+        "model.diffusion_model.input_blocks.4.1.proj_in.weight",
+        "model.diffusion_model.input_blocks.4.1.transformer_blocks.0.attn2.to_k.weight",
+        "model.diffusion_model.input_blocks.6.0.op.weight",
+        "model.diffusion_model.input_blocks.4.0.skip_connection.weight",
+        "model.diffusion_model.input_blocks.8.1.transformer_blocks.1.ff.net.0.proj.weight",
+        "model.diffusion_model.middle_block.1.transformer_blocks.1.norm3.weight",
+        "model.diffusion_model.middle_block.2.emb_layers.1.weight",
+        "model.diffusion_model.output_blocks.2.2.conv.weight",
+        "model.diffusion_model.output_blocks.5.2.conv.weight",
+        "model.diffusion_model.output_blocks.8.0.skip_connection.weight",
+        "model.diffusion_model.out.2.weight",
+        "first_stage_model.decoder.up.3.upsample.conv.weight",
+        "first_stage_model.encoder.mid.attn_1.q.weight",
+        "conditioner.embedders.0.transformer.text_model.encoder.layers.2.mlp.fc2.weight",
+        "conditioner.embedders.0.transformer.text_model.final_layer_norm.weight",
+        "conditioner.embedders.1.model.token_embedding.weight",
+        "conditioner.embedders.1.model.positional_embedding",
+        "conditioner.embedders.1.model.transformer.resblocks.2.attn.in_proj_weight",
+        "conditioner.embedders.1.model.transformer.resblocks.2.mlp.c_proj.bias",
+        "conditioner.embedders.1.model.ln_final.bias",
+        "conditioner.embedders.1.model.text_projection",
+        "conditioner.embedders.1.model.logit_scale",
+    ] {
+        assert!(st.contains_key(name), "{name} not written");
+    }
+    assert_eq!(
+        st["conditioner.embedders.1.model.text_projection"].dims(),
+        [48, 24]
+    );
+    assert_eq!(
+        st["conditioner.embedders.1.model.transformer.resblocks.0.attn.in_proj_weight"].dims(),
+        [144, 48]
+    );
+    assert_eq!(
+        st["first_stage_model.decoder.mid.attn_1.proj_out.weight"].dims(),
+        [32, 32, 1, 1]
+    );
+    assert!(!st.keys().any(|k| k.starts_with("cond_stage_model.")));
+}
+
+#[test]
+fn sdxl_mapped_tensors_equal_the_diffusers_folder_bit_for_bit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = sdxl_file(tmp.path());
+    let sf = SingleFile::open(&sdxl_spec(&file)).unwrap();
+    assert_eq!(sf.layout.family, Family::Sdxl);
+    let sources = [
+        ("text_encoder/model.safetensors", sf.text_encoder_source()),
+        (
+            "text_encoder_2/model.safetensors",
+            sf.text_encoder_2_source()
+                .expect("SDXL has a second encoder"),
+        ),
+        (
+            "unet/diffusion_pytorch_model.safetensors",
+            sf.unet_source().unwrap(),
+        ),
+        ("vae/diffusion_pytorch_model.safetensors", sf.vae_source()),
+    ];
+    let mut read = std::collections::BTreeSet::new();
+    for (part, src) in sources {
+        let want =
+            candle_core::safetensors::load(fixture("tiny-sdxl/model").join(part), &Device::Cpu)
+                .unwrap();
+        assert!(want.len() > 20, "{part}");
+        for (name, t) in &want {
+            assert_eq!(
+                src.shape(name).as_deref(),
+                Some(t.dims()),
+                "{part}: {name} ({})",
+                src.describe(name)
+            );
+            let got = src.load(name, &Device::Cpu).unwrap();
+            assert!(bits(&got) == bits(t), "{part}: {name} differs");
+            read.insert(src.describe(name));
+        }
+    }
+    // Every tensor of the file is read, except the keys real files carry for
+    // their own modules (which a loader must skip).
+    let all = candle_core::safetensors::load(&file, &Device::Cpu).unwrap();
+    let unread: Vec<&String> = all.keys().filter(|k| !read.contains(*k)).collect();
+    let mut unread: Vec<&str> = unread.iter().map(|s| s.as_str()).collect();
+    unread.sort();
+    assert_eq!(
+        unread,
+        [
+            "conditioner.embedders.0.transformer.text_model.embeddings.position_ids",
+            "conditioner.embedders.1.model.logit_scale",
+            "denoiser.sigmas",
+        ]
+    );
+}
+
+#[test]
+fn sdxl_shapes_alone_reproduce_the_fixture_configs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = sdxl_file(tmp.path());
+    let read = |c: &str| -> serde_json::Value {
+        let path = fixture("tiny-sdxl/model").join(c).join("config.json");
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    };
+    let sf = SingleFile::open(&SingleFileSpec::new(&file)).unwrap();
+    assert_eq!(sf.layout.family, Family::Sdxl);
+    let ConfigOrigin::Inferred(inf) = &sf.configs.origin else {
+        panic!("configs not inferred");
+    };
+    let text_keys = [
+        "hidden_size",
+        "intermediate_size",
+        "num_hidden_layers",
+        "max_position_embeddings",
+        "hidden_act",
+        "vocab_size",
+    ];
+    let te = read("text_encoder");
+    for key in text_keys {
+        assert_eq!(inf.text[key], te[key], "text_encoder {key}");
+    }
+    let te2 = read("text_encoder_2");
+    let inf2 = inf.text_2.as_ref().expect("second encoder inferred");
+    // Unlike SD 2.x, every OpenCLIP block is part of SDXL's encoder.
+    for key in text_keys.iter().copied().chain(["projection_dim"]) {
+        assert_eq!(inf2[key], te2[key], "text_encoder_2 {key}");
+    }
+    let unet = read("unet");
+    for key in [
+        "in_channels",
+        "out_channels",
+        "block_out_channels",
+        "down_block_types",
+        "up_block_types",
+        "mid_block_type",
+        "layers_per_block",
+        "cross_attention_dim",
+        "transformer_layers_per_block",
+        "use_linear_projection",
+        "conv_in_kernel",
+        "conv_out_kernel",
+        "addition_embed_type",
+        "addition_time_embed_dim",
+        "projection_class_embeddings_input_dim",
+    ] {
+        assert_eq!(inf.unet[key], unet[key], "unet {key}");
+    }
+    let vae = read("vae");
+    for key in [
+        "in_channels",
+        "out_channels",
+        "block_out_channels",
+        "layers_per_block",
+        "latent_channels",
+        "scaling_factor",
+        "use_quant_conv",
+        "use_post_quant_conv",
+        "mid_block_add_attention",
+    ] {
+        assert_eq!(inf.vae[key], vae[key], "vae {key}");
+    }
+    // The schedule SDXL was trained with.
+    let s = &sf.configs.scheduler;
+    assert_eq!(
+        (
+            s.num_train_timesteps,
+            s.beta_schedule.as_str(),
+            s.prediction_type.as_str()
+        ),
+        (1000, "scaled_linear", "epsilon")
+    );
+    assert_eq!((s.beta_start, s.beta_end), (0.00085, 0.012));
+    let assumed = inf.assumed.join("\n");
+    for what in [
+        "text encoder num_attention_heads",
+        "text encoder 2 num_attention_heads",
+        "UNet attention heads",
+        "UNet norm_num_groups",
+        "VAE norm_num_groups",
+        "VAE scaling_factor (0.13025)",
+        "VAE sample_size (1024",
+    ] {
+        assert!(assumed.contains(what), "{what} not listed in\n{assumed}");
+    }
+    // The widths without a config folder, and with one.
+    let widths = |spec: &str| text_encoder_widths(&ModelSpec::parse(spec)).unwrap();
+    assert_eq!(widths(file.to_str().unwrap()), [32, 48]);
+    let with_config = format!(
+        "{}?config={}",
+        file.display(),
+        fixture("tiny-sdxl/model").display()
+    );
+    assert_eq!(widths(&with_config), [32, 48]);
+}
+
+/// Copies `src` into `dst` recursively (configs and tokenizers only: the
+/// weights come from the single file).
+fn copy_configs(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for e in std::fs::read_dir(src).unwrap() {
+        let e = e.unwrap();
+        let to = dst.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_configs(&e.path(), &to);
+        } else if !e.path().to_string_lossy().ends_with(".safetensors") {
+            std::fs::copy(e.path(), to).unwrap();
+        }
+    }
+}
+
+#[test]
+fn sdxl_inferred_sizes_pass_every_case_given_the_conventions() {
+    // The tiny model's heads and group-norm groups do not follow SDXL's
+    // conventions (64-wide heads, 32 groups), so a file alone cannot pass. Here
+    // the configs are the inferred ones with only those documented assumptions
+    // replaced by the fixture's values, and no tokenizer folders (the shipped
+    // vocabulary, with each tokenizer's pad): that must pass every case.
+    let tmp = tempfile::tempdir().unwrap();
+    let file = sdxl_file(tmp.path());
+    let sf = SingleFile::open(&SingleFileSpec::new(&file)).unwrap();
+    let ConfigOrigin::Inferred(inf) = &sf.configs.origin else {
+        panic!("configs not inferred");
+    };
+    let fx = fixture("tiny-sdxl");
+    let cfg_dir = tmp.path().join("inferred");
+    copy_configs(&fx.join("model"), &cfg_dir);
+    std::fs::remove_dir_all(cfg_dir.join("tokenizer")).unwrap();
+    std::fs::remove_dir_all(cfg_dir.join("tokenizer_2")).unwrap();
+    let fixture_cfg = |c: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(cfg_dir.join(c).join("config.json")).unwrap())
+            .unwrap()
+    };
+    let mut unet = inf.unet.clone();
+    let mut vae = inf.vae.clone();
+    let (fu, fv) = (fixture_cfg("unet"), fixture_cfg("vae"));
+    for key in ["attention_head_dim", "norm_num_groups"] {
+        assert_ne!(unet[key], fu[key], "unet {key} now follows the convention");
+        unet[key] = fu[key].clone();
+    }
+    for key in ["norm_num_groups", "sample_size"] {
+        assert_ne!(vae[key], fv[key], "vae {key} now follows the convention");
+        vae[key] = fv[key].clone();
+    }
+    let write = |c: &str, v: &serde_json::Value| {
+        std::fs::write(
+            cfg_dir.join(c).join("config.json"),
+            serde_json::to_string_pretty(v).unwrap(),
+        )
+        .unwrap()
+    };
+    // The text encoders' 8-wide fallback heads happen to be the tiny model's.
+    write("text_encoder", &inf.text);
+    write("text_encoder_2", inf.text_2.as_ref().unwrap());
+    write("unet", &unet);
+    write("vae", &vae);
+    // A fixture folder whose cases and goldens are tiny-sdxl's, with `model/` the configs above.
+    let cases = std::fs::read_to_string(fx.join("cases.toml"))
+        .unwrap()
+        .replace("model = \"model\"", "model = \"inferred\"")
+        .replace(
+            "tensors = \"goldens.safetensors\"",
+            &format!(
+                "tensors = {:?}",
+                fx.join("goldens.safetensors").display().to_string()
+            ),
+        );
+    assert!(cases.contains("model = \"inferred\""));
+    std::fs::write(tmp.path().join("cases.toml"), cases).unwrap();
+    check_selftest_n(tmp.path(), file, 23);
+}
+
+#[test]
+fn sdxl_shipped_tokenizers_match_the_fixture_tokenizers() {
+    let prompt = "a photo of an astronaut riding a horse, trending on artstation!";
+    for (folder, shipped) in [
+        ("tokenizer", shipped_tokenizer(Family::Sdxl).unwrap()),
+        ("tokenizer_2", shipped_tokenizer_with_pad("!").unwrap()),
+    ] {
+        let reference = ClipTokenizer::from_dir(&fixture("tiny-sdxl/model").join(folder)).unwrap();
+        assert_eq!(shipped.pad, reference.pad, "{folder}");
+        assert_eq!(
+            shipped.tokenize(prompt, &[]),
+            reference.tokenize(prompt, &[]),
+            "{folder}"
+        );
+    }
+}
+
+/// Rewrites the tiny SDXL single file with `edit` applied to its tensors.
+fn sdxl_edited(dir: &Path, edit: impl FnOnce(&mut HashMap<String, Tensor>)) -> PathBuf {
+    let mut t = candle_core::safetensors::load(sdxl_file(dir), &Device::Cpu).unwrap();
+    edit(&mut t);
+    let out = dir.join("tiny-sdxl-edited.safetensors");
+    candle_core::safetensors::save(&t, &out).unwrap();
+    out
+}
+
+#[test]
+fn broken_sdxl_files_name_the_file_and_the_fix() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bare = |p: &Path| SingleFileSpec::new(p);
+
+    // No second text encoder: with the configs and without, the same message.
+    let p = sdxl_edited(tmp.path(), |t| {
+        t.retain(|k, _| !k.starts_with("conditioner.embedders.1."))
+    });
+    for spec in [sdxl_spec(&p), bare(&p)] {
+        let err = load_err(&spec);
+        let msg = err.to_string();
+        assert!(
+            matches!(err, LoadError::UnsupportedLayout { .. }),
+            "{err:?}"
+        );
+        assert!(msg.contains(&p.display().to_string()), "{msg}");
+        assert!(
+            msg.contains("without its second text encoder")
+                && msg.contains("`conditioner.embedders.1.model.")
+                && msg.contains("use the full checkpoint"),
+            "{msg}"
+        );
+    }
+    assert!(text_encoder_widths(&ModelSpec::parse(p.to_str().unwrap()))
+        .unwrap_err()
+        .to_string()
+        .contains("second text encoder"));
+
+    // A truncated file (an interrupted download), as safetensors and as .ckpt.
+    let whole = std::fs::read(sdxl_file(tmp.path())).unwrap();
+    let cut = tmp.path().join("cut.safetensors");
+    std::fs::write(&cut, &whole[..whole.len() / 2]).unwrap();
+    for spec in [sdxl_spec(&cut), bare(&cut)] {
+        let err = load_err(&spec);
+        let msg = err.to_string();
+        assert!(matches!(err, LoadError::BadWeights { .. }), "{err:?}");
+        assert!(
+            msg.contains(&cut.display().to_string()) && msg.contains("truncated"),
+            "{msg}"
+        );
+    }
+    let ckpt = tmp.path().join("whole.ckpt");
+    write_ckpt(&sdxl_file(tmp.path()), &ckpt, true);
+    let bytes = std::fs::read(&ckpt).unwrap();
+    let cut = tmp.path().join("cut.ckpt");
+    std::fs::write(&cut, &bytes[..bytes.len() * 2 / 3]).unwrap();
+    let msg = load_err(&sdxl_spec(&cut)).to_string();
+    assert!(msg.contains(&cut.display().to_string()), "{msg}");
+
+    // A mis-shaped added embedding (`label_emb`): the configs name both shapes;
+    // read off the shapes, the arithmetic that fails is named.
+    let p = sdxl_edited(tmp.path(), |t| {
+        t.insert(
+            "model.diffusion_model.label_emb.0.0.weight".into(),
+            Tensor::zeros((128, 71), DType::F32, &Device::Cpu).unwrap(),
+        );
+    });
+    let err = load_err(&sdxl_spec(&p));
+    let msg = err.to_string();
+    assert!(matches!(err, LoadError::ShapeMismatch { .. }), "{err:?}");
+    assert!(
+        msg.contains(&p.display().to_string())
+            && msg.contains("`model.diffusion_model.label_emb.0.0.weight`")
+            && msg.contains("[128, 71]")
+            && msg.contains("[128, 72]"),
+        "{msg}"
+    );
+    let err = load_err(&bare(&p));
+    let msg = err.to_string();
+    assert!(
+        matches!(err, LoadError::UnsupportedLayout { .. }),
+        "{err:?}"
+    );
+    assert!(
+        msg.contains(&p.display().to_string())
+            && msg.contains("`model.diffusion_model.label_emb.0.0.weight` has shape [128, 71]")
+            && msg.contains("6 × time-id width"),
+        "{msg}"
+    );
+    let p = sdxl_edited(tmp.path(), |t| {
+        t.insert(
+            "model.diffusion_model.label_emb.0.2.weight".into(),
+            Tensor::zeros((128, 64), DType::F32, &Device::Cpu).unwrap(),
+        );
+    });
+    for spec in [sdxl_spec(&p), bare(&p)] {
+        let msg = load_err(&spec).to_string();
+        assert!(
+            msg.contains("`model.diffusion_model.label_emb.0.2.weight`")
+                && msg.contains("[128, 64]")
+                && msg.contains("[128, 128]"),
+            "{msg}"
+        );
+    }
+
+    // No pooled projection: named as the file names it.
+    let p = sdxl_edited(tmp.path(), |t| {
+        t.remove("conditioner.embedders.1.model.text_projection");
+    });
+    let err = load_err(&sdxl_spec(&p));
+    assert!(matches!(err, LoadError::MissingTensor { .. }), "{err:?}");
+    assert!(
+        err.to_string()
+            .contains("`conditioner.embedders.1.model.text_projection`"),
+        "{err}"
+    );
+
+    // An SD 1.x config folder for an SDXL file, and the other way round.
+    let file = sdxl_file(tmp.path());
+    let err = load_err(&SingleFileSpec {
+        config: Some(fixture("tiny-sd1/model")),
+        ..SingleFileSpec::new(&file)
+    });
+    let msg = err.to_string();
+    assert!(matches!(err, LoadError::BadConfig { .. }), "{err:?}");
+    assert!(
+        msg.contains("describes an SD 1.x model") && msg.contains("is SDXL"),
+        "{msg}"
+    );
+    let msg = load_err(&SingleFileSpec {
+        config: Some(fixture("tiny-sdxl/model")),
+        ..SingleFileSpec::new(fixture("tiny-sd1/single_file.safetensors"))
+    })
+    .to_string();
+    assert!(
+        msg.contains("describes an SDXL model") && msg.contains("is SD 1.x"),
+        "{msg}"
+    );
+
+    // The refiner (one OpenCLIP-G at embedders.0) is refused by name.
+    let p = sdxl_edited(tmp.path(), |t| {
+        let keys: Vec<String> = t.keys().cloned().collect();
+        for k in keys {
+            if k.starts_with("conditioner.") {
+                let v = t.remove(&k).unwrap();
+                if let Some(rest) = k.strip_prefix("conditioner.embedders.1.") {
+                    t.insert(format!("conditioner.embedders.0.{rest}"), v);
+                }
+            }
+        }
+    });
+    let msg = load_err(&bare(&p)).to_string();
+    assert!(msg.contains("SDXL refiner"), "{msg}");
+}
+
+#[test]
+fn inspect_reports_an_sdxl_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = sdxl_file(tmp.path());
+    let out = dreamartist::interop::inspect::inspect(&file, None)
+        .unwrap()
+        .to_string();
+    for want in [
+        "SDXL (CLIP-L + OpenCLIP-G",
+        "text encoder: width 32, 3 layers, 4 heads, MLP 64",
+        "quick_gelu",
+        "text encoder 2: width 48, 3 layers, 6 heads, MLP 96, vocabulary 49408, 77 positions, gelu, pooled projection 24",
+        "cross-attention width 80",
+        "transformer depth [1, 1, 2]",
+        "added embedding (text_time): pooled text 24 + 6 time ids × 8 = 72 → 128",
+        "scaling factor 0.13025",
+        "- UNet attention heads",
+        "- VAE scaling_factor (0.13025)",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in\n{out}");
+    }
+    let out = dreamartist::interop::inspect::inspect(&file, Some(&fixture("tiny-sdxl/model")))
+        .unwrap()
+        .to_string();
+    assert!(
+        out.contains("text encoder 2: width 48") && out.contains("configs:      from"),
+        "{out}"
+    );
 }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use super::checkpoint::TorchCheckpoint;
 use super::embeddings::{load_embedding_file, Embedding};
 use super::{family, family_hint, safetensors_header, torch, InteropError};
-use crate::sd::config::PerBlock;
+use crate::sd::config::{ClipTextConfig, PerBlock};
 use crate::sd::single_file::{ConfigOrigin, SingleFile, SingleFileSpec};
 use crate::sd::weights::TensorSource;
 
@@ -178,6 +178,19 @@ fn yes_no(v: &[String], yes: &str) -> String {
         .join(", ")
 }
 
+fn text_sizes(t: &ClipTextConfig) -> String {
+    format!(
+        "width {}, {} layers, {} heads, MLP {}, vocabulary {}, {} positions, {}",
+        t.hidden_size,
+        t.num_hidden_layers,
+        t.num_attention_heads,
+        t.intermediate_size,
+        t.vocab_size,
+        t.max_position_embeddings,
+        t.hidden_act
+    )
+}
+
 fn write_checkpoint(f: &mut fmt::Formatter<'_>, c: &CheckpointReport) -> fmt::Result {
     let sf = &c.file;
     let cfg = &sf.configs;
@@ -191,18 +204,15 @@ fn write_checkpoint(f: &mut fmt::Formatter<'_>, c: &CheckpointReport) -> fmt::Re
     let total: usize = c.dtypes.values().sum();
     let dtypes: Vec<String> = c.dtypes.iter().map(|(d, n)| format!("{d} {n}")).collect();
     writeln!(f, "  tensors:      {total} ({})", dtypes.join(", "))?;
-    let t = &cfg.text;
-    writeln!(
-        f,
-        "  text encoder: width {}, {} layers, {} heads, MLP {}, vocabulary {}, {} positions, {}",
-        t.hidden_size,
-        t.num_hidden_layers,
-        t.num_attention_heads,
-        t.intermediate_size,
-        t.vocab_size,
-        t.max_position_embeddings,
-        t.hidden_act
-    )?;
+    writeln!(f, "  text encoder: {}", text_sizes(&cfg.text))?;
+    if let Some(t2) = &cfg.text_2 {
+        // SDXL: the second encoder's pooled projection conditions the UNet too.
+        let proj = t2
+            .projection_dim
+            .map(|p| format!(", pooled projection {p}"))
+            .unwrap_or_default();
+        writeln!(f, "  text encoder 2: {}{proj}", text_sizes(t2))?;
+    }
     let u = &cfg.unet;
     writeln!(
         f,
@@ -221,11 +231,26 @@ fn write_checkpoint(f: &mut fmt::Formatter<'_>, c: &CheckpointReport) -> fmt::Re
         if u.use_linear_projection { "linear" } else { "1x1 conv" },
         per_block(u.num_attention_heads.as_ref().unwrap_or(&u.attention_head_dim))
     )?;
+    if let (Some(kind), Some(time_dim), Some(input)) = (
+        &u.addition_embed_type,
+        u.addition_time_embed_dim,
+        u.projection_class_embeddings_input_dim,
+    ) {
+        let temb = u
+            .time_embedding_dim
+            .or_else(|| u.block_out_channels.first().map(|c| 4 * c))
+            .unwrap_or(0);
+        writeln!(
+            f,
+            "                added embedding ({kind}): pooled text {} + 6 time ids × {time_dim} = {input} → {temb}",
+            input.saturating_sub(6 * time_dim)
+        )?;
+    }
     let v = &cfg.vae;
     writeln!(
         f,
-        "  VAE:          channels {:?}, {} layer(s) per block, {} latent channels",
-        v.block_out_channels, v.layers_per_block, v.latent_channels
+        "  VAE:          channels {:?}, {} layer(s) per block, {} latent channels, scaling factor {}",
+        v.block_out_channels, v.layers_per_block, v.latent_channels, v.scaling_factor
     )?;
     writeln!(
         f,

@@ -2,9 +2,11 @@
 //! `.safetensors` and `.ckpt`), loaded into our diffusers-named modules.
 //!
 //! The file is read through a [`names::MappedSource`] per component that
-//! translates the names the model code asks for. SD 1.x and SD 2.x are told
-//! apart by the text encoder (HF CLIP under `cond_stage_model.transformer.` vs
-//! OpenCLIP under `cond_stage_model.model.`). Sizes come from a diffusers
+//! translates the names the model code asks for. The family is told by the
+//! text encoders: HF CLIP under `cond_stage_model.transformer.` (SD 1.x),
+//! OpenCLIP under `cond_stage_model.model.` (SD 2.x), or SDXL's pair under
+//! `conditioner.embedders.{0,1}.` (CLIP-L with HF names, OpenCLIP-G with
+//! OpenCLIP names and its pooled projection). Sizes come from a diffusers
 //! config folder when one is given (`config=DIR`), else from the tensor shapes
 //! ([`infer`]). Whether the model predicts v or epsilon is not in the file: it
 //! comes from `prediction=v|epsilon`, else a sidecar `<stem>.yaml` (A1111's
@@ -25,7 +27,7 @@ use super::config::{
     read_json, ClipTextConfig, Prediction, SchedulerConfig, UNetConfig, VaeConfig,
 };
 use super::error::LoadError;
-use super::model::{with_config_path, LoadOptions, StableDiffusion};
+use super::model::{folder_family, with_config_path, LoadOptions, StableDiffusion};
 use super::scheduler::NoiseSchedule;
 use super::text::TextStack;
 use super::tokenizer::ClipTokenizer;
@@ -124,15 +126,23 @@ pub fn open_checkpoint(path: &Path) -> Result<Arc<dyn TensorSource>, LoadError> 
     }
 }
 
-/// Which family, and where its text encoder lives.
+/// SDXL's first text encoder: CLIP ViT-L with transformers' names.
+const SDXL_CLIP_L: &str = "conditioner.embedders.0.transformer.text_model.";
+/// SDXL's second text encoder: OpenCLIP ViT-bigG with OpenCLIP's names.
+const SDXL_CLIP_G: &str = "conditioner.embedders.1.model.";
+
+/// Which family, and where its text encoders live.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Layout {
     pub family: Family,
+    /// The (first) text encoder's prefix.
     pub text_prefix: String,
+    /// SDXL's second text encoder (OpenCLIP-G), `None` for SD 1.x / 2.x.
+    pub text2_prefix: Option<String>,
 }
 
 impl Layout {
-    /// Tells SD 1.x from SD 2.x by the text encoder's keys.
+    /// Tells SD 1.x, SD 2.x and SDXL apart by the text encoders' keys.
     pub fn detect(src: &dyn TensorSource) -> Result<Self, LoadError> {
         let path = src.origin();
         let unsupported = |message: String| LoadError::UnsupportedLayout {
@@ -140,59 +150,13 @@ impl Layout {
             message,
         };
         let names = src.names();
-        if names
+        let layout = if names
             .iter()
             .any(|n| n.starts_with("conditioner.embedders."))
         {
-            return Err(unsupported(
-                "an SDXL checkpoint (`conditioner.embedders.*`); SDXL is not supported yet".into(),
-            ));
-        }
-        let mut layout = None;
-        for prefix in [
-            "cond_stage_model.transformer.text_model.",
-            "cond_stage_model.transformer.",
-        ] {
-            if src
-                .shape(&format!("{prefix}embeddings.token_embedding.weight"))
-                .is_some()
-            {
-                layout = Some(Layout {
-                    family: Family::Sd1,
-                    text_prefix: prefix.to_string(),
-                });
-                break;
-            }
-        }
-        if layout.is_none()
-            && src
-                .shape("cond_stage_model.model.token_embedding.weight")
-                .is_some()
-        {
-            layout = Some(Layout {
-                family: Family::Sd2,
-                text_prefix: "cond_stage_model.model.".into(),
-            });
-        }
-        let Some(layout) = layout else {
-            let mut seen: Vec<String> = Vec::new();
-            for n in &names {
-                let head: String = n.split('.').take(2).collect::<Vec<_>>().join(".");
-                if !seen.contains(&head) {
-                    seen.push(head);
-                }
-            }
-            seen.truncate(8);
-            return Err(unsupported(format!(
-                "no SD 1.x text encoder (`cond_stage_model.transformer.text_model.*`, CLIP) and no \
-                 SD 2.x one (`cond_stage_model.model.*`, OpenCLIP); the file has {} tensors under {}",
-                names.len(),
-                if seen.is_empty() {
-                    "no names at all".to_string()
-                } else {
-                    seen.iter().map(|s| format!("`{s}.*`")).collect::<Vec<_>>().join(", ")
-                }
-            )));
+            Self::detect_sdxl(src, &names)?
+        } else {
+            Self::detect_sd(src, &names)?
         };
         if src
             .shape("model.diffusion_model.input_blocks.0.0.weight")
@@ -206,19 +170,126 @@ impl Layout {
         Ok(layout)
     }
 
-    fn text_component(&self) -> Component {
-        let prefix = self.text_prefix.clone();
-        Component::Text(match self.family {
-            Family::Sd1 => TextLayout::Clip { prefix },
-            Family::Sd2 | Family::Sdxl => TextLayout::OpenClip { prefix },
+    fn detect_sd(src: &dyn TensorSource, names: &[String]) -> Result<Self, LoadError> {
+        for prefix in [
+            "cond_stage_model.transformer.text_model.",
+            "cond_stage_model.transformer.",
+        ] {
+            if src
+                .shape(&format!("{prefix}embeddings.token_embedding.weight"))
+                .is_some()
+            {
+                return Ok(Layout {
+                    family: Family::Sd1,
+                    text_prefix: prefix.to_string(),
+                    text2_prefix: None,
+                });
+            }
+        }
+        if src
+            .shape("cond_stage_model.model.token_embedding.weight")
+            .is_some()
+        {
+            return Ok(Layout {
+                family: Family::Sd2,
+                text_prefix: "cond_stage_model.model.".into(),
+                text2_prefix: None,
+            });
+        }
+        let mut seen: Vec<String> = Vec::new();
+        for n in names {
+            let head: String = n.split('.').take(2).collect::<Vec<_>>().join(".");
+            if !seen.contains(&head) {
+                seen.push(head);
+            }
+        }
+        seen.truncate(8);
+        Err(LoadError::UnsupportedLayout {
+            path: src.origin().to_path_buf(),
+            message: format!(
+                "no SD 1.x text encoder (`cond_stage_model.transformer.text_model.*`, CLIP), no \
+                 SD 2.x one (`cond_stage_model.model.*`, OpenCLIP) and no SDXL pair \
+                 (`conditioner.embedders.*`); the file has {} tensors under {}",
+                names.len(),
+                if seen.is_empty() {
+                    "no names at all".to_string()
+                } else {
+                    seen.iter()
+                        .map(|s| format!("`{s}.*`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }
+            ),
         })
     }
 
-    fn token_embedding_name(&self) -> String {
-        match self.family {
-            Family::Sd1 => format!("{}embeddings.token_embedding.weight", self.text_prefix),
-            Family::Sd2 | Family::Sdxl => format!("{}token_embedding.weight", self.text_prefix),
+    /// SDXL base: CLIP-L at `conditioner.embedders.0`, OpenCLIP-G at `.1`.
+    fn detect_sdxl(src: &dyn TensorSource, names: &[String]) -> Result<Self, LoadError> {
+        let unsupported = |message: String| LoadError::UnsupportedLayout {
+            path: src.origin().to_path_buf(),
+            message,
+        };
+        let has = |name: String| src.shape(&name).is_some();
+        let clip_l = has(format!("{SDXL_CLIP_L}embeddings.token_embedding.weight"));
+        let clip_g = has(format!("{SDXL_CLIP_G}token_embedding.weight"));
+        if !clip_l && has("conditioner.embedders.0.model.token_embedding.weight".into()) {
+            return Err(unsupported(
+                "an SDXL refiner checkpoint (one OpenCLIP-G text encoder at `conditioner.embedders.0.model.*`); \
+                 only base SDXL models with both text encoders are supported"
+                    .into(),
+            ));
         }
+        let count = |prefix: &str| names.iter().filter(|n| n.starts_with(prefix)).count();
+        match (clip_l, clip_g) {
+            (true, true) => Ok(Layout {
+                family: Family::Sdxl,
+                text_prefix: SDXL_CLIP_L.into(),
+                text2_prefix: Some(SDXL_CLIP_G.into()),
+            }),
+            (true, false) => Err(unsupported(format!(
+                "an SDXL checkpoint without its second text encoder: no `{SDXL_CLIP_G}token_embedding.weight` \
+                 (OpenCLIP-G, `{SDXL_CLIP_G}*`; the file has {} tensors there). SDXL needs both text encoders; \
+                 the file is incomplete (a partial download, or saved with the encoder stripped): use the full checkpoint",
+                count(SDXL_CLIP_G)
+            ))),
+            (false, _) => Err(unsupported(format!(
+                "an SDXL checkpoint (`conditioner.embedders.*`) without its first text encoder: no \
+                 `{SDXL_CLIP_L}embeddings.token_embedding.weight` (CLIP-L, `{SDXL_CLIP_L}*`; the file has {} \
+                 tensors there); use the full checkpoint",
+                count(SDXL_CLIP_L)
+            ))),
+        }
+    }
+
+    fn text_component(&self) -> Component {
+        let prefix = self.text_prefix.clone();
+        Component::Text(match self.family {
+            Family::Sd1 | Family::Sdxl => TextLayout::Clip { prefix },
+            Family::Sd2 => TextLayout::OpenClip { prefix },
+        })
+    }
+
+    fn text2_component(&self) -> Option<Component> {
+        self.text2_prefix.as_ref().map(|prefix| {
+            Component::Text(TextLayout::OpenClip {
+                prefix: prefix.clone(),
+            })
+        })
+    }
+
+    /// Each text encoder's token embedding, in order (its shape is `[vocab, width]`).
+    fn token_embedding_names(&self) -> Vec<String> {
+        let first = match self.family {
+            Family::Sd1 | Family::Sdxl => {
+                format!("{}embeddings.token_embedding.weight", self.text_prefix)
+            }
+            Family::Sd2 => format!("{}token_embedding.weight", self.text_prefix),
+        };
+        let mut out = vec![first];
+        if let Some(p) = &self.text2_prefix {
+            out.push(format!("{p}token_embedding.weight"));
+        }
+        out
     }
 }
 
@@ -233,6 +304,8 @@ pub enum ConfigOrigin {
 #[derive(Debug, Clone)]
 pub struct Configs {
     pub text: ClipTextConfig,
+    /// SDXL's second text encoder.
+    pub text_2: Option<ClipTextConfig>,
     pub unet: UNetConfig,
     pub vae: VaeConfig,
     pub scheduler: SchedulerConfig,
@@ -277,12 +350,32 @@ impl Configs {
         src: &dyn TensorSource,
         layout: &Layout,
     ) -> Result<Self, LoadError> {
-        let (text, unet, vae, scheduler, origin) = match &spec.config {
+        let sdxl = layout.family == Family::Sdxl;
+        let (text, text_2, unet, vae, scheduler, origin) = match &spec.config {
             Some(dir) => {
+                let described = folder_family(dir)?;
+                if (described == Family::Sdxl) != sdxl {
+                    return Err(LoadError::BadConfig {
+                        path: dir.clone(),
+                        message: format!(
+                            "this config folder describes an {} model but {} is {}; give the \
+                             configs of a matching diffusers folder (or none, to read the sizes off the file)",
+                            described.short(),
+                            spec.path.display(),
+                            layout.family.short()
+                        ),
+                    });
+                }
                 let scheduler: SchedulerConfig =
                     read_json(&dir.join("scheduler").join("scheduler_config.json"))?;
+                let text_2 = if sdxl {
+                    Some(read_json(&dir.join("text_encoder_2").join("config.json"))?)
+                } else {
+                    None
+                };
                 (
                     read_json(&dir.join("text_encoder").join("config.json"))?,
+                    text_2,
                     read_json(&dir.join("unet").join("config.json"))?,
                     read_json(&dir.join("vae").join("config.json"))?,
                     Some(scheduler),
@@ -290,10 +383,15 @@ impl Configs {
                 )
             }
             None => {
-                let inferred = infer::infer(src, layout.family, &layout.text_prefix)?;
+                let inferred = infer::infer(src, layout)?;
                 let path = &spec.path;
+                let text_2 = match &inferred.text_2 {
+                    Some(t) => Some(from_json(t.clone(), path)?),
+                    None => None,
+                };
                 (
                     from_json(inferred.text.clone(), path)?,
+                    text_2,
                     from_json(inferred.unet.clone(), path)?,
                     from_json(inferred.vae.clone(), path)?,
                     None,
@@ -323,7 +421,7 @@ impl Configs {
         };
         let mut scheduler = match scheduler {
             Some(s) => s,
-            // The schedule every SD 1.x / 2.x model was trained with.
+            // The schedule every SD 1.x / 2.x / SDXL model was trained with.
             None => from_json(
                 serde_json::json!({
                     "num_train_timesteps": 1000,
@@ -338,6 +436,7 @@ impl Configs {
         scheduler.prediction_type = prediction.as_str().to_string();
         Ok(Self {
             text,
+            text_2,
             unet,
             vae,
             scheduler,
@@ -383,12 +482,20 @@ impl SingleFile {
         })
     }
 
-    /// The text encoder under diffusers names.
+    /// The (first) text encoder under diffusers names.
     pub fn text_encoder_source(&self) -> Arc<dyn TensorSource> {
         Arc::new(MappedSource::new(
             self.source.clone(),
             self.layout.text_component(),
         ))
+    }
+
+    /// SDXL's second text encoder under diffusers names (`text_model.*` and
+    /// `text_projection.weight`, as `text_encoder_2/` holds them).
+    pub fn text_encoder_2_source(&self) -> Option<Arc<dyn TensorSource>> {
+        self.layout
+            .text2_component()
+            .map(|c| Arc::new(MappedSource::new(self.source.clone(), c)) as Arc<dyn TensorSource>)
     }
 
     /// The UNet under diffusers names (block arithmetic from its config).
@@ -437,13 +544,22 @@ impl SingleFile {
 
     /// The tokenizer of the config folder, else the shipped CLIP vocabulary.
     pub fn tokenizer(&self) -> Result<ClipTokenizer, LoadError> {
-        if let Some(dir) = &self.spec.config {
-            let t = dir.join("tokenizer");
-            if t.join("vocab.json").is_file() {
-                return ClipTokenizer::from_dir(&t);
-            }
-        }
-        shipped_tokenizer(self.layout.family)
+        self.config_tokenizer("tokenizer")
+            .unwrap_or_else(|| shipped_tokenizer(self.layout.family))
+    }
+
+    /// SDXL's second tokenizer: the config folder's `tokenizer_2/`, else the
+    /// shipped vocabulary padding with `!` (OpenCLIP's pad, id 0).
+    pub fn tokenizer_2(&self) -> Result<ClipTokenizer, LoadError> {
+        self.config_tokenizer("tokenizer_2")
+            .unwrap_or_else(|| shipped_tokenizer_with_pad("!"))
+    }
+
+    fn config_tokenizer(&self, folder: &str) -> Option<Result<ClipTokenizer, LoadError>> {
+        let t = self.spec.config.as_ref()?.join(folder);
+        t.join("vocab.json")
+            .is_file()
+            .then(|| ClipTokenizer::from_dir(&t))
     }
 
     /// Builds every module.
@@ -462,6 +578,24 @@ impl SingleFile {
             false,
         )
         .map_err(|e| with_config_path(e, &te_cfg))?;
+        let text = match (self.text_encoder_2_source(), &c.text_2) {
+            (Some(src), Some(cfg)) => {
+                let te2_cfg = c.path_of("text_encoder_2", path);
+                let encoder_2 = ClipTextEncoder::load(
+                    &Weights::new(src, "text encoder 2", opts.dtype, &opts.device),
+                    cfg,
+                    true,
+                )
+                .map_err(|e| with_config_path(e, &te2_cfg))?;
+                TextStack::sdxl(
+                    self.tokenizer()?,
+                    text_encoder,
+                    self.tokenizer_2()?,
+                    encoder_2,
+                )
+            }
+            _ => TextStack::single(self.tokenizer()?, text_encoder),
+        };
         let unet_cfg = c.path_of("unet", path);
         let unet = UNet::load(
             &Weights::new(self.unet_source()?, "UNet", opts.dtype, &opts.device),
@@ -481,17 +615,19 @@ impl SingleFile {
             .file_stem()
             .map(|s| s.to_string_lossy().to_string())
             .unwrap_or_else(|| "model".into());
-        Ok(StableDiffusion {
+        let sd = StableDiffusion {
             root: path.clone(),
             name,
             family: self.layout.family,
-            text: TextStack::single(self.tokenizer()?, text_encoder),
+            text,
             unet,
             vae,
             schedule,
             dtype: opts.dtype,
             device: opts.device.clone(),
-        })
+        };
+        sd.check_text_fits_unet(&unet_cfg)?;
+        Ok(sd)
     }
 }
 
@@ -503,19 +639,30 @@ pub fn load(spec: &SingleFileSpec, opts: &LoadOptions) -> Result<StableDiffusion
 /// The text encoders' widths, from the config folder or the checkpoint's shapes.
 pub fn text_widths(spec: &SingleFileSpec) -> Result<Vec<usize>, LoadError> {
     if let Some(dir) = &spec.config {
-        let cfg: ClipTextConfig = read_json(&dir.join("text_encoder").join("config.json"))?;
-        return Ok(vec![cfg.hidden_size]);
+        let mut folders = vec!["text_encoder"];
+        if dir.join("text_encoder_2").join("config.json").is_file() {
+            folders.push("text_encoder_2");
+        }
+        return folders
+            .into_iter()
+            .map(|f| {
+                read_json::<ClipTextConfig>(&dir.join(f).join("config.json")).map(|c| c.hidden_size)
+            })
+            .collect();
     }
     let src = open_checkpoint(&spec.path)?;
     let layout = Layout::detect(src.as_ref())?;
-    let name = layout.token_embedding_name();
-    match src.shape(&name).as_deref() {
-        Some([_, d]) => Ok(vec![*d]),
-        other => Err(LoadError::UnsupportedLayout {
-            path: spec.path.clone(),
-            message: format!("`{name}` has shape {other:?}, expected [vocab, width]"),
-        }),
-    }
+    layout
+        .token_embedding_names()
+        .into_iter()
+        .map(|name| match src.shape(&name).as_deref() {
+            Some([_, d]) => Ok(*d),
+            other => Err(LoadError::UnsupportedLayout {
+                path: spec.path.clone(),
+                message: format!("`{name}` has shape {other:?}, expected [vocab, width]"),
+            }),
+        })
+        .collect()
 }
 
 static VOCAB: &[u8] = include_bytes!("../../assets/clip-tokenizer/vocab.json");
@@ -555,15 +702,20 @@ fn shipped_tokenizer_dir() -> Result<PathBuf, LoadError> {
     })
 }
 
-/// The CLIP tokenizer shipped with this crate, with the family's pad token.
+/// The CLIP tokenizer shipped with this crate, with the family's (first) pad token.
 pub fn shipped_tokenizer(family: Family) -> Result<ClipTokenizer, LoadError> {
+    shipped_tokenizer_with_pad(family.pad_token())
+}
+
+/// The shipped CLIP vocabulary padding with `pad` (SDXL's second tokenizer: `!`).
+pub fn shipped_tokenizer_with_pad(pad: &str) -> Result<ClipTokenizer, LoadError> {
     let dir = shipped_tokenizer_dir()?;
     ClipTokenizer::from_files(
         &dir.join("vocab.json"),
         &dir.join("merges.txt"),
         "<|startoftext|>",
         "<|endoftext|>",
-        family.pad_token(),
+        pad,
         77,
     )
 }

@@ -85,3 +85,5 @@ pub fn assert_bitwise_same(a: &Tensor, b: &Tensor, what: &str) {
     assert_eq!(a.dims(), b.dims(), "{what}: shape");
     assert!(f32_bits(a) == f32_bits(b), "{what}: values differ");
 }
+
+pub mod ldm_sdxl;

@@ -2,13 +2,15 @@
 //! that come without a diffusers config folder.
 //!
 //! Determined by the shapes: every channel count, the number of levels, layers
-//! per block, which levels have attention, transformer depth, the
-//! cross-attention width, conv vs linear projections, the text encoder's width,
-//! depth, MLP size, vocabulary and positions, the VAE's channels, depth and
-//! latent channels. Not in the shapes, so taken from the SD family's
-//! convention: attention heads (SD 1.x: 8 per UNet block; SD 2.x: 64-wide heads;
-//! text encoders: 64-wide heads), activation (quick_gelu / gelu), group-norm
-//! groups (32), the VAE scaling factor (0.18215) and `upcast_attention` (SD 2.x).
+//! per block, which levels have attention, transformer depth per level, the
+//! cross-attention width, conv vs linear projections, each text encoder's
+//! width, depth, MLP size, vocabulary, positions and (SDXL's second) projection
+//! width, SDXL's added-embedding sizes, the VAE's channels, depth and latent
+//! channels. Not in the shapes, so taken from the SD family's convention:
+//! attention heads (SD 1.x: 8 per UNet block; SD 2.x and SDXL: 64-wide heads;
+//! text encoders: 64-wide heads), activation (quick_gelu for CLIP, gelu for
+//! OpenCLIP), group-norm groups (32), the VAE scaling factor (0.18215; SDXL
+//! 0.13025), SDXL's native image size (1024) and `upcast_attention` (SD 2.x).
 //! All of those are listed in [`InferredConfigs::assumed`]; where a convention
 //! does not even fit the shapes (tiny test models: widths that are no multiple
 //! of 64), the entry says it is a guess. Give `config=<folder>` to be exact.
@@ -18,7 +20,7 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 
-use super::Family;
+use super::{Family, Layout};
 use crate::sd::error::LoadError;
 use crate::sd::weights::TensorSource;
 
@@ -26,6 +28,8 @@ use crate::sd::weights::TensorSource;
 #[derive(Debug, Clone)]
 pub struct InferredConfigs {
     pub text: Value,
+    /// SDXL's second text encoder (OpenCLIP-G, with its projection).
+    pub text_2: Option<Value>,
     pub unet: Value,
     pub vae: Value,
     /// Settings the shapes do not determine, with the value assumed for each.
@@ -105,56 +109,98 @@ fn fallback_heads(width: usize) -> usize {
     }
 }
 
-pub fn infer(
-    src: &dyn TensorSource,
-    family: Family,
-    text_prefix: &str,
-) -> Result<InferredConfigs, LoadError> {
+pub fn infer(src: &dyn TensorSource, layout: &Layout) -> Result<InferredConfigs, LoadError> {
     let s = Shapes {
         src,
         names: src.names(),
         path: src.origin(),
     };
     let mut assumed = Vec::new();
-    let text = infer_text(&s, family, text_prefix, &mut assumed)?;
-    let unet = infer_unet(&s, family, &mut assumed)?;
-    let vae = infer_vae(&s, &mut assumed)?;
+    let first = match layout.family {
+        Family::Sd1 | Family::Sdxl => TextKind::Clip,
+        Family::Sd2 => TextKind::OpenClipPenultimate,
+    };
+    let text = infer_text(&s, first, &layout.text_prefix, "text encoder", &mut assumed)?;
+    let text_2 = match &layout.text2_prefix {
+        Some(p) => Some(infer_text(
+            &s,
+            TextKind::OpenClipProjected,
+            p,
+            "text encoder 2",
+            &mut assumed,
+        )?),
+        None => None,
+    };
+    let pooled = text_2
+        .as_ref()
+        .and_then(|t| t["projection_dim"].as_u64())
+        .map(|p| p as usize);
+    let unet = infer_unet(&s, layout.family, pooled, &mut assumed)?;
+    let vae = infer_vae(&s, layout.family, &mut assumed)?;
     Ok(InferredConfigs {
         text,
+        text_2,
         unet,
         vae,
         assumed,
     })
 }
 
+/// How a text encoder is stored and which of its layers the model runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TextKind {
+    /// HF CLIP names (SD 1.x; SDXL's first encoder): every layer is part of the model.
+    Clip,
+    /// OpenCLIP names, SD 2.x: the file's last block is not run (penultimate layer).
+    OpenClipPenultimate,
+    /// OpenCLIP names, SDXL's second encoder: every block is kept (the UNet
+    /// reads `hidden_states[-2]`, the pooled output needs the last block) and
+    /// `text_projection` becomes `projection_dim`.
+    OpenClipProjected,
+}
+
 fn infer_text(
     s: &Shapes,
-    family: Family,
+    kind: TextKind,
     p: &str,
+    label: &str,
     assumed: &mut Vec<String>,
 ) -> Result<Value, LoadError> {
-    let what = "text encoder config";
-    let (token, pos, layers, fc1, act) = match family {
-        Family::Sd1 => (
+    let what = format!("{label} config");
+    let what = what.as_str();
+    let (token, pos, layers, fc1, act) = match kind {
+        TextKind::Clip => (
             format!("{p}embeddings.token_embedding.weight"),
             format!("{p}embeddings.position_embedding.weight"),
             s.indices(&format!("{p}encoder.layers.")).len(),
             format!("{p}encoder.layers.0.mlp.fc1.weight"),
             "quick_gelu",
         ),
-        // SDXL is read per encoder elsewhere; its OpenCLIP part has SD 2.x's layout.
-        Family::Sd2 | Family::Sdxl => {
+        TextKind::OpenClipPenultimate | TextKind::OpenClipProjected => {
             let blocks = s.indices(&format!("{p}transformer.resblocks.")).len();
             if blocks < 2 {
+                let why = if kind == TextKind::OpenClipPenultimate {
+                    "SD 2.x uses all but the last"
+                } else {
+                    "SDXL's UNet reads the penultimate one"
+                };
                 return Err(s.bad(format!(
-                    "the OpenCLIP text encoder has {blocks} block(s); SD 2.x uses all but the last, so at least 2 are needed"
+                    "the OpenCLIP text encoder (`{p}transformer.resblocks.*`) has {blocks} block(s); \
+                     {why}, so at least 2 are needed"
                 )));
             }
+            // SD 2.x runs the penultimate layer, so the file's last block is not
+            // part of diffusers' encoder; SDXL's keeps every block (its pooled
+            // output needs the last) and picks the penultimate state at run time.
+            let layers = if kind == TextKind::OpenClipPenultimate {
+                blocks - 1
+            } else {
+                blocks
+            };
             (
                 format!("{p}token_embedding.weight"),
                 format!("{p}positional_embedding"),
-                // SD 2.x runs the penultimate layer: the file's last block is not used.
-                blocks - 1,
+                layers,
                 format!("{p}transformer.resblocks.0.mlp.c_fc.weight"),
                 "gelu",
             )
@@ -166,20 +212,18 @@ fn infer_text(
     let inter = s.dim(&fc1, 0, what)?;
     let heads = match heads_64(d) {
         Some(h) => {
-            assumed.push(format!(
-                "text encoder num_attention_heads ({h}: 64-wide heads)"
-            ));
+            assumed.push(format!("{label} num_attention_heads ({h}: 64-wide heads)"));
             h
         }
         None => {
             let h = fallback_heads(d);
             assumed.push(format!(
-                "text encoder num_attention_heads ({h}: a guess, {d} is no multiple of 64)"
+                "{label} num_attention_heads ({h}: a guess, {d} is no multiple of 64)"
             ));
             h
         }
     };
-    Ok(json!({
+    let mut cfg = json!({
         "hidden_size": d,
         "intermediate_size": inter,
         "num_attention_heads": heads,
@@ -188,20 +232,41 @@ fn infer_text(
         "hidden_act": act,
         "vocab_size": vocab,
         "layer_norm_eps": 1e-5,
-    }))
+    });
+    if kind == TextKind::OpenClipProjected {
+        let name = format!("{p}text_projection");
+        let shape = s.get(&name, what)?;
+        // Stored as OpenCLIP multiplies, `x @ P`: `[width, projection]`.
+        match shape.as_slice() {
+            [rows, proj] if *rows == d => cfg["projection_dim"] = json!(proj),
+            _ => {
+                return Err(s.bad(format!(
+                    "`{name}` has shape {shape:?}; OpenCLIP stores it as [width, projection] with width {d}"
+                )))
+            }
+        }
+    }
+    Ok(cfg)
 }
 
-fn infer_unet(s: &Shapes, family: Family, assumed: &mut Vec<String>) -> Result<Value, LoadError> {
+fn infer_unet(
+    s: &Shapes,
+    family: Family,
+    pooled: Option<usize>,
+    assumed: &mut Vec<String>,
+) -> Result<Value, LoadError> {
     let p = "model.diffusion_model.";
     let what = "UNet config";
-    if s.names
+    let has_label_emb = s
+        .names
         .iter()
-        .any(|n| n.starts_with(&format!("{p}label_emb.")))
-    {
-        return Err(s.bad(
-            "the UNet has a class/label embedding (SDXL or an upscaler); SDXL is not supported yet"
-                .into(),
-        ));
+        .any(|n| n.starts_with(&format!("{p}label_emb.")));
+    if has_label_emb && family != Family::Sdxl {
+        return Err(s.bad(format!(
+            "the UNet has a class/label embedding (`{p}label_emb.*`) but the text encoder is {}: \
+             an upscaler or unCLIP model, which is not supported",
+            family.short()
+        )));
     }
     let conv_in = s.get(&format!("{p}input_blocks.0.0.weight"), what)?;
     let [c0, in_ch, k_in, _] = conv_in.as_slice() else {
@@ -282,12 +347,28 @@ fn infer_unet(s: &Shapes, family: Family, assumed: &mut Vec<String>) -> Result<V
                 .into(),
         ));
     }
+    // diffusers gives the middle block the deepest level's transformer depth.
+    let mid_depth = s
+        .indices(&format!("{p}middle_block.1.transformer_blocks."))
+        .len();
+    let deepest = depth.last().copied().unwrap_or(1);
+    if mid_depth != deepest {
+        return Err(s.bad(format!(
+            "the UNet's middle block has {mid_depth} transformer block(s) but its deepest level {deepest}; \
+             diffusers' UNet ties them, so this UNet cannot be described by a config"
+        )));
+    }
     let temb = s.dim(&format!("{p}time_embed.0.weight"), 0, what)?;
     let out = s.get(&format!("{p}out.2.weight"), what)?;
     let (out_ch, k_out) = (out[0], out.get(2).copied().unwrap_or(3));
     let convention: Option<Vec<usize>> = match family {
         Family::Sd1 => boc.iter().map(|&c| (c % 8 == 0).then_some(8)).collect(),
         Family::Sd2 | Family::Sdxl => boc.iter().map(|&c| heads_64(c)).collect(),
+    };
+    let added = if family == Family::Sdxl {
+        Some(infer_added_embedding(s, temb, pooled)?)
+    } else {
+        None
     };
     let heads = match convention {
         Some(h) => {
@@ -335,10 +416,46 @@ fn infer_unet(s: &Shapes, family: Family, assumed: &mut Vec<String>) -> Result<V
     if temb != 4 * c0 {
         cfg["time_embedding_dim"] = json!(temb);
     }
+    if let Some((time_dim, input)) = added {
+        cfg["addition_embed_type"] = json!("text_time");
+        cfg["addition_time_embed_dim"] = json!(time_dim);
+        cfg["projection_class_embeddings_input_dim"] = json!(input);
+    }
     Ok(cfg)
 }
 
-fn infer_vae(s: &Shapes, assumed: &mut Vec<String>) -> Result<Value, LoadError> {
+/// SDXL's `text_time` embedding (`label_emb.0.0` = `add_embedding.linear_1`):
+/// its input is the pooled text (the projection's width) followed by six
+/// sinusoidally embedded time ids, so the time-id width is what is left over,
+/// divided by six. Returns `(addition_time_embed_dim, projection_class_embeddings_input_dim)`.
+fn infer_added_embedding(
+    s: &Shapes,
+    temb: usize,
+    pooled: Option<usize>,
+) -> Result<(usize, usize), LoadError> {
+    let name = "model.diffusion_model.label_emb.0.0.weight";
+    let shape = s.get(name, "SDXL added-embedding (text_time) config")?;
+    let Some(pooled) = pooled else {
+        return Err(s.bad(format!(
+            "`{name}` needs the pooled text width, and the file has no second text encoder projection"
+        )));
+    };
+    let [rows, input] = shape.as_slice() else {
+        return Err(s.bad(format!(
+            "`{name}` has shape {shape:?}, expected a linear weight [{temb}, pooled {pooled} + 6 × time-id width]"
+        )));
+    };
+    if *rows != temb || *input <= pooled || (input - pooled) % 6 != 0 {
+        return Err(s.bad(format!(
+            "`{name}` has shape {shape:?}, expected [{temb}, {pooled} + 6 × time-id width]: the UNet's \
+             time embedding is {temb} wide and the second text encoder projects to {pooled}; the file is \
+             damaged or its parts come from different models"
+        )));
+    }
+    Ok(((input - pooled) / 6, *input))
+}
+
+fn infer_vae(s: &Shapes, family: Family, assumed: &mut Vec<String>) -> Result<Value, LoadError> {
     let p = "first_stage_model.";
     let what = "VAE config";
     let levels = s.indices(&format!("{p}encoder.down.")).len();
@@ -364,9 +481,15 @@ fn infer_vae(s: &Shapes, assumed: &mut Vec<String>) -> Result<Value, LoadError> 
             layers + 1
         )));
     }
+    // SDXL's VAE was retrained with another latent scale.
+    let scaling = if family == Family::Sdxl {
+        0.13025
+    } else {
+        0.18215
+    };
     assumed.push("VAE norm_num_groups (32)".into());
-    assumed.push("VAE scaling_factor (0.18215)".into());
-    Ok(json!({
+    assumed.push(format!("VAE scaling_factor ({scaling})"));
+    let mut cfg = json!({
         "in_channels": s.dim(&format!("{p}encoder.conv_in.weight"), 1, what)?,
         "out_channels": s.dim(&format!("{p}decoder.conv_out.weight"), 0, what)?,
         "block_out_channels": boc,
@@ -375,9 +498,17 @@ fn infer_vae(s: &Shapes, assumed: &mut Vec<String>) -> Result<Value, LoadError> 
         "layers_per_block": layers,
         "latent_channels": s.dim(&format!("{p}decoder.conv_in.weight"), 1, what)?,
         "norm_num_groups": 32,
-        "scaling_factor": 0.18215,
+        "scaling_factor": scaling,
         "use_quant_conv": s.has(&format!("{p}quant_conv.weight")),
         "use_post_quant_conv": s.has(&format!("{p}post_quant_conv.weight")),
         "mid_block_add_attention": s.has(&format!("{p}encoder.mid.attn_1.q.weight")),
-    }))
+    });
+    // The native image size (generation's default, training's buckets): SD
+    // 1.x/2.x files do not say 512 from 768, so they keep the 512 default;
+    // SDXL models are all 1024.
+    if family == Family::Sdxl {
+        cfg["sample_size"] = json!(1024);
+        assumed.push("VAE sample_size (1024: SDXL's native image size)".into());
+    }
+    Ok(cfg)
 }

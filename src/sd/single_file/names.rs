@@ -4,9 +4,11 @@
 //! [`MappedSource`] answers from a checkpoint in the original layout
 //! (`model.diffusion_model.input_blocks.4.0.in_layers.2.weight`). Translating in
 //! this direction means a missing or mis-shaped tensor is reported under the
-//! name the user's file actually uses. Three reshapes happen on the way:
-//! OpenCLIP's stacked `in_proj` is split into q/k/v, the VAE attention's 1x1
-//! convolutions become linear weights, and the decoder's levels are renumbered.
+//! name the user's file actually uses. Four reshapes happen on the way:
+//! OpenCLIP's stacked `in_proj` is split into q/k/v, its `text_projection`
+//! (stored `x @ P`, `[d, proj]`) is transposed into a linear weight, the VAE
+//! attention's 1x1 convolutions become linear weights, and the decoder's levels
+//! are renumbered.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -28,12 +30,15 @@ pub enum Origin {
     },
     /// A `[C, C, 1, 1]` convolution weight read as a `[C, C]` linear weight.
     Squeeze(String),
+    /// A `[d, proj]` matrix read as its `[proj, d]` transpose (OpenCLIP's
+    /// `text_projection`, which multiplies from the right).
+    Transpose(String),
 }
 
 impl Origin {
     pub fn name(&self) -> &str {
         match self {
-            Origin::Plain(n) | Origin::Squeeze(n) => n,
+            Origin::Plain(n) | Origin::Squeeze(n) | Origin::Transpose(n) => n,
             Origin::Part { name, .. } => name,
         }
     }
@@ -44,7 +49,8 @@ impl Origin {
 pub enum TextLayout {
     /// HF CLIP names under a prefix (SD 1.x: `cond_stage_model.transformer.text_model.`).
     Clip { prefix: String },
-    /// OpenCLIP names (SD 2.x: `cond_stage_model.model.`).
+    /// OpenCLIP names (SD 2.x: `cond_stage_model.model.`; SDXL's second
+    /// encoder: `conditioner.embedders.1.model.`).
     OpenClip { prefix: String },
 }
 
@@ -165,6 +171,9 @@ impl Component {
 }
 
 fn text(layout: &TextLayout, s: &[&str]) -> Option<Origin> {
+    if let (TextLayout::OpenClip { prefix }, ["text_projection", "weight"]) = (layout, s) {
+        return Some(Origin::Transpose(format!("{prefix}text_projection")));
+    }
     let ["text_model", rest @ ..] = s else {
         return None;
     };
@@ -214,6 +223,9 @@ fn unet(u: &UnetLayout, s: &[&str]) -> Option<String> {
     Some(match s {
         ["time_embedding", "linear_1", t @ ..] => format!("time_embed.0.{}", join(t)),
         ["time_embedding", "linear_2", t @ ..] => format!("time_embed.2.{}", join(t)),
+        // SDXL's `text_time` embedding: ldm's `label_emb` Sequential(Linear, SiLU, Linear).
+        ["add_embedding", "linear_1", t @ ..] => format!("label_emb.0.0.{}", join(t)),
+        ["add_embedding", "linear_2", t @ ..] => format!("label_emb.0.2.{}", join(t)),
         ["conv_in", t @ ..] => format!("input_blocks.0.0.{}", join(t)),
         ["conv_norm_out", t @ ..] => format!("out.0.{}", join(t)),
         ["conv_out", t @ ..] => format!("out.2.{}", join(t)),
@@ -363,6 +375,10 @@ fn mapped_shape(origin: &Origin, stored: Vec<usize>) -> Vec<usize> {
             [o, i, 1, 1] => vec![*o, *i],
             _ => stored,
         },
+        Origin::Transpose(_) => match stored.as_slice() {
+            [d, p] => vec![*p, *d],
+            _ => stored,
+        },
     }
 }
 
@@ -392,6 +408,8 @@ impl TensorSource for MappedSource {
             Origin::Plain(_) => Ok(t),
             Origin::Part { index, .. } => t.narrow(0, index * want[0], want[0]),
             Origin::Squeeze(_) => t.reshape(want.as_slice()),
+            Origin::Transpose(_) if t.rank() == 2 => t.t().and_then(|t| t.contiguous()),
+            Origin::Transpose(_) => Ok(t),
         };
         t.map_err(|source| LoadError::Tensor {
             path: self.inner.origin().to_path_buf(),
@@ -471,6 +489,45 @@ mod tests {
             plain("m.time_embed.2.bias")
         );
         assert_eq!(u.original("conv_norm_out.weight"), plain("m.out.0.weight"));
+    }
+
+    #[test]
+    fn sdxl_added_embedding_and_pooled_projection() {
+        // SDXL: 3 levels, no attention in the first up level's mirror (the last).
+        let u = Component::Unet(UnetLayout::new("m.", &[2, 2, 2], &[true, true, false]));
+        assert_eq!(
+            u.original("add_embedding.linear_1.weight"),
+            plain("m.label_emb.0.0.weight")
+        );
+        assert_eq!(
+            u.original("add_embedding.linear_2.bias"),
+            plain("m.label_emb.0.2.bias")
+        );
+        assert_eq!(
+            u.original("up_blocks.0.upsamplers.0.conv.weight"),
+            plain("m.output_blocks.2.2.conv.weight")
+        );
+        assert_eq!(
+            u.original("down_blocks.0.downsamplers.0.conv.weight"),
+            plain("m.input_blocks.3.0.op.weight")
+        );
+        let g = Component::Text(TextLayout::OpenClip {
+            prefix: "g.".into(),
+        });
+        let proj = g.original("text_projection.weight");
+        assert_eq!(proj, Some(Origin::Transpose("g.text_projection".into())));
+        assert_eq!(
+            mapped_shape(&Origin::Transpose("x".into()), vec![48, 24]),
+            vec![24, 48]
+        );
+        // HF CLIP names have no projection to transpose.
+        let l = Component::Text(TextLayout::Clip {
+            prefix: "l.".into(),
+        });
+        assert_eq!(
+            l.original("text_model.final_layer_norm.weight"),
+            plain("l.final_layer_norm.weight")
+        );
     }
 
     #[test]
