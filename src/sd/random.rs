@@ -9,7 +9,7 @@ use super::config::{ClipTextConfig, SchedulerConfig, UNetConfig, VaeConfig};
 use super::error::LoadError;
 use super::model::{LoadOptions, StableDiffusion};
 use super::scheduler::NoiseSchedule;
-use super::single_file::{shipped_tokenizer, Family};
+use super::single_file::{shipped_tokenizer, shipped_tokenizer_with_pad, Family};
 use super::text::TextStack;
 use super::unet::UNet;
 use super::vae::Vae;
@@ -107,8 +107,7 @@ impl StableDiffusion {
             text: TextStack::sdxl(
                 shipped_tokenizer(Family::Sdxl)?,
                 ClipTextEncoder::load(&w("text encoder"), &text_cfg, false)?,
-                // SDXL's second tokenizer pads with `!`, as SD 2.x's does.
-                shipped_tokenizer(Family::Sd2)?,
+                shipped_tokenizer_with_pad("!")?,
                 ClipTextEncoder::load(&w("text encoder 2"), &text_cfg_2, true)?,
             ),
             unet: UNet::load(&w("UNet"), &unet_cfg, &label)?,
