@@ -21,7 +21,9 @@ use dreamartist::sd::{LoadOptions, StableDiffusion};
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [model, out, prompt, negative, files @ ..] = args.as_slice() else {
-        anyhow::bail!("usage: encode_with_words MODEL_DIR OUT.safetensors PROMPT NEGATIVE [EMBEDDING...]");
+        anyhow::bail!(
+            "usage: encode_with_words MODEL_DIR OUT.safetensors PROMPT NEGATIVE [EMBEDDING...]"
+        );
     };
     let sd = StableDiffusion::load_folder(Path::new(model), &LoadOptions::default())?;
     let mut bank = WordBank::new();

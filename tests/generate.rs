@@ -1,10 +1,13 @@
 //! Generation on the tiny SD1 model: prompt files and PNG metadata through the
 //! binary; seeds, composition, img2img, inpainting (both kinds) through the library.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use candle_core::{DType, Device, Tensor};
+use common::copy_dir;
 use dreamartist::concept::{save_embedding, EmbeddingMeta};
 use dreamartist::generate::png::read_png_text;
 use dreamartist::generate::{generate, GenerateRequest, StepControl, WordBank};
@@ -199,19 +202,6 @@ fn inpainting_keeps_the_unmasked_region() {
         mean_abs(&painted(out), &painted(&init)) > 1e-2,
         "masked latents were not repainted"
     );
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let t = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &t);
-        } else {
-            std::fs::copy(e.path(), &t).unwrap();
-        }
-    }
 }
 
 #[test]

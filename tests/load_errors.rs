@@ -1,27 +1,17 @@
 //! A broken model folder gives one clear error that names the file and says
 //! what was expected, from the library and from the binary.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use candle_core::{Device, Tensor};
+use common::copy_dir;
 use dreamartist::sd::{LoadError, LoadOptions, StableDiffusion};
 
 fn fixture_model() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-sd1/model")
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
 }
 
 /// A private copy of the tiny model that a test may break.

@@ -8,7 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
-use common::{bin, f32_bits, fixtures, run_ok, workspace_with_concept};
+use common::{bin, copy_dir, f32_bits, fixtures, run_ok, workspace_with_concept};
 use dreamartist::generate::conditioning::{encode, prepare, PromptError};
 use dreamartist::generate::{generate, GenerateError, GenerateRequest, StepControl, WordBank};
 use dreamartist::sd::{Family, LoadOptions, SamplerKind, StableDiffusion};
@@ -361,4 +361,51 @@ fn f16_sdxl_runs_close_to_f32() {
         .to_scalar::<f32>()
         .unwrap();
     assert!(d / scale < 5e-2, "f16 latents off by {d} of {scale}");
+}
+
+/// An SDXL inpainting UNet (9 input channels) whose extra input weights are
+/// zero behaves exactly as the base model: so 9-channel inpainting at
+/// strength 1 must give txt2img's latents — which holds only if the noisy
+/// latents go into the first four channels and the extras after them.
+#[test]
+fn nine_channel_sdxl_inpainting_puts_latents_first() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = tmp.path().join("model");
+    copy_dir(&model_dir(), &m);
+    let cfg_path = m.join("unet/config.json");
+    let cfg = std::fs::read_to_string(&cfg_path)
+        .unwrap()
+        .replace("\"in_channels\": 4", "\"in_channels\": 9");
+    std::fs::write(&cfg_path, cfg).unwrap();
+    let wfile = m.join("unet/diffusion_pytorch_model.safetensors");
+    let mut t = candle_core::safetensors::load(&wfile, &Device::Cpu).unwrap();
+    let w = t["conv_in.weight"].clone();
+    let zeros = Tensor::zeros((w.dim(0).unwrap(), 5, 3, 3), DType::F32, &Device::Cpu).unwrap();
+    t.insert(
+        "conv_in.weight".into(),
+        Tensor::cat(&[&w, &zeros], 1).unwrap(),
+    );
+    candle_core::safetensors::save(&t, &wfile).unwrap();
+    let inpaint_model = StableDiffusion::load_folder(&m, &LoadOptions::default()).unwrap();
+    assert_eq!(inpaint_model.unet.in_channels(), 9);
+
+    let b = bank();
+    let base = generate(&model(), &b, &req("a photo of <cat>"), |_| {
+        StepControl::Continue
+    })
+    .unwrap();
+    let mask = tmp.path().join("mask.png");
+    image::GrayImage::from_fn(64, 64, |x, _| image::Luma([if x >= 32 { 255 } else { 0 }]))
+        .save(&mask)
+        .unwrap();
+    let mut r = req("a photo of <cat>");
+    r.init_image = Some(fixtures().join("references/chelsea.png"));
+    r.mask = Some(mask);
+    r.strength = 1.0;
+    let inpainted = generate(&inpaint_model, &b, &r, |_| StepControl::Continue).unwrap();
+    let d = max_abs_diff(&base[0].latents, &inpainted[0].latents);
+    assert!(
+        d < 1e-4,
+        "9-channel latents differ from the base model's by {d}"
+    );
 }

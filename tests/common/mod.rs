@@ -87,3 +87,17 @@ pub fn assert_bitwise_same(a: &Tensor, b: &Tensor, what: &str) {
 }
 
 pub mod ldm_sdxl;
+
+/// Copies a folder tree (a private copy of a fixture model that a test may change).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let t = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &t);
+        } else {
+            std::fs::copy(e.path(), &t).unwrap();
+        }
+    }
+}
