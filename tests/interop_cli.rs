@@ -918,3 +918,30 @@ fn inspect_describes_sdxl_embeddings() {
         assert!(out.contains(want), "missing {want:?} in\n{out}");
     }
 }
+
+/// `--as-negative-of` names a concept folder: one that climbs out of the
+/// workspace is refused and nothing is written there.
+#[test]
+fn as_negative_of_cannot_escape_the_workspace() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ws = workspace(tmp.path(), 768);
+    let outside = tmp.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(
+        outside.join("concept.toml"),
+        "name = \"../../outside\"\npos_vectors = 1\nneg_vectors = 1\ninit_text = \"*\"\nreferences = []\n[train]\n",
+    )
+    .unwrap();
+    let before = std::fs::read(outside.join("concept.toml")).unwrap();
+    let err = fails(&[
+        "import",
+        emb("astro-neg.pt").to_str().unwrap(),
+        "--as-negative-of",
+        "../../outside",
+        "-w",
+        ws.to_str().unwrap(),
+    ]);
+    assert!(err.contains("invalid concept name"), "{err}");
+    assert_eq!(std::fs::read(outside.join("concept.toml")).unwrap(), before);
+    assert!(!outside.join("outside-neg.safetensors").exists());
+}

@@ -440,3 +440,70 @@ fn preview_samples_are_rendered_and_do_not_change_the_run() {
     ));
     assert_eq!(bits(&pa), bits(&pb));
 }
+
+/// The same image with a different weight map and caption beside it must not
+/// replace the first concept's companions: the second copy gets its own name.
+#[test]
+fn references_with_different_companions_never_collide() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ws = tmp.path().join("ws");
+    run_ok(
+        bin()
+            .arg("init")
+            .arg(&ws)
+            .arg("--model")
+            .arg(fixtures().join("tiny-sd1/model")),
+    );
+    let image = std::fs::read(fixtures().join("references/chelsea.png")).unwrap();
+    let mask = |v: u8| {
+        let mut bytes = Vec::new();
+        image::GrayImage::from_pixel(451, 300, image::Luma([v]))
+            .write_to(
+                &mut std::io::Cursor::new(&mut bytes),
+                image::ImageFormat::Png,
+            )
+            .unwrap();
+        bytes
+    };
+    for (dir, caption, m) in [("d1", "a tabby", mask(255)), ("d2", "a cat", mask(128))] {
+        let d = tmp.path().join(dir);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("tri.png"), &image).unwrap();
+        std::fs::write(d.join("tri.txt"), caption).unwrap();
+        std::fs::write(d.join("tri_mask.png"), m).unwrap();
+    }
+    let add = |name: &str, dir: &str| {
+        run_ok(
+            bin()
+                .args(["concept", "add", name, "--reference"])
+                .arg(tmp.path().join(dir).join("tri.png"))
+                .arg("-w")
+                .arg(&ws),
+        )
+    };
+    add("tria", "d1");
+    add("trib", "d2");
+    add("tric", "d1");
+    let refs = ws.join("references");
+    assert_eq!(
+        std::fs::read_to_string(refs.join("tri.txt")).unwrap(),
+        "a tabby"
+    );
+    assert_eq!(std::fs::read(refs.join("tri_mask.png")).unwrap(), mask(255));
+    assert_eq!(
+        std::fs::read_to_string(refs.join("tri-2.txt")).unwrap(),
+        "a cat"
+    );
+    assert_eq!(
+        std::fs::read(refs.join("tri-2_mask.png")).unwrap(),
+        mask(128)
+    );
+    let concept_refs = |c: &str| {
+        std::fs::read_to_string(ws.join("concepts").join(c).join("concept.toml")).unwrap()
+    };
+    assert!(concept_refs("tria").contains("references/tri.png"));
+    assert!(concept_refs("trib").contains("references/tri-2.png"));
+    // The same image with the same companions is stored once.
+    assert!(concept_refs("tric").contains("references/tri.png"));
+    assert!(!refs.join("tri-3.png").exists());
+}

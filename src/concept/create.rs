@@ -86,6 +86,8 @@ pub fn add_configured(
 
 /// Copies a reference (and its caption/mask companions) into `references/`
 /// unless it already lives in the workspace; returns its workspace-relative path.
+/// The same image with the same companions is stored once; anything else that
+/// would land on a taken name gets `<stem>-2`, `<stem>-3`, … instead.
 pub fn import_reference(ws: &Workspace, src: &Path) -> Result<String> {
     let abs_src = src
         .canonicalize()
@@ -108,32 +110,41 @@ pub fn import_reference(ws: &Workspace, src: &Path) -> Result<String> {
         None => (file_name.clone(), String::new()),
     };
     let bytes = std::fs::read(src).with_context(|| format!("{}: cannot read", src.display()))?;
+    // The caption and weight map travel with the image: a stored reference is
+    // the same only if all three are, and an existing file is never replaced
+    // (another concept trains on it).
+    let (caption, mask) = companions(src);
+    let mut files: Vec<(String, Option<Vec<u8>>)> = vec![(ext.clone(), Some(bytes))];
+    for (from, suffix) in [(caption, ".txt"), (mask, "_mask.png")] {
+        let data = if from.is_file() {
+            Some(std::fs::read(&from).with_context(|| format!("{}: cannot read", from.display()))?)
+        } else {
+            None
+        };
+        files.push((suffix.to_string(), data));
+    }
     let mut dest_stem = stem.clone();
     let mut n = 2;
     loop {
-        let dest = dir.join(format!("{dest_stem}{ext}"));
-        match std::fs::read(&dest) {
-            Ok(existing) if existing == bytes => break,
-            Ok(_) => {
-                dest_stem = format!("{stem}-{n}");
-                n += 1;
+        let stored: Vec<Option<Vec<u8>>> = files
+            .iter()
+            .map(|(suffix, _)| std::fs::read(dir.join(format!("{dest_stem}{suffix}"))).ok())
+            .collect();
+        if stored.iter().all(Option::is_none) {
+            for (suffix, data) in &files {
+                if let Some(data) = data {
+                    let to = dir.join(format!("{dest_stem}{suffix}"));
+                    crate::workspace::write_atomic(&to, data)
+                        .with_context(|| format!("{}: cannot write", to.display()))?;
+                }
             }
-            Err(_) => {
-                crate::workspace::write_atomic(&dest, &bytes)
-                    .with_context(|| format!("{}: cannot write", dest.display()))?;
-                break;
-            }
+            break;
         }
-    }
-    let (caption, mask) = companions(src);
-    for (from, suffix) in [(caption, ".txt"), (mask, "_mask.png")] {
-        if from.is_file() {
-            let to = dir.join(format!("{dest_stem}{suffix}"));
-            let data =
-                std::fs::read(&from).with_context(|| format!("{}: cannot read", from.display()))?;
-            crate::workspace::write_atomic(&to, &data)
-                .with_context(|| format!("{}: cannot write", to.display()))?;
+        if stored.iter().zip(&files).all(|(s, (_, d))| s == d) {
+            break;
         }
+        dest_stem = format!("{stem}-{n}");
+        n += 1;
     }
     Ok(format!("references/{dest_stem}{ext}"))
 }
