@@ -301,6 +301,17 @@ fn textual_inversion_baseline_has_no_negative_word() {
 #[cfg(unix)]
 #[test]
 fn ctrl_c_saves_a_checkpoint_and_exits_zero() {
+    interrupt_saves_a_checkpoint("-INT");
+}
+
+/// What schedulers, `systemd` and a closed SSH session send: the same as Ctrl-C.
+#[test]
+fn sigterm_and_sighup_save_a_checkpoint_too() {
+    interrupt_saves_a_checkpoint("-TERM");
+    interrupt_saves_a_checkpoint("-HUP");
+}
+
+fn interrupt_saves_a_checkpoint(signal: &str) {
     use std::io::{BufRead, BufReader};
     let tmp = cat_workspace();
     let ws = tmp.path().join("ws");
@@ -331,12 +342,12 @@ fn ctrl_c_saves_a_checkpoint_and_exits_zero() {
         }
     }
     Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
+        .args([signal, &child.id().to_string()])
         .status()
         .unwrap();
     let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
     let status = child.wait().unwrap();
-    assert!(status.success(), "exit status {status:?}");
+    assert!(status.success(), "{signal}: exit status {status:?}");
     let finished: serde_json::Value = serde_json::from_str(rest.last().unwrap()).unwrap();
     assert_eq!(finished["event"], "finished");
     assert_eq!(finished["interrupted"], true);

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context, Result};
 
-/// Encodes an RGB image as PNG bytes with `tEXt` chunks.
+/// Encodes an RGB image as PNG bytes with text chunks: `tEXt` when the text is
+/// Latin-1 (what every reader takes), else UTF-8 `iTXt` (emoji, CJK), as
+/// A1111 (through Pillow) writes them.
 pub fn encode_png(img: &image::RgbImage, text: &[(&str, &str)]) -> Result<Vec<u8>> {
     let mut bytes = Vec::new();
     {
@@ -15,8 +17,13 @@ pub fn encode_png(img: &image::RgbImage, text: &[(&str, &str)]) -> Result<Vec<u8
         enc.set_color(png::ColorType::Rgb);
         enc.set_depth(png::BitDepth::Eight);
         for (k, v) in text {
-            enc.add_text_chunk(k.to_string(), v.to_string())
-                .map_err(|e| anyhow!("PNG text chunk `{k}`: {e}"))?;
+            let latin1 = v.chars().all(|c| (c as u32) < 0x100);
+            let added = if latin1 {
+                enc.add_text_chunk(k.to_string(), v.to_string())
+            } else {
+                enc.add_itxt_chunk(k.to_string(), v.to_string())
+            };
+            added.map_err(|e| anyhow!("PNG text chunk `{k}`: {e}"))?;
         }
         let mut writer = enc.write_header().context("PNG header")?;
         writer.write_image_data(img.as_raw()).context("PNG data")?;
@@ -69,12 +76,46 @@ pub fn write_numbered(dir: &Path, seed: u64, bytes: &[u8]) -> Result<PathBuf> {
             .open(&path)
         {
             Ok(_) => {
-                crate::workspace::write_atomic(&path, bytes)
-                    .with_context(|| format!("{}: cannot write", path.display()))?;
+                if let Err(e) = crate::workspace::write_atomic(&path, bytes) {
+                    // Never leave the reserved, empty name behind (a full disk).
+                    let _ = std::fs::remove_file(&path);
+                    return Err(e).with_context(|| format!("{}: cannot write", path.display()));
+                }
                 return Ok(path);
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => next += 1,
             Err(e) => return Err(e).with_context(|| format!("{}: cannot create", path.display())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utf8_and_latin1_text_round_trip() {
+        let img = image::RgbImage::new(2, 2);
+        let prompts = [
+            ("parameters", "a café on the beach, naïve"),
+            ("emoji", "a 🐱 in 東京 (masterpiece:1.2)"),
+        ];
+        let bytes = encode_png(&img, &prompts).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("x.png");
+        std::fs::write(&path, &bytes).unwrap();
+        let mut read = read_png_text(&path).unwrap();
+        read.sort();
+        let mut want: Vec<(String, String)> = prompts
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        want.sort();
+        assert_eq!(read, want);
+        // Latin-1 stays in tEXt, which every PNG reader takes.
+        let decoder = png::Decoder::new(std::io::Cursor::new(&bytes));
+        let info = decoder.read_info().unwrap().info().clone();
+        assert_eq!(info.uncompressed_latin1_text.len(), 1);
+        assert_eq!(info.utf8_text.len(), 1);
     }
 }
