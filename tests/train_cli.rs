@@ -518,3 +518,85 @@ fn references_with_different_companions_never_collide() {
     assert!(concept_refs("tric").contains("references/tri.png"));
     assert!(!refs.join("tri-3.png").exists());
 }
+
+/// Absurd counts and sizes are refused by name before anything is allocated
+/// (exit 2 from our error path, not a panic or an allocation abort).
+#[test]
+fn absurd_sizes_and_counts_are_refused_before_allocating() {
+    let tmp = cat_workspace();
+    let ws = tmp.path().join("ws");
+    let w = ws.to_str().unwrap();
+    let refused = |args: &[&str], needle: &str| {
+        let out = bin().args(args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    };
+    refused(
+        &[
+            "generate",
+            "-w",
+            w,
+            "--prompt",
+            "x",
+            "--count",
+            "9223372036854775807",
+        ],
+        "count 9223372036854775807 must be between 1 and 1000",
+    );
+    refused(
+        &[
+            "generate",
+            "-w",
+            w,
+            "--prompt",
+            "x",
+            "--width",
+            "4294967296",
+        ],
+        "width 4294967296 must be a multiple of 8 up to 8192",
+    );
+    refused(
+        &["generate", "-w", w, "--prompt", "x", "--width", "4096"],
+        "more than this model renders (256",
+    );
+    refused(
+        &["generate", "-w", w, "--prompt", "x", "--strength", "2"],
+        "strength 2 must be between 0 and 1",
+    );
+    refused(
+        &["generate", "-w", w, "--prompt", "x", "--steps", "0"],
+        "steps 0",
+    );
+    refused(
+        &["generate", "-w", w, "--prompt", "x", "--width", "0"],
+        "--width 0",
+    );
+    refused(
+        &["train", "cat", "-w", w, "--size", "100000"],
+        "size 100000",
+    );
+    let pf = ws.join("prompts/big.toml");
+    std::fs::write(&pf, "prompt = \"x\"\nwidth = 100000\n").unwrap();
+    refused(&["generate", pf.to_str().unwrap(), "-w", w], "width 100000");
+    std::fs::write(&pf, "prompt = \"x\"\ncount = 1000000\n").unwrap();
+    refused(
+        &["generate", pf.to_str().unwrap(), "-w", w],
+        "count 1000000",
+    );
+    let toml_path = ws.join("concepts/cat/concept.toml");
+    let original = std::fs::read_to_string(&toml_path).unwrap();
+    for (from, to, needle) in [
+        ("batch_size = 1", "batch_size = 100000", "batch_size 100000"),
+        ("pos_vectors = 3", "pos_vectors = 100", "pos_vectors 100"),
+        ("train_cfg = \"5\"", "train_cfg = \"-2\"", "below 0"),
+    ] {
+        assert!(
+            original.contains(from),
+            "concept.toml lacks `{from}`:\n{original}"
+        );
+        std::fs::write(&toml_path, original.replace(from, to)).unwrap();
+        refused(&["train", "cat", "-w", w, "--steps", "1"], needle);
+    }
+    std::fs::write(&toml_path, original).unwrap();
+}

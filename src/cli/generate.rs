@@ -8,7 +8,7 @@ use super::GenerateArgs;
 use crate::concept::word_bank;
 use crate::generate::output::{save_sample, Destination};
 use crate::generate::promptfile::load_prompt_file;
-use crate::generate::{generate, GenerateRequest, StepControl};
+use crate::generate::{generate_each, GenerateError, GenerateRequest, StepControl};
 use crate::sd::SamplerKind;
 use crate::workspace::Workspace;
 
@@ -64,6 +64,12 @@ pub fn request_from_args(args: &GenerateArgs, ws: &Workspace) -> Result<Generate
     if args.no_auto_negative {
         req.auto_negative = false;
     }
+    for (name, v) in [("--width", args.width), ("--height", args.height)] {
+        if v == Some(0) {
+            bail!("{name} 0: leave it out for the model's native size");
+        }
+    }
+    req.check().map_err(|e| anyhow::anyhow!(e))?;
     Ok(req)
 }
 
@@ -83,21 +89,29 @@ pub fn run(args: GenerateArgs) -> Result<ExitCode> {
         Some(p) => ws.outputs_for(p),
         None => ws.outputs_dir(),
     };
-    let images = generate(&sd, &bank, &req, |_| StepControl::Continue)?;
-    for g in &images {
-        let dest = match &args.out {
-            Some(p) => Destination::File(p),
-            None => Destination::Numbered(&out_dir),
-        };
-        let path = save_sample(&sd, &hash, &req, g, dest, &[])?;
-        if args.json {
-            println!(
-                "{}",
-                serde_json::json!({"event": "sample", "path": path, "seed": g.seed, "prompt": req.prompt, "negative": g.negative})
-            );
-        } else {
-            println!("{} (seed {})", path.display(), g.seed);
-        }
-    }
+    // Each image is written (and reported) as soon as it is decoded.
+    generate_each(
+        &sd,
+        &bank,
+        &req,
+        |_| StepControl::Continue,
+        |g| {
+            let dest = match &args.out {
+                Some(p) => Destination::File(p),
+                None => Destination::Numbered(&out_dir),
+            };
+            let path =
+                save_sample(&sd, &hash, &req, &g, dest, &[]).map_err(GenerateError::Output)?;
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"event": "sample", "path": path, "seed": g.seed, "prompt": req.prompt, "negative": g.negative})
+                );
+            } else {
+                println!("{} (seed {})", path.display(), g.seed);
+            }
+            Ok(())
+        },
+    )?;
     Ok(ExitCode::SUCCESS)
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use crate::concept::word_bank;
 use crate::generate::output::{save_sample, Destination};
-use crate::generate::{generate, GenerateRequest, StepControl};
+use crate::generate::{generate_each, GenerateError, GenerateRequest, StepControl};
 use crate::sd::StableDiffusion;
 use crate::train::{train, TrainControl, TrainEvent, TrainRequest};
 use crate::workspace::Workspace;
@@ -370,82 +370,73 @@ impl Worker<'_> {
         let result = {
             let tx = self.tx.clone();
             let rx = &self.rx;
+            let sd = self.sd;
+            let hash = sd.model_hash();
             let mut pending = Vec::new();
-            let r = generate(self.sd, &bank, &job.request, |p| {
-                let _ = tx.send(EngineEvent::GenerateProgress {
-                    id: job.id,
-                    index: p.index,
-                    count: p.count,
-                    step: p.step,
-                    steps: p.steps,
-                });
-                while let Ok(cmd) = rx.try_recv() {
-                    pending.push(cmd);
-                }
-                let cancel = pending.iter().any(|c| match c {
-                    EngineCommand::Generate(j) => j.source.is_some() && j.source == job.source,
-                    EngineCommand::CancelGenerate | EngineCommand::Shutdown => true,
-                    _ => false,
-                });
-                if cancel {
-                    cancelled = true;
-                    StepControl::Cancel
-                } else {
-                    StepControl::Continue
-                }
-            });
+            let r = generate_each(
+                sd,
+                &bank,
+                &job.request,
+                |p| {
+                    let _ = tx.send(EngineEvent::GenerateProgress {
+                        id: job.id,
+                        index: p.index,
+                        count: p.count,
+                        step: p.step,
+                        steps: p.steps,
+                    });
+                    while let Ok(cmd) = rx.try_recv() {
+                        pending.push(cmd);
+                    }
+                    let cancel = pending.iter().any(|c| match c {
+                        EngineCommand::Generate(j) => j.source.is_some() && j.source == job.source,
+                        EngineCommand::CancelGenerate | EngineCommand::Shutdown => true,
+                        _ => false,
+                    });
+                    if cancel {
+                        cancelled = true;
+                        StepControl::Cancel
+                    } else {
+                        StepControl::Continue
+                    }
+                },
+                // Each image is written as soon as it is decoded.
+                |g| {
+                    let path = save_sample(
+                        sd,
+                        &hash,
+                        &job.request,
+                        &g,
+                        Destination::Numbered(&job.out_dir),
+                        &[],
+                    )
+                    .map_err(GenerateError::Output)?;
+                    let _ = tx.send(EngineEvent::Sample {
+                        id: job.id,
+                        source: job.source.clone(),
+                        path,
+                        seed: g.seed,
+                    });
+                    Ok(())
+                },
+            );
             for cmd in pending {
                 self.accept(cmd, None);
             }
             r
         };
         match result {
-            Ok(images) => {
-                if let Err(e) = self.write_images(&job, &images) {
-                    self.emit(EngineEvent::GenerateFailed {
-                        id: job.id,
-                        source: job.source.clone(),
-                        error: format!("{e:#}"),
-                    });
-                    return;
-                }
-                self.emit(EngineEvent::GenerateDone {
-                    id: job.id,
-                    source: job.source.clone(),
-                    cancelled,
-                });
-            }
+            Ok(()) => self.emit(EngineEvent::GenerateDone {
+                id: job.id,
+                source: job.source.clone(),
+                cancelled,
+            }),
             Err(e) => self.emit(EngineEvent::GenerateFailed {
                 id: job.id,
                 source: job.source.clone(),
                 error: e.to_string(),
             }),
         }
-    }
-
-    fn write_images(
-        &self,
-        job: &GenerateJob,
-        images: &[crate::generate::Generated],
-    ) -> anyhow::Result<()> {
-        let hash = self.sd.model_hash();
-        for g in images {
-            let path = save_sample(
-                self.sd,
-                &hash,
-                &job.request,
-                g,
-                Destination::Numbered(&job.out_dir),
-                &[],
-            )?;
-            self.emit(EngineEvent::Sample {
-                id: job.id,
-                source: job.source.clone(),
-                path,
-                seed: g.seed,
-            });
-        }
-        Ok(())
     }
 
     fn run_training(&mut self, req: TrainRequest) {

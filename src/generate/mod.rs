@@ -12,4 +12,4 @@ pub mod promptfile;
 
 pub use conditioning::{PromptError, WordBank};
 pub use denoise::{denoise, denoise_with, Extras, GuidedContext, LatentBlend, StepControl};
-pub use pipeline::{generate, GenerateError, GenerateRequest, Generated, Progress};
+pub use pipeline::{generate, generate_each, GenerateError, GenerateRequest, Generated, Progress};

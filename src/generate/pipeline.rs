@@ -22,6 +22,9 @@ pub enum GenerateError {
     Image { path: PathBuf, message: String },
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
+    /// Writing a finished image failed (disk full, permissions).
+    #[error("{0:#}")]
+    Output(anyhow::Error),
 }
 
 /// Everything one generation needs; the fields of a prompt file.
@@ -62,6 +65,62 @@ impl Default for GenerateRequest {
             mask: None,
             auto_negative: true,
         }
+    }
+}
+
+/// Images one request may ask for: each is written as it finishes, but a
+/// request is still one job that blocks the engine until it ends.
+pub const MAX_COUNT: usize = 1000;
+/// Sampling steps (the training schedule has 1000 timesteps).
+pub const MAX_STEPS: usize = 1000;
+/// The largest side of any image, whatever the model (memory grows with its
+/// square; the model-dependent bound is [`max_side`]).
+pub const MAX_SIDE: usize = 8192;
+
+/// The largest side this model renders: four times its native size (2048 on
+/// SD 1.5, 4096 on SDXL), never more than [`MAX_SIDE`].
+pub fn max_side(sd: &StableDiffusion) -> usize {
+    (4 * sd.native_size()).clamp(64, MAX_SIDE)
+}
+
+impl GenerateRequest {
+    /// The limits that do not depend on the model, each refusal naming the
+    /// field and its bounds; prompt files, flags and the engine all call it
+    /// before anything is allocated. `width`/`height` 0 mean the native size.
+    pub fn check(&self) -> Result<(), String> {
+        if self.count == 0 || self.count > MAX_COUNT {
+            return Err(format!(
+                "count {} must be between 1 and {MAX_COUNT}",
+                self.count
+            ));
+        }
+        if self.steps == 0 || self.steps > MAX_STEPS {
+            return Err(format!(
+                "steps {} must be between 1 and {MAX_STEPS}",
+                self.steps
+            ));
+        }
+        if !self.cfg.is_finite() || self.cfg.abs() > 100.0 {
+            return Err(format!(
+                "cfg {} must be a number between -100 and 100",
+                self.cfg
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.strength) {
+            return Err(format!(
+                "strength {} must be between 0 and 1",
+                self.strength
+            ));
+        }
+        for (name, v) in [("width", self.width), ("height", self.height)] {
+            if v != 0 && (v % 8 != 0 || v > MAX_SIDE) {
+                return Err(format!(
+                    "{name} {v} must be a multiple of 8 up to {MAX_SIDE} (e.g. {})",
+                    ((v / 8).clamp(1, MAX_SIDE / 8)) * 8
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -155,12 +214,32 @@ pub fn generate(
     sd: &StableDiffusion,
     bank: &WordBank,
     req: &GenerateRequest,
-    mut progress: impl FnMut(Progress) -> StepControl,
+    progress: impl FnMut(Progress) -> StepControl,
 ) -> Result<Vec<Generated>, GenerateError> {
+    let mut out = Vec::new();
+    generate_each(sd, bank, req, progress, |g| {
+        out.push(g);
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// [`generate`] handing each image to `on_image` as soon as it is decoded, so
+/// a large `count` is written out as it goes instead of held until the end;
+/// an error from `on_image` stops the request.
+pub fn generate_each(
+    sd: &StableDiffusion,
+    bank: &WordBank,
+    req: &GenerateRequest,
+    mut progress: impl FnMut(Progress) -> StepControl,
+    mut on_image: impl FnMut(Generated) -> Result<(), GenerateError>,
+) -> Result<(), GenerateError> {
+    req.check().map_err(GenerateError::Invalid)?;
     let down = sd.vae.downscale();
     let native = sd.native_size();
     let width = if req.width == 0 { native } else { req.width };
     let height = if req.height == 0 { native } else { req.height };
+    let max = max_side(sd);
     for (name, v) in [("width", width), ("height", height)] {
         if v % 8 != 0 || v % down != 0 || v == 0 {
             return Err(GenerateError::Invalid(format!(
@@ -168,18 +247,17 @@ pub fn generate(
                 ((v / 8).max(1)) * 8
             )));
         }
+        if v > max {
+            return Err(GenerateError::Invalid(format!(
+                "{name} {v} is more than this model renders ({max}: four times its native {native})"
+            )));
+        }
     }
-    if req.steps == 0 || req.steps > sd.schedule.num_train_timesteps() {
+    if req.steps > sd.schedule.num_train_timesteps() {
         return Err(GenerateError::Invalid(format!(
             "steps must be between 1 and {}",
             sd.schedule.num_train_timesteps()
         )));
-    }
-    if req.count == 0 {
-        return Err(GenerateError::Invalid("count must be at least 1".into()));
-    }
-    if !(req.cfg.is_finite()) {
-        return Err(GenerateError::Invalid("cfg must be a number".into()));
     }
     if req.mask.is_some() && req.init_image.is_none() {
         return Err(GenerateError::Invalid(
@@ -282,7 +360,6 @@ pub fn generate(
     } else {
         req.seed as u64
     };
-    let mut out = Vec::with_capacity(req.count);
     for index in 0..req.count {
         let seed = base_seed.wrapping_add(index as u64);
         let mut rng = Rng::seed(seed);
@@ -347,16 +424,16 @@ pub fn generate(
                 req.cfg
             )));
         }
-        out.push(Generated {
+        on_image(Generated {
             image: latents_to_image(sd, &latents)?,
             seed,
             negative: negative.clone(),
             width,
             height,
             latents,
-        });
+        })?;
     }
-    Ok(out)
+    Ok(())
 }
 
 /// A1111's `parameters` text for an image.

@@ -64,12 +64,14 @@ pub fn parse_prompt_file(
         None => d.sampler,
     };
     let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
-    if let Some(s) = f.strength {
-        if !(0.0..=1.0).contains(&s) {
-            return Err(invalid(format!("strength {s} must be between 0 and 1")));
+    for (name, v) in [("width", f.width), ("height", f.height)] {
+        if v == Some(0) {
+            return Err(invalid(format!(
+                "{name} = 0: leave it out for the model's native size"
+            )));
         }
     }
-    Ok(GenerateRequest {
+    let req = GenerateRequest {
         prompt: f.prompt,
         negative: f.negative,
         seed: f.seed.unwrap_or(d.seed),
@@ -83,7 +85,9 @@ pub fn parse_prompt_file(
         strength: f.strength.unwrap_or(d.strength),
         mask: f.mask.map(resolve),
         auto_negative: f.auto_negative.unwrap_or(d.auto_negative),
-    })
+    };
+    req.check().map_err(invalid)?;
+    Ok(req)
 }
 
 pub fn load_prompt_file(path: &Path, base: &Path) -> Result<GenerateRequest, PromptFileError> {

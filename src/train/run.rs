@@ -225,20 +225,21 @@ impl<'a> Session<'a> {
         cfg.steps = cfg.steps.max(1);
 
         let cfg_spec: CfgSpec = cfg.train_cfg.parse().map_err(TrainError::Config)?;
+        let lowest = match cfg_spec {
+            CfgSpec::Constant(g) => g,
+            CfgSpec::Dynamic { lo, hi, .. } => lo.min(hi),
+        };
+        if lowest < 0.0 {
+            return Err(TrainError::Config(format!(
+                "train_cfg `{}` goes below 0; use 1 for Textual Inversion or the method's 3-5",
+                cfg.train_cfg
+            )));
+        }
         let schedule = LrSchedule::parse(&cfg.lr, &cfg.lr_schedule, cfg.warmup_steps, cfg.steps)
             .map_err(TrainError::Config)?;
         let lines = template_lines(&cfg.template).map_err(TrainError::Config)?;
         let init_mode: InitMode = cfg.init_mode.parse().map_err(TrainError::Config)?;
-        if cfg.batch_size == 0 || cfg.grad_accum == 0 {
-            return Err(TrainError::Config(
-                "batch_size and grad_accum must be at least 1".into(),
-            ));
-        }
-        if concept.pos_vectors == 0 || concept.neg_vectors == 0 {
-            return Err(TrainError::Config(
-                "a concept needs at least one positive and one negative vector".into(),
-            ));
-        }
+        check_limits(sd, concept, &cfg)?;
         let size = cfg.size.unwrap_or(sd.native_size());
         let refs = load_references(sd, &concept.reference_paths(ws), size)?;
 
@@ -544,6 +545,56 @@ impl<'a> Session<'a> {
             interrupted,
         })
     }
+}
+
+/// Micro-batch samples per step; beyond this the activations alone exhaust
+/// any machine this runs on.
+pub const MAX_BATCH: usize = 64;
+/// Micro-batches accumulated per step.
+pub const MAX_GRAD_ACCUM: usize = 1024;
+/// Vectors of one word: a word must fit in one 75-token chunk.
+pub const MAX_VECTORS: usize = 75;
+
+/// Refuses sizes and counts that would run away or abort on allocation,
+/// before anything is loaded; each message names the limit.
+fn check_limits(
+    sd: &StableDiffusion,
+    concept: &Concept,
+    cfg: &TrainConfig,
+) -> Result<(), TrainError> {
+    let bad = |m: String| Err(TrainError::Config(m));
+    if cfg.batch_size == 0 || cfg.batch_size > MAX_BATCH {
+        return bad(format!(
+            "batch_size {} must be between 1 and {MAX_BATCH}",
+            cfg.batch_size
+        ));
+    }
+    if cfg.grad_accum == 0 || cfg.grad_accum > MAX_GRAD_ACCUM {
+        return bad(format!(
+            "grad_accum {} must be between 1 and {MAX_GRAD_ACCUM}",
+            cfg.grad_accum
+        ));
+    }
+    for (which, n) in [
+        ("pos_vectors", concept.pos_vectors),
+        ("neg_vectors", concept.neg_vectors),
+    ] {
+        if n == 0 || n > MAX_VECTORS {
+            return bad(format!(
+                "{which} {n} must be between 1 and {MAX_VECTORS} (a word must fit in one 75-token chunk)"
+            ));
+        }
+    }
+    if let Some(size) = cfg.size {
+        let max = crate::generate::pipeline::max_side(sd);
+        if size == 0 || size % 8 != 0 || size % sd.vae.downscale() != 0 || size > max {
+            return bad(format!(
+                "size {size} must be a multiple of 8 up to {max} (four times the model's native {})",
+                sd.native_size()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The starting vectors of a new run, their optimisers and EMA, and the
