@@ -600,3 +600,48 @@ fn absurd_sizes_and_counts_are_refused_before_allocating() {
     }
     std::fs::write(&toml_path, original).unwrap();
 }
+
+/// A kill between writing a finishing run's positive and negative at the
+/// concept level leaves a torn pair on disk; the word bank must never mix it:
+/// at every write boundary the pair it offers is one run's.
+#[test]
+fn a_torn_pair_is_never_used() {
+    let tmp = cat_workspace();
+    let ws_dir = tmp.path().join("ws");
+    let first = train(&ws_dir, &["--steps", "3", "--seed", "1"]);
+    let second = train(&ws_dir, &["--steps", "3", "--seed", "2"]);
+    let run_dir = |events: &[serde_json::Value]| {
+        PathBuf::from(events.last().unwrap()["run_dir"].as_str().unwrap())
+    };
+    let (run_a, run_b) = (run_dir(&first), run_dir(&second));
+    let concept = ws_dir.join("concepts/cat");
+    let ws = dreamartist::workspace::Workspace::open(&ws_dir).unwrap();
+    let bank_pair = || {
+        let bank = dreamartist::concept::word_bank(&ws).unwrap();
+        (
+            bits(&bank.get("<cat>").unwrap().vectors),
+            bits(&bank.get("<cat-neg>").unwrap().vectors),
+        )
+    };
+    let run_pair = |run: &Path| {
+        (
+            bits(&emb(&run.join("cat.safetensors"))),
+            bits(&emb(&run.join("cat-neg.safetensors"))),
+        )
+    };
+    // Finished: the concept's pair is run B's.
+    assert_eq!(bank_pair(), run_pair(&run_b));
+    // The states a kill leaves while run B finishes, as files on disk.
+    let copy = |from: &Path, to: &str| std::fs::copy(from, concept.join(to)).unwrap();
+    // Run B's own pair written, the concept's still run A's.
+    copy(&run_a.join("cat.safetensors"), "cat.safetensors");
+    copy(&run_a.join("cat-neg.safetensors"), "cat-neg.safetensors");
+    assert_eq!(bank_pair(), run_pair(&run_a));
+    // The positive switched, the negative not yet: torn on disk, one run's in the bank.
+    copy(&run_b.join("cat.safetensors"), "cat.safetensors");
+    assert_ne!(
+        bits(&emb(&concept.join("cat-neg.safetensors"))),
+        run_pair(&run_b).1
+    );
+    assert_eq!(bank_pair(), run_pair(&run_b));
+}

@@ -25,6 +25,9 @@ pub struct EmbeddingMeta {
     /// Each text encoder's columns of the matrix (`[768, 1280]` on SDXL,
     /// written as `clip_l` + `clip_g`); empty or one width: a single `emb_params`.
     pub widths: Vec<usize>,
+    /// The training run the vectors come from (empty for imported words): a
+    /// concept's two files from different runs are a torn pair.
+    pub run: String,
 }
 
 /// The tensor names of SDXL's two text encoders' blocks, in order.
@@ -34,6 +37,7 @@ impl EmbeddingMeta {
     fn to_map(&self, vectors: usize) -> HashMap<String, String> {
         HashMap::from([
             ("name".into(), self.name.clone()),
+            ("run".into(), self.run.clone()),
             ("step".into(), self.step.to_string()),
             ("sd_checkpoint_name".into(), self.base_model.clone()),
             ("sd_checkpoint".into(), self.base_model_hash.clone()),
@@ -125,6 +129,7 @@ pub fn load_embedding(path: &Path) -> Result<(Tensor, EmbeddingMeta)> {
         t,
         EmbeddingMeta {
             name: get("name"),
+            run: get("run"),
             step: num("step"),
             base_model: get("sd_checkpoint_name"),
             base_model_hash: get("sd_checkpoint"),

@@ -115,6 +115,7 @@ fn meta_of(e: &Embedding, name: &str, pos: usize, neg: usize) -> EmbeddingMeta {
         pos_vectors: pos,
         neg_vectors: neg,
         widths: e.widths.clone(),
+        run: String::new(),
     }
 }
 

@@ -219,9 +219,29 @@ impl<'a> Session<'a> {
         ws: &Workspace,
         req: &'a TrainRequest,
     ) -> Result<Self, TrainError> {
+        let concept_dir = ws.concept_dir(&req.concept.name);
+        let (run, cfg, resume_from) = open_run(&concept_dir, req)?;
+        let fresh = resume_from.is_none();
+        let folder = run.clone();
+        Self::prepare(sd, ws, req, run, cfg, resume_from).inspect_err(|_| {
+            // A new run refused before its config.toml: leave no empty folder
+            // for `--resume latest` to trip over.
+            if fresh && !folder.config_path().exists() {
+                let _ = std::fs::remove_dir_all(folder.path());
+            }
+        })
+    }
+
+    fn prepare(
+        sd: &'a StableDiffusion,
+        ws: &Workspace,
+        req: &'a TrainRequest,
+        run: RunDir,
+        mut cfg: TrainConfig,
+        resume_from: Option<PathBuf>,
+    ) -> Result<Self, TrainError> {
         let concept = &req.concept;
         let concept_dir = ws.concept_dir(&concept.name);
-        let (run, mut cfg, resume_from) = open_run(&concept_dir, req)?;
         cfg.steps = cfg.steps.max(1);
 
         let cfg_spec: CfgSpec = cfg.train_cfg.parse().map_err(TrainError::Config)?;
@@ -493,6 +513,7 @@ impl<'a> Session<'a> {
             pos_vectors: self.concept.pos_vectors,
             neg_vectors: self.concept.neg_vectors,
             widths: self.sd.text_widths(),
+            run: self.run.id().to_string(),
         }
     }
 

@@ -39,6 +39,11 @@ pub struct StepMetrics {
 pub enum RunLookupError {
     #[error("concept `{concept}` has no runs yet; train it first")]
     NoRuns { concept: String },
+    #[error(
+        "the newest run of concept `{concept}`, `{run}`, was stopped before it started (it has no \
+         config.toml), so there is nothing to resume; train without --resume, or name an older run"
+    )]
+    Unstarted { concept: String, run: String },
     #[error("run `{run}` not found for concept `{concept}` (runs: {known})")]
     Unknown {
         concept: String,
@@ -92,6 +97,21 @@ impl RunDir {
     pub fn find(concept: &str, concept_dir: &Path, which: &str) -> Result<Self, RunLookupError> {
         let ids = Self::ids(concept_dir);
         if which == "latest" {
+            // The newest folder, started or not: resuming an older run instead
+            // of one a kill cut short would continue the wrong run.
+            let newest = std::fs::read_dir(Self::root(concept_dir))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|e| e.path().is_dir())
+                .map(|e| e.file_name().to_string_lossy().to_string())
+                .max();
+            if let Some(n) = newest.filter(|n| !ids.contains(n)) {
+                return Err(RunLookupError::Unstarted {
+                    concept: concept.to_string(),
+                    run: n,
+                });
+            }
             return ids
                 .last()
                 .map(|id| Self::at(concept_dir, id))
@@ -363,8 +383,12 @@ mod tests {
         ));
         let run = RunDir::create(&concept).unwrap();
         assert!(run.checkpoints_dir().is_dir());
-        // Not listed until it has a config.
+        // Not listed until it has a config, and `latest` will not skip it.
         assert!(RunDir::ids(&concept).is_empty());
+        assert!(matches!(
+            RunDir::find("cat", &concept, "latest"),
+            Err(RunLookupError::Unstarted { .. })
+        ));
         std::fs::write(run.config_path(), "[train]\nsteps = 40\n").unwrap();
         assert_eq!(RunDir::ids(&concept), vec![run.id().to_string()]);
         assert_eq!(RunDir::find("cat", &concept, "latest").unwrap(), run);
@@ -377,6 +401,7 @@ mod tests {
         // A second run in the same second gets a suffix and sorts after.
         let second = RunDir::create(&concept).unwrap();
         assert_ne!(second.id(), run.id());
+        std::fs::write(second.config_path(), "[train]\nsteps = 1\n").unwrap();
 
         for step in [3u64, 1, 20] {
             std::fs::write(run.checkpoint_path(step), b"x").unwrap();
