@@ -103,6 +103,18 @@ fn watch_regenerates_on_save_survives_bad_files_and_stops_on_ctrl_c() {
         assert_ne!(v["event"], "sample", "a burst rendered twice: {v}");
     }
 
+    // The folder deleted and made again: the watch comes back and sees saves.
+    std::fs::remove_dir_all(ws.join("prompts")).unwrap();
+    wait_for("folder_lost");
+    std::fs::create_dir_all(ws.join("prompts")).unwrap();
+    wait_for("folder_rearmed");
+    save_like_vim(
+        &file,
+        "prompt = \"a photo of a fox\"\nseed = 10\nsteps = 4\n",
+    );
+    let after = wait_for("sample");
+    assert_eq!(after["seed"], 10, "{after}");
+
     Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use crate::engine::{Engine, EngineCommand, EngineEvent, GenerateJob};
-use crate::workspace::watch::{watch_prompts, Debouncer};
+use crate::workspace::watch::{Debouncer, PromptWatch, WatchNotice};
 use crate::workspace::Workspace;
 
 fn say(json: bool, value: serde_json::Value, text: String) {
@@ -65,8 +65,19 @@ pub fn run(workspace: &Path, json: bool) -> Result<ExitCode> {
     }
 
     let (fs_tx, fs_rx) = mpsc::channel::<PathBuf>();
-    let watcher = watch_prompts(&prompts, fs_tx)
-        .with_context(|| format!("{}: cannot watch", prompts.display()))?;
+    let watcher = PromptWatch::start(&prompts, fs_tx, move |n| {
+        let event = match &n {
+            WatchNotice::Lost(_) => "folder_lost",
+            WatchNotice::Rearmed(_) => "folder_rearmed",
+            WatchNotice::Failed(..) => "folder_failed",
+        };
+        say(
+            json,
+            serde_json::json!({"event": event, "message": n.to_string()}),
+            n.to_string(),
+        )
+    })
+    .with_context(|| format!("{}: cannot watch", prompts.display()))?;
 
     let mut next_id = 1u64;
     let mut debouncer = Debouncer::default();

@@ -158,16 +158,20 @@ pub fn run(opts: TuiOptions) -> Result<()> {
         let paused = Arc::new(AtomicBool::new(false));
         spawn_input(tx.clone(), paused.clone());
         let (fs_tx, fs_rx) = mpsc::channel::<PathBuf>();
-        let _watcher = match crate::workspace::watch::watch_prompts(&ws.prompts_dir(), fs_tx) {
-            Ok(w) => Some(w),
-            Err(e) => {
-                logs.push(
-                    Level::WARN,
-                    format!("cannot watch {}: {e}", ws.prompts_dir().display()),
-                );
-                None
-            }
-        };
+        let notice_logs = logs.clone();
+        let _watcher =
+            match crate::workspace::watch::PromptWatch::start(&ws.prompts_dir(), fs_tx, move |n| {
+                notice_logs.push(Level::WARN, n.to_string())
+            }) {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    logs.push(
+                        Level::WARN,
+                        format!("cannot watch {}: {e}", ws.prompts_dir().display()),
+                    );
+                    None
+                }
+            };
         let engine = Engine::spawn(ws.clone());
         let mut app = App::new(ws.clone(), keymap, theme, logs.clone(), &images.protocol());
         logs.push(

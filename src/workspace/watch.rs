@@ -50,6 +50,115 @@ pub fn watch_prompts(dir: &Path, tx: Sender<PathBuf>) -> notify::Result<Recommen
     Ok(watcher)
 }
 
+/// How often the folder's identity is checked.
+const REARM_POLL: Duration = Duration::from_millis(300);
+
+/// Something about the watched folder worth a log line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatchNotice {
+    /// The folder is gone (deleted or moved away); saves are not seen until it is back.
+    Lost(PathBuf),
+    /// The folder is back (re-created or moved back): watching it again.
+    Rearmed(PathBuf),
+    /// The watch could not be set up again.
+    Failed(PathBuf, String),
+}
+
+impl std::fmt::Display for WatchNotice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WatchNotice::Lost(p) => write!(
+                f,
+                "{} is gone; prompt files are watched again when it is back",
+                p.display()
+            ),
+            WatchNotice::Rearmed(p) => write!(f, "{} is back: watching it again", p.display()),
+            WatchNotice::Failed(p, e) => write!(f, "cannot watch {} again: {e}", p.display()),
+        }
+    }
+}
+
+/// Identity of a folder: a deleted-and-recreated folder is a new one, which a
+/// watch on the old one never sees.
+fn folder_identity(dir: &Path) -> Option<(u64, u64)> {
+    let meta = std::fs::metadata(dir).ok().filter(|m| m.is_dir())?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        Some((meta.dev(), meta.ino()))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = meta;
+        Some((0, 0))
+    }
+}
+
+/// [`watch_prompts`] that survives its folder being deleted and re-created
+/// (`rm -rf prompts; mkdir prompts`, a `git checkout`, a sync tool): a small
+/// thread checks the folder's identity and sets the watch up again, telling
+/// `notice` what happened. Dropping it stops the thread and the watch.
+pub struct PromptWatch {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl PromptWatch {
+    pub fn start(
+        dir: &Path,
+        tx: Sender<PathBuf>,
+        notice: impl Fn(WatchNotice) + Send + 'static,
+    ) -> notify::Result<Self> {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let first = watch_prompts(dir, tx.clone())?;
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let dir = dir.to_path_buf();
+        let thread = {
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("dreamartist-prompt-watch".into())
+                .spawn(move || {
+                    let mut watcher = Some(first);
+                    let mut identity = folder_identity(&dir);
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(REARM_POLL);
+                        let now = folder_identity(&dir);
+                        if now == identity {
+                            continue;
+                        }
+                        watcher = None;
+                        match now {
+                            None => notice(WatchNotice::Lost(dir.clone())),
+                            Some(_) => match watch_prompts(&dir, tx.clone()) {
+                                Ok(w) => {
+                                    watcher = Some(w);
+                                    notice(WatchNotice::Rearmed(dir.clone()));
+                                }
+                                Err(e) => notice(WatchNotice::Failed(dir.clone(), e.to_string())),
+                            },
+                        }
+                        identity = now;
+                    }
+                    drop(watcher);
+                })
+                .map_err(|e| notify::Error::generic(&e.to_string()))?
+        };
+        Ok(Self {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for PromptWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// Coalesces changes per file: a file is due once it has been quiet for
 /// [`DEBOUNCE`]. Time is passed in, so callers (and tests) control the clock.
 #[derive(Debug, Default)]
