@@ -372,3 +372,24 @@ fn chunking_follows_a1111() {
         2
     );
 }
+
+/// Each cause of a non-finite result is named for what it is, before sampling.
+#[test]
+fn broken_words_and_runaway_emphasis_are_named() {
+    let sd = model();
+    let mut b = bank();
+    let nan = Tensor::new(&[[f32::NAN; 32]], &Device::Cpu).unwrap();
+    b.insert("broken", nan, "embeddings/broken.safetensors");
+    let err = generate(&sd, &b, &req("a <broken>"), |_| StepControl::Continue)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("<broken>") && err.contains("NaN") && err.contains("broken.safetensors"),
+        "{err}"
+    );
+    let deep = format!("{}cat{}", "(".repeat(10_000), ")".repeat(10_000));
+    let err = generate(&sd, &b, &req(&deep), |_| StepControl::Continue)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("emphasis weight"), "{err}");
+}

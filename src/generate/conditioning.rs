@@ -25,8 +25,27 @@ pub enum PromptError {
         expected: String,
         origin: String,
     },
+    #[error("pseudo-word `{word}` has NaN or infinite values ({origin}); retrain it (a lower learning rate) or re-import a good file")]
+    NonFinite { word: String, origin: String },
+    #[error("emphasis weight {weight} is out of range (at most {MAX_EMPHASIS}; too many nested brackets?)")]
+    Emphasis { weight: f64 },
+    #[error("the text encoder produced NaN or infinite values for `{prompt}`; the model's text encoder weights may be broken (or, in f16, overflow: try dtype f32)")]
+    EncoderNonFinite { prompt: String },
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
+}
+
+/// The largest emphasis weight a prompt may reach (A1111 multiplies by 1.1 a
+/// bracket: this is ~70 nested brackets).
+pub const MAX_EMPHASIS: f64 = 1000.0;
+
+/// Whether every value of a tensor is finite.
+pub fn all_finite(t: &Tensor) -> candle_core::Result<bool> {
+    Ok(t.to_dtype(DType::F32)?
+        .abs()?
+        .sum_all()?
+        .to_scalar::<f32>()?
+        .is_finite())
 }
 
 /// One pseudo-word's vectors and where they came from.
@@ -200,6 +219,12 @@ pub fn prepare(
         }
         match bank.get(&w) {
             Some(v) => {
+                if !all_finite(&v.vectors)? {
+                    return Err(PromptError::NonFinite {
+                        word: w,
+                        origin: v.origin.clone(),
+                    });
+                }
                 words.push(PseudoWord {
                     name: w.clone(),
                     vectors: v.vectors.dim(0)?,
@@ -220,6 +245,13 @@ pub fn prepare(
         .iter()
         .map(|t| chunk_prompt(t, prompt, &words))
         .collect();
+    let weights = towers.iter().flatten().flat_map(|c| c.weights.iter());
+    if let Some(&weight) = weights
+        .into_iter()
+        .find(|w| !w.is_finite() || w.abs() > MAX_EMPHASIS)
+    {
+        return Err(PromptError::Emphasis { weight });
+    }
     let most = towers.iter().map(Vec::len).max().unwrap_or(1);
     for (tower, chunks) in sd.text.towers().iter().zip(towers.iter_mut()) {
         while chunks.len() < most {

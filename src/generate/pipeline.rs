@@ -7,7 +7,9 @@ use image::imageops::FilterType;
 use image::GenericImageView;
 use serde::{Deserialize, Serialize};
 
-use super::conditioning::{auto_negative, encode, pad_pair, prepare, PromptError, WordBank};
+use super::conditioning::{
+    all_finite, auto_negative, encode, pad_pair, prepare, PromptError, WordBank,
+};
 use super::denoise::{denoise_with, Extras, GuidedContext, LatentBlend, StepControl};
 use crate::rng::{random_seed, Rng};
 use crate::sd::{MicroConditioning, Sampler, SamplerKind, StableDiffusion};
@@ -273,6 +275,14 @@ pub fn generate_each(
     };
     let cond = encode(sd, &prepare(sd, &req.prompt, bank)?)?;
     let uncond = encode(sd, &prepare(sd, &negative, bank)?)?;
+    for (enc, text) in [(&cond, &req.prompt), (&uncond, &negative)] {
+        if !all_finite(&enc.hidden)? {
+            return Err(PromptError::EncoderNonFinite {
+                prompt: text.clone(),
+            }
+            .into());
+        }
+    }
     let (cond, uncond) = pad_pair(sd, cond, uncond)?;
     let micro = MicroConditioning::for_size(height, width);
     let cond = sd.conditioning(&cond, &micro)?;
@@ -419,8 +429,9 @@ pub fn generate_each(
             .to_scalar::<f32>()?;
         if !check.is_finite() {
             return Err(GenerateError::Invalid(format!(
-                "seed {seed}: sampling produced NaN/Inf; the prompt's pseudo-word vectors may be broken \
-                 (retrain them with a lower learning rate) or the cfg {} too large",
+                "seed {seed}: sampling produced NaN/Inf although the prompt's encoding is finite: \
+                 the UNet's weights may be broken, in f16 it may overflow (try dtype f32), or the cfg {} \
+                 is too large",
                 req.cfg
             )));
         }

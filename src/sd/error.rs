@@ -19,6 +19,12 @@ pub enum LoadError {
          point the model at a complete folder (model_index.json, scheduler/, text_encoder/, tokenizer/, unet/, vae/)"
     )]
     MissingFile { path: PathBuf, what: String },
+    #[error(
+        "{path}: no such model folder; give a diffusers folder (model_index.json, scheduler/, \
+         text_encoder/, tokenizer/, unet/, vae/), `hf:org/name` from the Hugging Face cache, or a \
+         single-file checkpoint (.safetensors / .ckpt)"
+    )]
+    NoModel { path: PathBuf },
     #[error("{path}: invalid config: {message}. Fix the file or re-download it from the model's repository")]
     BadConfig { path: PathBuf, message: String },
     #[error("{path}: unsupported model layout: {message}")]

@@ -83,10 +83,7 @@ impl ModelSpec {
         match self {
             ModelSpec::Folder(p) => {
                 if !p.is_dir() {
-                    return Err(LoadError::MissingFile {
-                        path: p.clone(),
-                        what: "a diffusers model folder here".into(),
-                    });
+                    return Err(LoadError::NoModel { path: p.clone() });
                 }
                 Ok(p.clone())
             }
