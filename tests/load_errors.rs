@@ -105,6 +105,21 @@ fn inconsistent_config_is_reported_against_the_config() {
 }
 
 #[test]
+fn a_broken_merges_file_is_named_as_itself() {
+    let (_tmp, model) = scratch_model();
+    let merges = model.join("tokenizer/merges.txt");
+    std::fs::write(&merges, "#version: 0.2\nno-space-here\n").unwrap();
+    let msg = load_err(&model).to_string();
+    assert!(msg.contains(&merges.display().to_string()), "{msg}");
+    std::fs::write(&merges, "#version: 0.2\nq r\n").unwrap();
+    let msg = load_err(&model).to_string();
+    assert!(
+        msg.contains("merges.txt") && msg.contains("does not match vocab.json"),
+        "{msg}"
+    );
+}
+
+#[test]
 fn missing_tokenizer_file_is_named() {
     let (_tmp, model) = scratch_model();
     let merges = model.join("tokenizer/merges.txt");

@@ -76,6 +76,16 @@ pub fn request_from_args(args: &GenerateArgs, ws: &Workspace) -> Result<Generate
 pub fn run(args: GenerateArgs) -> Result<ExitCode> {
     let ws = Workspace::open(&args.workspace)?;
     let req = request_from_args(&args, &ws)?;
+    if let Some(out) = &args.out {
+        let text = out.to_string_lossy();
+        if out.is_dir() || text.ends_with('/') || text.ends_with(std::path::MAIN_SEPARATOR) {
+            bail!(
+                "--out {text} is a folder; --out names the image file (e.g. {}/image.png), \
+                 or leave it out to number the files in outputs/",
+                text.trim_end_matches(['/', std::path::MAIN_SEPARATOR])
+            );
+        }
+    }
     if args.out.is_some() && req.count > 1 {
         bail!(
             "--out names one file but count is {}; drop --out to number the files in outputs/",

@@ -18,7 +18,7 @@ pub struct PairWord {
 }
 
 /// A concept's active pair: `<name>.safetensors` and `<name>-neg.safetensors`
-/// (none before training; no negative after a Textual Inversion run).
+/// (no positive before training; no negative after a Textual Inversion run).
 ///
 /// The trainer writes the run's pair first, then the concept's positive, then
 /// its negative; a process killed between the last two leaves a positive and
@@ -28,7 +28,16 @@ pub fn load_pair(dir: &Path, name: &str) -> Result<(Option<PairWord>, Option<Pai
     let pos_file = dir.join(format!("{name}.safetensors"));
     let neg_file = dir.join(format!("{name}-neg.safetensors"));
     if !pos_file.is_file() {
-        return Ok((None, None));
+        // Untrained, perhaps with an imported negative (`--as-negative-of`).
+        let neg = if neg_file.is_file() {
+            Some(PairWord {
+                vectors: load_embedding(&neg_file)?.0,
+                file: neg_file,
+            })
+        } else {
+            None
+        };
+        return Ok((None, neg));
     }
     let (pos, pos_meta) = load_embedding(&pos_file)?;
     let neg = if neg_file.is_file() {

@@ -138,6 +138,11 @@ impl Concept {
                 message: format!("name is `{}` but the folder is `{name}`", c.name),
             });
         }
+        // The preset only records where the options came from, but an unknown
+        // one is a typo the user should hear about.
+        if let Err(message) = Preset::parse(&c.preset) {
+            return Err(ConceptError::Invalid { path, message });
+        }
         Ok(c)
     }
 

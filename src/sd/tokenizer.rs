@@ -131,7 +131,20 @@ impl ClipTokenizer {
             .unk_token(eos.to_string())
             .end_of_word_suffix("</w>".to_string())
             .build()
-            .map_err(|e| bad(&vocab.to_path_buf(), e.to_string()))?;
+            .map_err(|e| {
+                // The BPE builder reads both files; say which one is wrong.
+                let message = e.to_string();
+                if message.contains("Merges") {
+                    bad(&merges.to_path_buf(), message)
+                } else if message.contains("out of vocabulary") {
+                    bad(
+                        &merges.to_path_buf(),
+                        format!("{message}: merges.txt does not match vocab.json (both must come from the same tokenizer)"),
+                    )
+                } else {
+                    bad(&vocab.to_path_buf(), message)
+                }
+            })?;
         let mut tok = Tokenizer::new(bpe);
         let to_err = |e: tokenizers::Error| bad(&vocab.to_path_buf(), e.to_string());
         let normalizer = Sequence::new(vec![
