@@ -59,7 +59,7 @@ pub fn run(workspace: &Path, json: bool) -> Result<ExitCode> {
                 );
                 break;
             }
-            Some(EngineEvent::Failed(e)) => bail!(e),
+            Some(EngineEvent::LoadFailed(e)) => bail!(e),
             _ => {}
         }
     }

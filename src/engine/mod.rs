@@ -1,8 +1,11 @@
-//! The one worker thread that owns the device and the models. The headless CLI
-//! and the TUI talk to it through [`EngineCommand`]s and read [`EngineEvent`]s;
-//! nothing else touches candle. Generation jobs are served between training
-//! steps; a newer job for the same prompt file replaces a pending one and
-//! cancels a running one at its next step (latest wins).
+//! The one worker thread that owns the loaded model. The workbench and `watch`
+//! talk to it through [`EngineCommand`]s and read [`EngineEvent`]s (headless
+//! commands load the model themselves and call the library directly).
+//! Generation jobs are served between training steps; a newer job for the same
+//! prompt file replaces a pending one and cancels a running one at its next
+//! step (latest wins). Every command, whatever the engine is doing, goes
+//! through one handler ([`Inbox::handle`]) that files work for later and says
+//! what the work in progress should do.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -71,7 +74,7 @@ pub enum EngineEvent {
         family: String,
     },
     /// The model could not be loaded; the engine has stopped.
-    Failed(String),
+    LoadFailed(String),
     Train(TrainEvent),
     TrainFailed(String),
     Paused,
@@ -136,7 +139,7 @@ impl Engine {
                 let sd = match ws.load_model() {
                     Ok(sd) => sd,
                     Err(e) => {
-                        let _ = ev_tx.send(EngineEvent::Failed(format!("{e:#}")));
+                        let _ = ev_tx.send(EngineEvent::LoadFailed(format!("{e:#}")));
                         return;
                     }
                 };
@@ -155,11 +158,8 @@ impl Engine {
                     ws: &ws,
                     rx: cmd_rx,
                     tx: ev_tx,
-                    queue: VecDeque::new(),
-                    training: None,
-                    eval: None,
+                    inbox: Inbox::default(),
                     clip: None,
-                    shutdown: false,
                 }
                 .run();
             })
@@ -198,18 +198,120 @@ struct Worker<'a> {
     ws: &'a Workspace,
     rx: Receiver<EngineCommand>,
     tx: Sender<EngineEvent>,
+    inbox: Inbox,
+    /// The CLIP model of the last evaluation, kept for the next one.
+    clip: Option<(String, crate::eval::ClipModel)>,
+}
+
+/// Work waiting to be done, filed by [`Inbox::handle`].
+#[derive(Default)]
+struct Inbox {
     queue: VecDeque<GenerateJob>,
     training: Option<TrainRequest>,
     eval: Option<(String, String, crate::eval::EvalSettings)>,
-    /// The CLIP model of the last evaluation, kept for the next one.
-    clip: Option<(String, crate::eval::ClipModel)>,
     shutdown: bool,
 }
 
-/// What a command means to the work in progress.
-enum Interrupt {
-    None,
-    CancelGeneration,
+/// What the engine is doing when a command arrives.
+#[derive(Debug, Clone, Copy)]
+enum Phase<'p> {
+    Idle,
+    Training {
+        paused: bool,
+    },
+    /// Generating for this prompt file (`None`: a one-off request).
+    Generating {
+        source: &'p Option<PathBuf>,
+    },
+    Evaluating,
+}
+
+/// What the work in progress should do about a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reaction {
+    Continue,
+    /// Cancel the generation or evaluation in progress.
+    Cancel,
+    /// Stop the training (a checkpoint is saved).
+    Stop,
+    Save,
+    Pause,
+    Resume,
+}
+
+impl Inbox {
+    /// The one command handler: files new work for later and says what the
+    /// work of `phase` should do now.
+    fn handle(&mut self, cmd: EngineCommand, phase: Phase<'_>) -> Reaction {
+        let training = matches!(phase, Phase::Training { .. });
+        match cmd {
+            EngineCommand::Generate(job) => {
+                let job = *job;
+                // Latest wins: a pending job of the same prompt file is dropped,
+                // a running one cancelled.
+                let cancel = job.source.is_some()
+                    && matches!(phase, Phase::Generating { source } if *source == job.source);
+                if job.source.is_some() {
+                    self.queue.retain(|q| q.source != job.source);
+                }
+                self.queue.push_back(job);
+                if cancel {
+                    Reaction::Cancel
+                } else {
+                    Reaction::Continue
+                }
+            }
+            EngineCommand::CancelGenerate => {
+                self.queue.clear();
+                match phase {
+                    Phase::Generating { .. } | Phase::Evaluating => Reaction::Cancel,
+                    _ => Reaction::Continue,
+                }
+            }
+            EngineCommand::Train(req) => {
+                self.training = Some(*req);
+                Reaction::Continue
+            }
+            EngineCommand::Eval {
+                concept,
+                clip,
+                settings,
+            } => {
+                self.eval = Some((concept, clip, settings));
+                Reaction::Continue
+            }
+            EngineCommand::Shutdown => {
+                self.shutdown = true;
+                self.queue.clear();
+                if training {
+                    Reaction::Stop
+                } else {
+                    Reaction::Cancel
+                }
+            }
+            EngineCommand::Pause => match phase {
+                Phase::Training { paused: false } => Reaction::Pause,
+                _ => Reaction::Continue,
+            },
+            EngineCommand::Resume => match phase {
+                Phase::Training { paused: true } => Reaction::Resume,
+                _ => Reaction::Continue,
+            },
+            EngineCommand::Stop if training => Reaction::Stop,
+            EngineCommand::SaveNow if training => Reaction::Save,
+            // Training controls outside a run have nothing to act on.
+            EngineCommand::Stop | EngineCommand::SaveNow => Reaction::Continue,
+        }
+    }
+
+    /// Handles every command waiting in `rx`; true if one asks to cancel.
+    fn drain(&mut self, rx: &Receiver<EngineCommand>, phase: Phase<'_>) -> bool {
+        let mut cancel = false;
+        while let Ok(cmd) = rx.try_recv() {
+            cancel |= self.handle(cmd, phase) == Reaction::Cancel;
+        }
+        cancel
+    }
 }
 
 impl Worker<'_> {
@@ -218,69 +320,30 @@ impl Worker<'_> {
     }
 
     fn run(mut self) {
-        while !self.shutdown {
+        while !self.inbox.shutdown {
             // Each job runs on the compute pool (`threads::on_pool`); waiting
             // for commands does not, so an idle engine holds no pool worker.
-            if let Some(req) = self.training.take() {
+            if let Some(req) = self.inbox.training.take() {
                 crate::threads::on_pool(|| self.run_training(req));
                 continue;
             }
-            if let Some(job) = self.queue.pop_front() {
+            if let Some(job) = self.inbox.queue.pop_front() {
                 crate::threads::on_pool(|| self.run_job(job));
                 continue;
             }
-            if let Some((concept, clip, settings)) = self.eval.take() {
+            if let Some((concept, clip, settings)) = self.inbox.eval.take() {
                 crate::threads::on_pool(|| self.run_eval(concept, clip, settings));
                 continue;
             }
             match self.rx.recv_timeout(Duration::from_millis(200)) {
                 Ok(cmd) => {
-                    self.accept(cmd, None);
+                    self.inbox.handle(cmd, Phase::Idle);
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
         }
         self.emit(EngineEvent::Stopped);
-    }
-
-    /// Files a command. `running` is the source of the generation in progress.
-    fn accept(&mut self, cmd: EngineCommand, running: Option<&Option<PathBuf>>) -> Interrupt {
-        match cmd {
-            EngineCommand::Generate(job) => {
-                let job = *job;
-                // Latest wins: drop a pending job of the same prompt file.
-                if job.source.is_some() {
-                    self.queue.retain(|q| q.source != job.source);
-                }
-                let cancel = job.source.is_some() && running == Some(&job.source);
-                self.queue.push_back(job);
-                if cancel {
-                    return Interrupt::CancelGeneration;
-                }
-            }
-            EngineCommand::CancelGenerate => {
-                self.queue.clear();
-                return Interrupt::CancelGeneration;
-            }
-            EngineCommand::Train(req) => self.training = Some(*req),
-            EngineCommand::Eval {
-                concept,
-                clip,
-                settings,
-            } => self.eval = Some((concept, clip, settings)),
-            EngineCommand::Shutdown => {
-                self.shutdown = true;
-                self.queue.clear();
-                return Interrupt::CancelGeneration;
-            }
-            // Training controls outside a run have nothing to act on.
-            EngineCommand::Pause
-            | EngineCommand::Resume
-            | EngineCommand::Stop
-            | EngineCommand::SaveNow => {}
-        }
-        Interrupt::None
     }
 
     fn run_eval(&mut self, concept: String, spec: String, settings: crate::eval::EvalSettings) {
@@ -310,7 +373,7 @@ impl Worker<'_> {
         };
         let tx = self.tx.clone();
         let rx = &self.rx;
-        let mut pending = Vec::new();
+        let inbox = &mut self.inbox;
         let result = crate::eval::evaluate(self.sd, clip, self.ws, &req, |ev| {
             let text = match ev {
                 crate::eval::EvalEvent::Target { label, .. } => format!("evaluating {label}"),
@@ -326,21 +389,12 @@ impl Worker<'_> {
                 concept: concept.clone(),
                 text,
             });
-            while let Ok(cmd) = rx.try_recv() {
-                pending.push(cmd);
-            }
-            if pending
-                .iter()
-                .any(|c| matches!(c, EngineCommand::CancelGenerate | EngineCommand::Shutdown))
-            {
+            if inbox.drain(rx, Phase::Evaluating) {
                 crate::eval::EvalControl::Stop
             } else {
                 crate::eval::EvalControl::Continue
             }
         });
-        for cmd in pending {
-            self.accept(cmd, None);
-        }
         match result {
             Ok(reports) => self.emit(EngineEvent::EvalDone {
                 concept: concept.clone(),
@@ -372,7 +426,10 @@ impl Worker<'_> {
             let rx = &self.rx;
             let sd = self.sd;
             let hash = sd.model_hash();
-            let mut pending = Vec::new();
+            let inbox = &mut self.inbox;
+            let phase = Phase::Generating {
+                source: &job.source,
+            };
             let r = generate_each(
                 sd,
                 &bank,
@@ -385,16 +442,10 @@ impl Worker<'_> {
                         step: p.step,
                         steps: p.steps,
                     });
-                    while let Ok(cmd) = rx.try_recv() {
-                        pending.push(cmd);
-                    }
-                    let cancel = pending.iter().any(|c| match c {
-                        EngineCommand::Generate(j) => j.source.is_some() && j.source == job.source,
-                        EngineCommand::CancelGenerate | EngineCommand::Shutdown => true,
-                        _ => false,
-                    });
-                    if cancel {
+                    if inbox.drain(rx, phase) {
                         cancelled = true;
+                    }
+                    if cancelled {
                         StepControl::Cancel
                     } else {
                         StepControl::Continue
@@ -420,9 +471,6 @@ impl Worker<'_> {
                     Ok(())
                 },
             );
-            for cmd in pending {
-                self.accept(cmd, None);
-            }
             r
         };
         match result {
@@ -465,33 +513,35 @@ impl Worker<'_> {
                     } else {
                         this.rx.try_recv().ok()
                     };
-                    match cmd {
-                        Some(EngineCommand::Pause) if !paused => {
-                            paused = true;
-                            let _ = tx.send(EngineEvent::Paused);
+                    if let Some(cmd) = cmd {
+                        match this.inbox.handle(cmd, Phase::Training { paused }) {
+                            Reaction::Pause => {
+                                paused = true;
+                                let _ = tx.send(EngineEvent::Paused);
+                            }
+                            Reaction::Resume => {
+                                paused = false;
+                                let _ = tx.send(EngineEvent::Resumed);
+                            }
+                            Reaction::Stop => {
+                                stop = true;
+                                paused = false;
+                            }
+                            Reaction::Save => save = true,
+                            Reaction::Continue | Reaction::Cancel => {}
                         }
-                        Some(EngineCommand::Resume) if paused => {
-                            paused = false;
-                            let _ = tx.send(EngineEvent::Resumed);
+                        // More may be waiting: take them all before the next step.
+                        if !paused && !stop {
+                            continue;
                         }
-                        Some(EngineCommand::Pause | EngineCommand::Resume) => {}
-                        Some(EngineCommand::Stop) => {
-                            stop = true;
-                            paused = false;
-                        }
-                        Some(EngineCommand::SaveNow) => save = true,
-                        Some(EngineCommand::Shutdown) => {
-                            this.shutdown = true;
-                            stop = true;
-                            paused = false;
-                        }
-                        Some(other) => {
-                            this.accept(other, None);
-                        }
-                        None => {}
                     }
-                    while let Some(job) = this.queue.pop_front() {
+                    while let Some(job) = this.inbox.queue.pop_front() {
                         this.run_job(job);
+                    }
+                    // A shutdown that arrived during one of those jobs.
+                    if this.inbox.shutdown {
+                        stop = true;
+                        paused = false;
                     }
                     if !paused || stop {
                         break;
@@ -509,5 +559,98 @@ impl Worker<'_> {
         if let Err(e) = result {
             self.emit(EngineEvent::TrainFailed(e.to_string()));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(id: u64, source: Option<&str>) -> EngineCommand {
+        EngineCommand::Generate(Box::new(GenerateJob {
+            id,
+            source: source.map(PathBuf::from),
+            request: GenerateRequest::default(),
+            out_dir: PathBuf::new(),
+        }))
+    }
+
+    #[test]
+    fn one_handler_decides_for_every_phase() {
+        let mut inbox = Inbox::default();
+        let a = Some(PathBuf::from("a.toml"));
+        // Latest wins: a pending job of the same file is replaced…
+        assert_eq!(
+            inbox.handle(job(1, Some("a.toml")), Phase::Idle),
+            Reaction::Continue
+        );
+        assert_eq!(
+            inbox.handle(job(2, Some("a.toml")), Phase::Idle),
+            Reaction::Continue
+        );
+        assert_eq!(
+            inbox.queue.iter().map(|j| j.id).collect::<Vec<_>>(),
+            vec![2]
+        );
+        // …and a running one cancelled; other files and one-off jobs queue up.
+        let running = Phase::Generating { source: &a };
+        assert_eq!(
+            inbox.handle(job(3, Some("a.toml")), running),
+            Reaction::Cancel
+        );
+        assert_eq!(
+            inbox.handle(job(4, Some("b.toml")), running),
+            Reaction::Continue
+        );
+        assert_eq!(inbox.handle(job(5, None), running), Reaction::Continue);
+        assert_eq!(inbox.queue.len(), 3);
+        assert_eq!(
+            inbox.handle(EngineCommand::CancelGenerate, running),
+            Reaction::Cancel
+        );
+        assert!(inbox.queue.is_empty());
+        assert_eq!(
+            inbox.handle(EngineCommand::CancelGenerate, Phase::Evaluating),
+            Reaction::Cancel
+        );
+        // Training controls act only on a run, and only when they change something.
+        for (cmd, phase, want) in [
+            (
+                EngineCommand::Pause,
+                Phase::Training { paused: false },
+                Reaction::Pause,
+            ),
+            (
+                EngineCommand::Pause,
+                Phase::Training { paused: true },
+                Reaction::Continue,
+            ),
+            (
+                EngineCommand::Resume,
+                Phase::Training { paused: true },
+                Reaction::Resume,
+            ),
+            (
+                EngineCommand::Stop,
+                Phase::Training { paused: false },
+                Reaction::Stop,
+            ),
+            (
+                EngineCommand::SaveNow,
+                Phase::Training { paused: false },
+                Reaction::Save,
+            ),
+            (EngineCommand::Stop, Phase::Idle, Reaction::Continue),
+            (EngineCommand::Pause, running, Reaction::Continue),
+        ] {
+            assert_eq!(inbox.handle(cmd, phase), want);
+        }
+        // Shutdown stops a run, cancels other work, and drops pending jobs.
+        inbox.handle(job(6, None), Phase::Idle);
+        assert_eq!(
+            inbox.handle(EngineCommand::Shutdown, Phase::Training { paused: false }),
+            Reaction::Stop
+        );
+        assert!(inbox.shutdown && inbox.queue.is_empty());
     }
 }

@@ -1059,7 +1059,7 @@ impl App {
                     family,
                 };
             }
-            EngineEvent::Failed(e) => {
+            EngineEvent::LoadFailed(e) => {
                 self.engine = EngineState::Failed(e.clone());
                 self.error(format!("the model could not be loaded: {e}"));
             }
