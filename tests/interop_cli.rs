@@ -7,7 +7,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
-use dreamartist::concept::{word_bank, Concept};
+use dreamartist::concept::Concept;
+use dreamartist::generate::word_bank;
 use dreamartist::interop::export::{export_word, ExportFormat, ExportWord};
 use dreamartist::interop::{load_embedding_file, EmbeddingFormat};
 use dreamartist::workspace::Workspace;

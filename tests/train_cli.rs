@@ -617,7 +617,7 @@ fn a_torn_pair_is_never_used() {
     let concept = ws_dir.join("concepts/cat");
     let ws = dreamartist::workspace::Workspace::open(&ws_dir).unwrap();
     let bank_pair = || {
-        let bank = dreamartist::concept::word_bank(&ws).unwrap();
+        let bank = dreamartist::generate::word_bank(&ws).unwrap();
         (
             bits(&bank.get("<cat>").unwrap().vectors),
             bits(&bank.get("<cat-neg>").unwrap().vectors),

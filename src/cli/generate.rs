@@ -5,9 +5,9 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 
 use super::GenerateArgs;
-use crate::concept::word_bank;
 use crate::generate::output::{save_sample, Destination};
 use crate::generate::promptfile::load_prompt_file;
+use crate::generate::word_bank;
 use crate::generate::{generate_each, GenerateError, GenerateRequest, StepControl};
 use crate::sd::SamplerKind;
 use crate::workspace::Workspace;

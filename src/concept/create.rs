@@ -4,8 +4,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
+use super::reference::{companions, open_image};
 use super::{validate_name, Concept, ConceptError, Preset, CONCEPT_FILE};
-use crate::train::data::{companions, open_image};
 use crate::workspace::Workspace;
 
 /// What `concept add` asks for.

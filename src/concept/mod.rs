@@ -2,22 +2,24 @@
 //! references and training settings (`concepts/<name>/concept.toml`), and the
 //! embedding files it produces.
 
-pub mod bank;
 pub mod create;
 pub mod embedding;
 pub mod preset;
+pub mod reference;
+pub mod rundir;
+pub mod train_config;
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::train::TrainConfig;
 use crate::workspace::{write_atomic, Workspace};
 
-pub use bank::word_bank;
 pub use create::{add, add_configured, NewConcept};
 pub use embedding::{load_embedding, save_embedding, EmbeddingMeta};
 pub use preset::Preset;
+pub use rundir::{MetricsTail, RunDir, RunLookupError, StepMetrics};
+pub use train_config::TrainConfig;
 
 pub const CONCEPT_FILE: &str = "concept.toml";
 

@@ -1,6 +1,6 @@
 //! Training presets from the method's authors (DreamArtist README/paper).
 
-use crate::train::TrainConfig;
+use super::TrainConfig;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Preset {

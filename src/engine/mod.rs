@@ -13,8 +13,8 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::concept::word_bank;
 use crate::generate::output::{save_sample, Destination};
+use crate::generate::word_bank;
 use crate::generate::{generate_each, GenerateError, GenerateRequest, StepControl};
 use crate::sd::StableDiffusion;
 use crate::train::{train, TrainControl, TrainEvent, TrainRequest};

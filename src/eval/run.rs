@@ -15,8 +15,9 @@ use super::metrics::{diversity, fidelity, mean_of, normalized_rows, text_alignme
 use super::prompts::{default_prompts, load_prompt_file, EvalPrompt};
 use super::report::{eval_dir, now_ms, save_report, EvalReport, PromptReport, REPORT_FORMAT};
 use super::target::{load_target, resolve_targets, Target, TargetVectors};
-use crate::concept::{word_bank, Concept};
+use crate::concept::Concept;
 use crate::generate::conditioning::words_in;
+use crate::generate::word_bank;
 use crate::generate::{generate, GenerateRequest, StepControl, WordBank};
 use crate::sd::{SamplerKind, StableDiffusion};
 use crate::train::RunDir;

@@ -2,6 +2,7 @@
 //! denoising loop, txt2img / img2img / inpainting, PNG output with metadata.
 //! Progress is reported through callbacks, never printed.
 
+pub mod bank;
 pub mod conditioning;
 pub mod denoise;
 pub mod output;
@@ -10,6 +11,7 @@ pub mod png;
 pub mod prompt;
 pub mod promptfile;
 
+pub use bank::{load_pair, word_bank};
 pub use conditioning::{PromptError, WordBank};
 pub use denoise::{denoise, denoise_with, Extras, GuidedContext, LatentBlend, StepControl};
 pub use pipeline::{generate, generate_each, GenerateError, GenerateRequest, Generated, Progress};

@@ -41,24 +41,12 @@ fn reference_error(path: &Path, message: impl Into<String>) -> TrainError {
     }
 }
 
-/// Opens an image, naming the file and the fix on failure.
+/// Opens a reference image (see [`crate::concept::reference::open_image`]).
 pub fn open_image(path: &Path) -> Result<DynamicImage, TrainError> {
-    if !path.is_file() {
-        return Err(reference_error(
-            path,
-            "file not found; add the image again or fix the path in concept.toml",
-        ));
-    }
-    image::ImageReader::open(path)
-        .and_then(|r| r.with_guessed_format())
-        .map_err(|e| reference_error(path, format!("cannot open: {e}")))?
-        .decode()
-        .map_err(|e| {
-            reference_error(
-                path,
-                format!("not a readable image ({e}); replace it with a PNG or JPEG"),
-            )
-        })
+    crate::concept::reference::open_image(path).map_err(|e| TrainError::Reference {
+        path: e.path,
+        message: e.message,
+    })
 }
 
 /// The centred square crop of an image (the region both image and mask use).
@@ -89,18 +77,7 @@ pub fn mask_weight(v: f32) -> f32 {
     }
 }
 
-/// The companion files of a reference: `<stem>.txt` and `<stem>_mask.png`.
-pub fn companions(path: &Path) -> (PathBuf, PathBuf) {
-    let stem = path
-        .file_stem()
-        .map(|s| s.to_string_lossy().to_string())
-        .unwrap_or_default();
-    let dir = path.parent().unwrap_or(Path::new("."));
-    (
-        dir.join(format!("{stem}.txt")),
-        dir.join(format!("{stem}_mask.png")),
-    )
-}
+pub use crate::concept::reference::companions;
 
 /// Loads and encodes the references at `size`×`size`.
 pub fn load_references(

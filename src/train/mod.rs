@@ -2,24 +2,26 @@
 //! and the training loop with its runs folder. Reports through return values and
 //! callbacks; never prints.
 
-pub mod config;
 pub mod data;
 pub mod init;
 pub mod loss;
 pub mod optim;
 pub mod run;
-pub mod rundir;
 pub mod schedule;
 pub mod template;
 
 use std::path::PathBuf;
 
-pub use config::TrainConfig;
+pub use crate::concept::rundir::{self, MetricsTail, RunDir, RunLookupError, StepMetrics};
+pub use crate::concept::TrainConfig;
 pub use init::InitMode;
 pub use loss::{cpt_loss, CfgSpec, ConceptPrompts, CptBatch, CptLoss};
 pub use optim::{clip_grad_norm, clip_grad_norm_blocks, AdamW, AdamWConfig};
 pub use run::{train, TrainControl, TrainEvent, TrainOutcome, TrainRequest};
-pub use rundir::{MetricsTail, RunDir, RunLookupError, StepMetrics};
+/// The options of a run (they live with the concept, which stores them).
+pub mod config {
+    pub use crate::concept::train_config::*;
+}
 
 /// Why a run could not start or had to stop.
 #[derive(Debug, thiserror::Error)]

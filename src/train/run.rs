@@ -18,14 +18,14 @@ use serde::{Deserialize, Serialize};
 
 use super::data::{load_references, Reference};
 use super::init::{initial_vectors, InitMode};
-pub use super::rundir::StepMetrics;
-use super::rundir::{MetricsWriter, RunDir};
 use super::schedule::LrSchedule;
 use super::template::{fill, template_lines};
 use super::{
     clip_grad_norm_blocks, cpt_loss, AdamW, AdamWConfig, CfgSpec, ConceptPrompts, CptBatch,
     TrainConfig, TrainError,
 };
+pub use crate::concept::rundir::StepMetrics;
+use crate::concept::rundir::{MetricsWriter, RunDir};
 use crate::concept::{save_embedding, Concept, EmbeddingMeta};
 use crate::rng::Rng;
 use crate::sd::{PseudoWord, StableDiffusion, Tokens};

@@ -6,9 +6,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Result};
 use candle_core::Tensor;
 
-use super::{list, load_embedding};
-use crate::generate::WordBank;
-use crate::train::RunDir;
+use super::WordBank;
+use crate::concept::{list, load_embedding, RunDir};
 use crate::workspace::Workspace;
 
 /// One word of a concept's active pair and the file it came from.
