@@ -19,6 +19,11 @@ pub enum DeviceError {
     },
 }
 
+/// f16 or bf16: the dtypes `upcast_attention` raises to f32.
+pub fn is_half(dtype: DType) -> bool {
+    matches!(dtype, DType::F16 | DType::BF16)
+}
+
 /// Parses `f32`, `f16`, `bf16`.
 pub fn parse_dtype(s: &str) -> Result<DType, DeviceError> {
     match s {

@@ -9,6 +9,7 @@
 use candle_core::{DType, Module, Result, Tensor, D};
 
 use super::bmm::batched_matmul;
+use super::device::is_half;
 use super::error::LoadError;
 use super::weights::Weights;
 
@@ -331,11 +332,6 @@ fn attention_full(
     };
     let probs = probs.to_dtype(dtype)?;
     batched_matmul(&probs, v)
-}
-
-/// f16 or bf16: the dtypes `upcast_attention` raises to f32.
-pub(crate) fn is_half(dtype: DType) -> bool {
-    matches!(dtype, DType::F16 | DType::BF16)
 }
 
 /// `[B, N, H*d]` → `[B, H, N, d]`.

@@ -49,7 +49,7 @@ struct SlicedAttention {
 impl SlicedAttention {
     /// The compute dtype of scores and probabilities.
     fn work(&self, x: &Tensor) -> Result<Tensor> {
-        if self.upcast && super::nn::is_half(x.dtype()) {
+        if self.upcast && super::device::is_half(x.dtype()) {
             x.to_dtype(DType::F32)
         } else {
             Ok(x.clone())
