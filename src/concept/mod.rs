@@ -4,6 +4,7 @@
 
 pub mod create;
 pub mod embedding;
+pub mod name;
 pub mod preset;
 pub mod reference;
 pub mod rundir;
@@ -17,6 +18,7 @@ use crate::workspace::{write_atomic, Workspace};
 
 pub use create::{add, add_configured, NewConcept};
 pub use embedding::{load_embedding, save_embedding, EmbeddingMeta};
+pub use name::{NameError, WordName};
 pub use preset::Preset;
 pub use rundir::{MetricsTail, RunDir, RunLookupError, StepMetrics};
 pub use train_config::TrainConfig;
@@ -25,7 +27,8 @@ pub const CONCEPT_FILE: &str = "concept.toml";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConceptError {
-    #[error("invalid concept name `{0}`: use letters, digits, `_` or `-`, not ending in `-neg`")]
+    /// The reason, from [`WordName`].
+    #[error("invalid concept name: {0}")]
     BadName(String),
     #[error("concept `{name}` does not exist in {dir}; known concepts: {known}")]
     Unknown {
@@ -62,19 +65,11 @@ pub struct Concept {
     pub train: TrainConfig,
 }
 
+/// Checks a concept name ([`WordName::concept`]).
 pub fn validate_name(name: &str) -> Result<(), ConceptError> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        && !name.ends_with("-neg")
-        && !name.starts_with('-');
-    if ok {
-        Ok(())
-    } else {
-        Err(ConceptError::BadName(name.to_string()))
-    }
+    WordName::concept(name)
+        .map(|_| ())
+        .map_err(|e| ConceptError::BadName(e.to_string()))
 }
 
 impl Concept {

@@ -20,7 +20,7 @@ use super::export::{export_words, ExportFormat, ExportWord, Exported};
 use super::{describe_embedding_widths, InteropError};
 use crate::concept::{
     list, load_embedding, save_embedding, validate_name, Concept, ConceptError, EmbeddingMeta,
-    Preset, CONCEPT_FILE,
+    Preset, WordName, CONCEPT_FILE,
 };
 use crate::sd::model::{text_encoder_widths, ModelSpec};
 use crate::workspace::Workspace;
@@ -89,21 +89,11 @@ pub fn workspace_text_widths(ws: &Workspace) -> Result<Vec<usize>, InteropError>
     Ok(text_encoder_widths(&ModelSpec::parse(&ws.model_spec()))?)
 }
 
-/// Names usable as a `<word>` in prompts and as a file name.
+/// Names usable as a `<word>` in prompts and as a file name ([`WordName`]).
 fn validate_word(name: &str) -> Result<(), InteropError> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && !name.starts_with('-')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-    if ok {
-        Ok(())
-    } else {
-        Err(InteropError::Invalid(format!(
-            "`{name}` cannot be a prompt word: use letters, digits, `_` or `-` (give one with --name)"
-        )))
-    }
+    WordName::parse(name)
+        .map(|_| ())
+        .map_err(|e| InteropError::Invalid(format!("{e} (give one with --name)")))
 }
 
 fn meta_of(e: &Embedding, name: &str, pos: usize, neg: usize) -> EmbeddingMeta {
