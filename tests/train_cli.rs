@@ -645,3 +645,87 @@ fn a_torn_pair_is_never_used() {
     );
     assert_eq!(bank_pair(), run_pair(&run_b));
 }
+
+/// The DreamArtist extension's inputs and options: width × height training,
+/// `_att` weight maps, a separate negative init text and separate EMA.
+#[test]
+fn extension_parity_options() {
+    // A 64×48 run trains and previews at 64×48.
+    let tmp = cat_workspace();
+    let ws = tmp.path().join("ws");
+    let run = train(
+        &ws,
+        &["--steps", "2", "--width", "64", "--height", "48", "--sample-every", "2"],
+    );
+    let last = run.last().unwrap();
+    assert_eq!(last["steps"], 2);
+    let preview = run
+        .iter()
+        .find(|e| e["event"] == "sample")
+        .expect("a preview");
+    let img = image::open(preview["path"].as_str().unwrap()).unwrap();
+    assert_eq!((img.width(), img.height()), (64, 48));
+
+    // EMA of the negative only: the positive is the live one, bit for bit.
+    let plain = train(&ws, &["--steps", "4", "--seed", "2"]);
+    let toml_path = ws.join("concepts/cat/concept.toml");
+    let original = std::fs::read_to_string(&toml_path).unwrap();
+    std::fs::write(
+        &toml_path,
+        original.replace("[train]\n", "[train]\nema_decay_neg = 0.9\n"),
+    )
+    .unwrap();
+    let neg_ema = train(&ws, &["--steps", "4", "--seed", "2"]);
+    std::fs::write(&toml_path, &original).unwrap();
+    let pair = |events: &[serde_json::Value]| {
+        let dir = PathBuf::from(events.last().unwrap()["run_dir"].as_str().unwrap());
+        (
+            bits(&emb(&dir.join("cat.safetensors"))),
+            bits(&emb(&dir.join("cat-neg.safetensors"))),
+        )
+    };
+    let (p_plain, n_plain) = pair(&plain);
+    let (p_ema, n_ema) = pair(&neg_ema);
+    assert_eq!(p_plain, p_ema, "the positive has no EMA");
+    assert_ne!(n_plain, n_ema, "the negative's EMA is used");
+
+    // A separate negative init text starts the negative elsewhere.
+    let zero_lr = ["--steps", "1", "--seed", "4", "--lr", "0"];
+    let same = train(&ws, &zero_lr);
+    std::fs::write(
+        &toml_path,
+        original.replace("init_text = ", "neg_init_text = \"dog\"\ninit_text = "),
+    )
+    .unwrap();
+    let own = train(&ws, &zero_lr);
+    std::fs::write(&toml_path, &original).unwrap();
+    let (p_same, n_same) = pair(&same);
+    let (p_own, n_own) = pair(&own);
+    assert_eq!(p_same, p_own);
+    assert_ne!(n_same, n_own);
+
+    // An extension-style `_att` map is copied and trained with: all black
+    // weighs every latent 0, so the loss is exactly 0.
+    let dir = tmp.path().join("att");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(fixtures().join("references/chelsea.png"), dir.join("tabby.png")).unwrap();
+    let (w, h) = image::image_dimensions(dir.join("tabby.png")).unwrap();
+    image::GrayImage::new(w, h).save(dir.join("tabby_att.png")).unwrap();
+    run_ok(
+        bin()
+            .args(["concept", "add", "tabby", "--reference"])
+            .arg(dir.join("tabby.png"))
+            .arg("-w")
+            .arg(&ws),
+    );
+    assert!(ws.join("references/tabby_att.png").is_file());
+    let out = run_ok(bin().args([
+        "train", "tabby", "-w", ws.to_str().unwrap(), "--json", "--steps", "1",
+    ]));
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let step = events.iter().find(|e| e["event"] == "step").unwrap();
+    assert_eq!(step["loss"].as_f64().unwrap(), 0.0, "{step}");
+}

@@ -18,6 +18,7 @@ pub fn run(action: ConceptCommand) -> Result<ExitCode> {
             pos_vectors,
             neg_vectors,
             init_text,
+            neg_init_text,
             init_mode,
             init_noise,
             class,
@@ -34,6 +35,12 @@ pub fn run(action: ConceptCommand) -> Result<ExitCode> {
                 class,
             };
             let c = add_configured(&ws, &new, |c| {
+                if let Some(t) = &neg_init_text {
+                    if t.trim().is_empty() {
+                        anyhow::bail!("--neg-init-text is empty; leave it out to use --init-text");
+                    }
+                    c.neg_init_text = Some(t.clone());
+                }
                 if let Some(m) = &init_mode {
                     let mode: InitMode = m.parse().map_err(anyhow::Error::msg)?;
                     c.train.init_mode = mode.to_string();

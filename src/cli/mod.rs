@@ -133,6 +133,8 @@ pub enum Command {
 }
 
 #[derive(Debug, Subcommand)]
+// Parsed once per process: the size of its largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum ConceptCommand {
     /// Create a concept from one or more reference images.
     Add {
@@ -149,6 +151,9 @@ pub enum ConceptCommand {
         /// Text whose token embeddings initialise the vectors (several words allowed).
         #[arg(long, default_value = "*")]
         init_text: String,
+        /// The negative word's own init text (default: --init-text).
+        #[arg(long)]
+        neg_init_text: Option<String>,
         /// tokens: the init text's embeddings over the slots; mean: every vector =
         /// their mean + N(0, init-noise²).
         #[arg(long)]
@@ -202,9 +207,14 @@ pub struct TrainArgs {
     pub rec_weight: Option<f64>,
     #[arg(long)]
     pub template: Option<String>,
-    /// Training resolution (multiple of 8).
-    #[arg(long)]
+    /// Training resolution, square (multiple of 8).
+    #[arg(long, conflicts_with_all = ["width", "height"])]
     pub size: Option<usize>,
+    /// Training width (with --height: a width × height run, references centre-cropped).
+    #[arg(long, requires = "height")]
+    pub width: Option<usize>,
+    #[arg(long, requires = "width")]
+    pub height: Option<usize>,
     #[arg(long)]
     pub ema_decay: Option<f64>,
     #[arg(long)]

@@ -45,7 +45,10 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
         cfg.template = v.clone();
     }
     if let Some(v) = args.size {
-        cfg.size = Some(v);
+        cfg.size = Some(crate::concept::TrainSize::Square(v));
+    }
+    if let (Some(w), Some(h)) = (args.width, args.height) {
+        cfg.size = Some(crate::concept::TrainSize::WidthHeight([w, h]));
     }
     if let Some(v) = args.ema_decay {
         cfg.ema_decay = Some(v);

@@ -55,6 +55,7 @@ pub fn add_configured(
         pos_vectors,
         neg_vectors,
         init_text: new.init_text.clone(),
+        neg_init_text: None,
         class: new.class.clone(),
         train: preset.train_config(),
     };
@@ -114,8 +115,18 @@ pub fn import_reference(ws: &Workspace, src: &Path) -> Result<String> {
     // the same only if all three are, and an existing file is never replaced
     // (another concept trains on it).
     let (caption, mask) = companions(src);
+    // `_mask.png` or the extension's `_att.<ext>`: the copy keeps the suffix.
+    let src_stem = src
+        .file_stem()
+        .map(|s| s.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let mask_suffix = mask
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .and_then(|n| n.strip_prefix(&src_stem).map(String::from))
+        .unwrap_or_else(|| "_mask.png".into());
     let mut files: Vec<(String, Option<Vec<u8>>)> = vec![(ext.clone(), Some(bytes))];
-    for (from, suffix) in [(caption, ".txt"), (mask, "_mask.png")] {
+    for (from, suffix) in [(caption, ".txt".to_string()), (mask, mask_suffix)] {
         let data = if from.is_file() {
             Some(std::fs::read(&from).with_context(|| format!("{}: cannot read", from.display()))?)
         } else {

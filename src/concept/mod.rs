@@ -21,7 +21,7 @@ pub use embedding::{load_embedding, save_embedding, EmbeddingMeta};
 pub use name::{NameError, WordName};
 pub use preset::Preset;
 pub use rundir::{MetricsTail, RunDir, RunLookupError, StepMetrics};
-pub use train_config::TrainConfig;
+pub use train_config::{TrainConfig, TrainSize};
 
 pub const CONCEPT_FILE: &str = "concept.toml";
 
@@ -59,6 +59,10 @@ pub struct Concept {
     pub pos_vectors: usize,
     pub neg_vectors: usize,
     pub init_text: String,
+    /// The negative word's own init text (the DreamArtist extension's
+    /// separate one); `init_text` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub neg_init_text: Option<String>,
     /// The class word ("cat") used by evaluation prompts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub class: Option<String>,

@@ -11,7 +11,7 @@ pub enum Preset {
     /// Styles: 3/5 vectors, lr 0.0025, cfg 5, ~15k steps, style templates.
     Style,
     /// The toy world (`assets/toyworld`): the benchmark's DreamArtist setting,
-    /// 3/6 vectors, 400 steps × batch 4, lr 0.005, cfg 3, one-line template,
+    /// 3/6 vectors, 400 steps × batch 4, lr 0.005, cfg 2, one-line template,
     /// mean init (give the colour and shape words as init text). Minutes on a CPU.
     Toy,
 }
@@ -84,7 +84,6 @@ impl Preset {
                 steps: 400,
                 batch_size: 4,
                 lr: "0.005".into(),
-                weight_decay: 0.01,
                 train_cfg: "2".into(),
                 template: "a photo of [name]".into(),
                 init_mode: "mean".into(),

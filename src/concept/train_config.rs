@@ -3,6 +3,35 @@
 
 use serde::{Deserialize, Serialize};
 
+/// A training resolution: one side (square) or `[width, height]`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum TrainSize {
+    Square(usize),
+    WidthHeight([usize; 2]),
+}
+
+impl TrainSize {
+    /// `(width, height)`.
+    pub fn dims(&self) -> (usize, usize) {
+        match *self {
+            TrainSize::Square(s) => (s, s),
+            TrainSize::WidthHeight([w, h]) => (w, h),
+        }
+    }
+}
+
+impl std::fmt::Display for TrainSize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (w, h) = self.dims();
+        if w == h {
+            write!(f, "{w}")
+        } else {
+            write!(f, "{w}×{h}")
+        }
+    }
+}
+
 /// Every knob of a DreamArtist run. Defaults follow the method's authors.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -25,7 +54,8 @@ pub struct TrainConfig {
     pub eps: f64,
     /// Gradient-norm clip per matrix (0 = off).
     pub clip_grad_norm: f64,
-    /// Train guidance: a number or `"lo-hi:ln|cos|cos2"`; `"1"` = Textual Inversion.
+    /// Train guidance: a number or `"lo-hi[:ln|cos|cos2]"` (plain `lo-hi` is
+    /// linear); `"1"` = Textual Inversion.
     pub train_cfg: String,
     /// Weight of the L1 reconstruction loss through the VAE decoder (0 = off).
     pub rec_weight: f64,
@@ -36,20 +66,35 @@ pub struct TrainConfig {
     pub filewords_positive_only: bool,
     /// Random horizontal flips of the references.
     pub flip: bool,
-    /// Training resolution (multiple of 8); default: the model's native size.
+    /// Training resolution: `512` (square) or `[width, height]` (multiples of
+    /// 8; the references are centre-cropped to that aspect); default: the
+    /// model's native size, square.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub size: Option<usize>,
-    /// EMA decay of both matrices (off when absent).
+    pub size: Option<TrainSize>,
+    /// EMA decay of the positive matrix, and of the negative one unless
+    /// `ema_decay_neg` is given (off when both are absent).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ema_decay: Option<f64>,
+    /// EMA decay of the negative matrix (the DreamArtist extension's separate one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ema_decay_neg: Option<f64>,
     /// Copy the EMA into the live vectors every N steps (0 = never).
     pub ema_replace_every: u64,
+    /// The same for the negative matrix (default: `ema_replace_every`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ema_replace_every_neg: Option<u64>,
     /// Checkpoint every N steps (0 = only at the end).
     pub checkpoint_every: u64,
     /// Render a preview sample every N steps (0 = never).
     pub sample_every: u64,
     /// The preview prompt; `[name]` becomes the positive word.
     pub sample_prompt: String,
+    /// The preview's negative prompt; `[name]` becomes the negative word
+    /// (`"a photo of [name]"` is the DreamArtist extension's preview). Empty:
+    /// the negative word alone, added as `generate` adds it.
+    pub sample_negative: String,
+    /// The preview's sampler (ddim, euler, dpmpp_2m, dpmpp_2m_karras).
+    pub sample_sampler: String,
     pub sample_steps: usize,
     pub sample_cfg: f64,
     pub sample_seed: u64,
@@ -61,7 +106,8 @@ pub struct TrainConfig {
     pub init_noise: f64,
     /// Encode a fresh VAE posterior sample of the reference every step instead
     /// of the posterior mean (what the toy-world reference and diffusers'
-    /// textual-inversion script do); off keeps the mean, as A1111 does.
+    /// textual-inversion script do); off keeps the posterior mean (the
+    /// DreamArtist extension encodes one posterior sample, drawn once).
     pub vae_sample: bool,
 }
 
@@ -75,7 +121,8 @@ impl Default for TrainConfig {
             lr_schedule: "constant".into(),
             warmup_steps: 0,
             neg_lr_weight: 1.0,
-            weight_decay: 0.0,
+            // torch.optim.AdamW's default, which the DreamArtist extension keeps.
+            weight_decay: 0.01,
             betas: [0.9, 0.999],
             eps: 1e-8,
             clip_grad_norm: 1.0,
@@ -86,10 +133,14 @@ impl Default for TrainConfig {
             flip: false,
             size: None,
             ema_decay: None,
+            ema_decay_neg: None,
             ema_replace_every: 0,
+            ema_replace_every_neg: None,
             checkpoint_every: 500,
             sample_every: 0,
             sample_prompt: "a photo of [name]".into(),
+            sample_negative: String::new(),
+            sample_sampler: "dpmpp_2m_karras".into(),
             sample_steps: 20,
             sample_cfg: 5.0,
             sample_seed: 1,
@@ -98,5 +149,36 @@ impl Default for TrainConfig {
             init_noise: 0.01,
             vae_sample: false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::concept::Preset;
+
+    /// The DreamArtist extension builds `torch.optim.AdamW` without
+    /// `weight_decay`, i.e. torch's 0.01; every preset keeps it.
+    #[test]
+    fn defaults_follow_the_extension() {
+        assert_eq!(TrainConfig::default().weight_decay, 0.01);
+        for name in Preset::NAMES {
+            let p = Preset::parse(name).unwrap();
+            assert_eq!(p.train_config().weight_decay, 0.01, "{name}");
+        }
+        assert_eq!(Preset::Toy.train_config().train_cfg, "2");
+    }
+
+    #[test]
+    fn sizes_are_a_side_or_width_and_height() {
+        #[derive(Deserialize)]
+        struct S {
+            size: TrainSize,
+        }
+        let sq: S = toml::from_str("size = 512").unwrap();
+        assert_eq!(sq.size.dims(), (512, 512));
+        let wh: S = toml::from_str("size = [64, 48]").unwrap();
+        assert_eq!(wh.size.dims(), (64, 48));
+        assert_eq!(wh.size.to_string(), "64×48");
     }
 }

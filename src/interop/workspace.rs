@@ -239,6 +239,7 @@ fn import_pair(ws: &Workspace, pos: &Embedding, neg: &Embedding) -> Result<Impor
         pos_vectors: p,
         neg_vectors: n,
         init_text: "*".into(),
+        neg_init_text: None,
         class: None,
         train: Preset::Photo.train_config(),
     };

@@ -350,17 +350,32 @@ impl Upsample {
 
 /// Nearest-neighbour upsampling. An exact 2× upsampling that tracks gradients
 /// is a broadcast (its backward is one sum): candle's `upsample_nearest2d`
-/// backward is a grouped convolution, run as one convolution per channel.
+/// backward is a grouped convolution, run as one convolution per channel,
+/// and does not exist at all for other factors — which a UNet meets when a
+/// side (e.g. 48 px on a model with three levels) does not halve evenly down
+/// to the bottom level; then the rows and columns are gathered (its backward
+/// is a scatter-add), with candle's source-index rule.
 pub(crate) fn upsample_nearest(x: &Tensor, th: usize, tw: usize) -> Result<Tensor> {
     let (b, c, h, w) = x.dims4()?;
-    if x.track_op() && (th, tw) == (2 * h, 2 * w) {
+    if !x.track_op() {
+        return x.upsample_nearest2d(th, tw);
+    }
+    if (th, tw) == (2 * h, 2 * w) {
         return x
             .reshape((b, c, h, 1, w, 1))?
             .broadcast_as((b, c, h, 2, w, 2))?
             .contiguous()?
             .reshape((b, c, th, tw));
     }
-    x.upsample_nearest2d(th, tw)
+    let source = |len: usize, to: usize| -> Result<Tensor> {
+        let scale = len as f64 / to as f64;
+        let idx: Vec<u32> = (0..to)
+            .map(|i| ((i as f64 * scale) as usize).min(len - 1) as u32)
+            .collect();
+        Tensor::new(idx.as_slice(), x.device())
+    };
+    x.index_select(&source(h, th)?, 2)?
+        .index_select(&source(w, tw)?, 3)
 }
 
 #[cfg(test)]
@@ -368,6 +383,28 @@ mod tests {
     use super::*;
     use crate::sd::testutil::assert_same_value_and_gradients as check;
     use candle_core::{Device, Var};
+
+    #[test]
+    fn tracked_uneven_upsampling_matches_candles_values_and_has_a_gradient() {
+        let x0 = Tensor::randn(0f64, 1.0, (1, 2, 2, 3), &Device::Cpu).unwrap();
+        let v = Var::from_tensor(&x0).unwrap();
+        let ours = upsample_nearest(v.as_tensor(), 3, 4).unwrap();
+        let candle = x0.upsample_nearest2d(3, 4).unwrap();
+        let diff = (&ours - &candle)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap();
+        assert_eq!(diff, 0.0);
+        // d(sum)/dx counts how often each source pixel was copied.
+        let g = ours.sum_all().unwrap().backward().unwrap();
+        let g = g.get(v.as_tensor()).unwrap();
+        let total = g.sum_all().unwrap().to_scalar::<f64>().unwrap();
+        assert_eq!(total, 2.0 * 3.0 * 4.0);
+    }
 
     #[test]
     fn tracked_2x_upsampling_matches_candles_in_value_and_gradient() {

@@ -101,6 +101,7 @@ pub fn concept(name: &str, reference: &str, config: TrainConfig) -> Concept {
         pos_vectors: 3,
         neg_vectors: 6,
         init_text: INIT_TEXT.into(),
+        neg_init_text: None,
         class: None,
         train: config,
     }
@@ -194,7 +195,7 @@ pub fn untrained_vectors(
     let mut rng = Rng::seed(cfg.seed);
     initial_vectors(
         sd,
-        &concept.init_text,
+        (&concept.init_text, concept.neg_init_text.as_deref()),
         mode,
         cfg.init_noise,
         (concept.pos_vectors, concept.neg_vectors),

@@ -49,10 +49,19 @@ pub fn open_image(path: &Path) -> Result<DynamicImage, TrainError> {
     })
 }
 
-/// The centred square crop of an image (the region both image and mask use).
-fn centre_square(w: u32, h: u32) -> (u32, u32, u32) {
-    let side = w.min(h);
-    ((w - side) / 2, (h - side) / 2, side)
+/// The largest centred crop of a `w`×`h` image with the aspect of
+/// `tw`×`th`: `(x, y, width, height)`, the region both image and mask use.
+fn centre_crop(w: u32, h: u32, tw: usize, th: usize) -> (u32, u32, u32, u32) {
+    let (tw, th) = (tw as u64, th as u64);
+    let (w64, h64) = (w as u64, h as u64);
+    // Width-limited when w/h < tw/th.
+    let (cw, ch) = if w64 * th <= h64 * tw {
+        (w64, (w64 * th / tw).clamp(1, h64))
+    } else {
+        ((h64 * tw / th).clamp(1, w64), h64)
+    };
+    let (cw, ch) = (cw as u32, ch as u32);
+    ((w - cw) / 2, (h - ch) / 2, cw, ch)
 }
 
 fn to_tensor(rgb: &image::RgbImage, device: &Device) -> candle_core::Result<Tensor> {
@@ -79,11 +88,12 @@ pub fn mask_weight(v: f32) -> f32 {
 
 pub use crate::concept::reference::companions;
 
-/// Loads and encodes the references at `size`×`size`.
+/// Loads and encodes the references at `width`×`height`, each centre-cropped
+/// to that aspect first (as the DreamArtist extension does).
 pub fn load_references(
     sd: &StableDiffusion,
     paths: &[PathBuf],
-    size: usize,
+    (width, height): (usize, usize),
 ) -> Result<Vec<Reference>, TrainError> {
     if paths.is_empty() {
         return Err(TrainError::Config(
@@ -91,21 +101,23 @@ pub fn load_references(
         ));
     }
     let down = sd.vae.downscale();
-    if size == 0 || size % 8 != 0 || size % down != 0 {
-        return Err(TrainError::Config(format!(
-            "training size {size} must be a positive multiple of 8"
-        )));
+    for (name, v) in [("width", width), ("height", height)] {
+        if v == 0 || v % 8 != 0 || v % down != 0 {
+            return Err(TrainError::Config(format!(
+                "training {name} {v} must be a positive multiple of 8"
+            )));
+        }
     }
-    let latent_size = size / down;
+    let (latent_w, latent_h) = (width / down, height / down);
     let device = &sd.device;
     let mut out = Vec::with_capacity(paths.len());
     for path in paths {
         let img = open_image(path)?;
         let (w, h) = img.dimensions();
-        let (x, y, side) = centre_square(w, h);
+        let (x, y, cw, ch) = centre_crop(w, h, width, height);
         let rgb = img
-            .crop_imm(x, y, side, side)
-            .resize_exact(size as u32, size as u32, FilterType::Lanczos3)
+            .crop_imm(x, y, cw, ch)
+            .resize_exact(width as u32, height as u32, FilterType::Lanczos3)
             .to_rgb8();
         let flipped = image::imageops::flip_horizontal(&rgb);
         let image = to_tensor(&rgb, device)?;
@@ -125,7 +137,8 @@ pub fn load_references(
                 .map_err(|e| reference_error(&caption_path, format!("cannot read caption: {e}")))?;
             Some(text.trim().to_string())
         } else {
-            None
+            // A1111's fallback: the file name stands in for the caption.
+            Some(crate::concept::reference::filewords_from_name(path)).filter(|s| !s.is_empty())
         };
         let (mask, mask_flipped) = if mask_path.is_file() {
             let m = open_image(&mask_path)?;
@@ -137,8 +150,8 @@ pub fn load_references(
                 ));
             }
             let gray = m
-                .crop_imm(x, y, side, side)
-                .resize_exact(latent_size as u32, latent_size as u32, FilterType::Triangle)
+                .crop_imm(x, y, cw, ch)
+                .resize_exact(latent_w as u32, latent_h as u32, FilterType::Triangle)
                 .to_luma8();
             let flipped = image::imageops::flip_horizontal(&gray);
             let to_weights = |g: &image::GrayImage| -> candle_core::Result<Tensor> {
@@ -147,7 +160,7 @@ pub fn load_references(
                     .iter()
                     .map(|v| mask_weight(*v as f32 / 255.0))
                     .collect();
-                Tensor::from_vec(data, (1, 1, latent_size, latent_size), device)
+                Tensor::from_vec(data, (1, 1, latent_h, latent_w), device)
             };
             (Some(to_weights(&gray)?), Some(to_weights(&flipped)?))
         } else {
@@ -183,7 +196,10 @@ mod tests {
 
     #[test]
     fn centre_square_crops_the_long_side() {
-        assert_eq!(centre_square(100, 60), (20, 0, 60));
-        assert_eq!(centre_square(60, 100), (0, 20, 60));
+        assert_eq!(centre_crop(100, 60, 8, 8), (20, 0, 60, 60));
+        assert_eq!(centre_crop(60, 100, 8, 8), (0, 20, 60, 60));
+        // 64×48 (4:3) out of a square and out of a wide image.
+        assert_eq!(centre_crop(100, 100, 64, 48), (0, 12, 100, 75));
+        assert_eq!(centre_crop(200, 100, 64, 48), (33, 0, 133, 100));
     }
 }

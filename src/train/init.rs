@@ -86,17 +86,22 @@ fn per_tower(
 /// The initial `(positive, negative)` matrices, drawing any noise from `rng`.
 pub fn initial_vectors(
     sd: &StableDiffusion,
-    text: &str,
+    (text, neg_text): (&str, Option<&str>),
     mode: InitMode,
     noise: f64,
     (n_pos, n_neg): (usize, usize),
     rng: &mut Rng,
 ) -> Result<(Tensor, Tensor), TrainError> {
     let emb = text_embeddings(sd, text)?;
+    // The negative's own text, else the same (draws stay in the same order).
+    let neg_emb = match neg_text {
+        Some(t) => text_embeddings(sd, t)?,
+        None => emb.clone(),
+    };
     match mode {
         InitMode::Tokens => {
             let pos = per_tower(&emb, |e| spread(e, n_pos))?;
-            let neg = per_tower(&emb, |e| spread(e, n_neg))?;
+            let neg = per_tower(&neg_emb, |e| spread(e, n_neg))?;
             let jitter = (rng.randn(neg.dims(), neg.device())? * 1e-3)?;
             Ok((pos, (neg + jitter)?))
         }
@@ -107,13 +112,14 @@ pub fn initial_vectors(
                 )));
             }
             let mean = per_tower(&emb, |e| Ok(e.mean_keepdim(0)?))?;
-            let mut around = |n: usize| -> Result<Tensor, TrainError> {
+            let neg_mean = per_tower(&neg_emb, |e| Ok(e.mean_keepdim(0)?))?;
+            let mut around = |mean: &Tensor, n: usize| -> Result<Tensor, TrainError> {
                 let d = mean.dim(1)?;
                 let eps = (rng.randn((n, d), mean.device())? * noise)?;
                 Ok(mean.broadcast_add(&eps)?)
             };
-            let pos = around(n_pos)?;
-            let neg = around(n_neg)?;
+            let pos = around(&mean, n_pos)?;
+            let neg = around(&neg_mean, n_neg)?;
             Ok((pos, neg))
         }
     }

@@ -22,7 +22,8 @@ pub enum CfgCurve {
     Cos2,
 }
 
-/// The training guidance scale: a constant, or `"lo-hi:ln|cos|cos2"` over `r = t / (T−1)`.
+/// The training guidance scale: a constant, or `"lo-hi:ln|cos|cos2"` over
+/// `r = t / (T−1)` (a plain `"lo-hi"` is `ln`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum CfgSpec {
     Constant(f64),
@@ -58,7 +59,7 @@ impl FromStr for CfgSpec {
     fn from_str(s: &str) -> std::result::Result<Self, String> {
         let s = s.trim();
         let bad = || {
-            format!("invalid train cfg `{s}`: use a number (e.g. 5) or `lo-hi:ln|cos|cos2` (e.g. `1.5-3.0:cos`)")
+            format!("invalid train cfg `{s}`: use a number (e.g. 5) or `lo-hi[:ln|cos|cos2]` (e.g. `1.5-3.0:cos`; plain `lo-hi` is linear)")
         };
         if let Ok(g) = s.parse::<f64>() {
             if !g.is_finite() {
@@ -66,7 +67,8 @@ impl FromStr for CfgSpec {
             }
             return Ok(CfgSpec::Constant(g));
         }
-        let (range, kind) = s.split_once(':').ok_or_else(bad)?;
+        // A plain `lo-hi` is linear, as the DreamArtist extension documents it.
+        let (range, kind) = s.split_once(':').unwrap_or((s, "ln"));
         let (lo, hi) = range.split_once('-').ok_or_else(bad)?;
         let lo: f64 = lo.trim().parse().map_err(|_| bad())?;
         let hi: f64 = hi.trim().parse().map_err(|_| bad())?;
@@ -260,7 +262,11 @@ mod tests {
         let c2: CfgSpec = "2-4:cos2".parse().unwrap();
         assert!((c2.at(999, 1000) - 4.0).abs() < 1e-9);
         assert_eq!(d.to_string().parse::<CfgSpec>().unwrap(), d);
-        for bad in ["", "abc", "1-2", "1-2:sin", "x-2:ln", "nan"] {
+        assert_eq!(
+            "1.5-3.0".parse::<CfgSpec>().unwrap(),
+            "1.5-3.0:ln".parse::<CfgSpec>().unwrap()
+        );
+        for bad in ["", "abc", "1-", "1-2:sin", "x-2:ln", "nan"] {
             assert!(bad.parse::<CfgSpec>().is_err(), "{bad} parsed");
         }
         assert!(CfgSpec::Constant(1.0).is_plain_ti());

@@ -98,6 +98,8 @@ struct RunConfig {
     pos_vectors: usize,
     neg_vectors: usize,
     init_text: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    neg_init_text: Option<String>,
     references: Vec<String>,
     train: TrainConfig,
 }
@@ -257,10 +259,11 @@ impl<'a> Session<'a> {
         }
         let schedule = LrSchedule::parse(&cfg.lr, &cfg.lr_schedule, cfg.warmup_steps, cfg.steps)
             .map_err(TrainError::Config)?;
-        let lines = template_lines(&cfg.template).map_err(TrainError::Config)?;
+        let lines = template_lines(&cfg.template, &ws.root).map_err(TrainError::Config)?;
         let init_mode: InitMode = cfg.init_mode.parse().map_err(TrainError::Config)?;
         check_limits(sd, concept, &cfg)?;
-        let size = cfg.size.unwrap_or(sd.native_size());
+        let native = sd.native_size();
+        let size = cfg.size.map_or((native, native), |s| s.dims());
         let refs = load_references(sd, &concept.reference_paths(ws), size)?;
 
         // Positive word first, as the stacked matrix.
@@ -289,6 +292,7 @@ impl<'a> Session<'a> {
                     pos_vectors: concept.pos_vectors,
                     neg_vectors: concept.neg_vectors,
                     init_text: concept.init_text.clone(),
+                    neg_init_text: concept.neg_init_text.clone(),
                     references: concept.references.clone(),
                     train: cfg.clone(),
                 };
@@ -450,12 +454,20 @@ impl<'a> Session<'a> {
         if !magnitude.is_finite() || magnitude > 1e12 {
             return Err(self.diverged(step, magnitude));
         }
-        if let (Some(decay), Some((ep, en))) = (self.cfg.ema_decay, self.st.ema.as_mut()) {
+        if let Some((ep, en)) = self.st.ema.as_mut() {
+            let cfg = &self.cfg;
+            // A matrix without a decay of its own follows its live vectors.
+            let decay_pos = cfg.ema_decay.unwrap_or(0.0);
+            let decay_neg = cfg.ema_decay_neg.or(cfg.ema_decay).unwrap_or(0.0);
             // Detached: the average must not chain a gradient graph across steps.
-            *ep = ((&*ep * decay)? + (self.st.pos.as_tensor().detach() * (1.0 - decay))?)?;
-            *en = ((&*en * decay)? + (self.st.neg.as_tensor().detach() * (1.0 - decay))?)?;
-            if self.cfg.ema_replace_every > 0 && step % self.cfg.ema_replace_every == 0 {
+            *ep = ((&*ep * decay_pos)? + (self.st.pos.as_tensor().detach() * (1.0 - decay_pos))?)?;
+            *en = ((&*en * decay_neg)? + (self.st.neg.as_tensor().detach() * (1.0 - decay_neg))?)?;
+            let every_pos = cfg.ema_replace_every;
+            let every_neg = cfg.ema_replace_every_neg.unwrap_or(every_pos);
+            if every_pos > 0 && step % every_pos == 0 {
                 self.st.pos.set(ep)?;
+            }
+            if every_neg > 0 && step % every_neg == 0 {
                 self.st.neg.set(en)?;
             }
         }
@@ -606,13 +618,33 @@ fn check_limits(
             ));
         }
     }
+    if crate::sd::SamplerKind::parse(&cfg.sample_sampler).is_none() {
+        return bad(format!(
+            "unknown sample_sampler `{}` (known: {})",
+            cfg.sample_sampler,
+            crate::sd::SamplerKind::known_names()
+        ));
+    }
+    for (which, d) in [
+        ("ema_decay", cfg.ema_decay),
+        ("ema_decay_neg", cfg.ema_decay_neg),
+    ] {
+        if let Some(d) = d {
+            if !(0.0..1.0).contains(&d) {
+                return bad(format!("{which} {d} must be in [0, 1)"));
+            }
+        }
+    }
     if let Some(size) = cfg.size {
         let max = crate::generate::pipeline::max_side(sd);
-        if size == 0 || size % 8 != 0 || size % sd.vae.downscale() != 0 || size > max {
-            return bad(format!(
-                "size {size} must be a multiple of 8 up to {max} (four times the model's native {})",
-                sd.native_size()
-            ));
+        let (w, h) = size.dims();
+        for v in [w, h] {
+            if v == 0 || v % 8 != 0 || v % sd.vae.downscale() != 0 || v > max {
+                return bad(format!(
+                    "size {size}: each side must be a multiple of 8 up to {max} (four times the model's native {})",
+                    sd.native_size()
+                ));
+            }
         }
     }
     Ok(())
@@ -630,7 +662,7 @@ fn initial_state(
     let mut rng = Rng::seed(cfg.seed);
     let (pos0, neg0) = initial_vectors(
         sd,
-        &concept.init_text,
+        (&concept.init_text, concept.neg_init_text.as_deref()),
         init_mode,
         cfg.init_noise,
         (concept.pos_vectors, concept.neg_vectors),
@@ -641,7 +673,8 @@ fn initial_state(
     Ok(State {
         opt_pos: AdamW::new(&pos, adam)?,
         opt_neg: AdamW::new(&neg, adam)?,
-        ema: cfg.ema_decay.map(|_| (pos0.clone(), neg0.clone())),
+        ema: (cfg.ema_decay.is_some() || cfg.ema_decay_neg.is_some())
+            .then(|| (pos0.clone(), neg0.clone())),
         pos,
         neg,
         rng,
@@ -679,13 +712,26 @@ fn render_preview(
     let prompt = cfg
         .sample_prompt
         .replace("[name]", &concept.positive_word());
+    let sampler = crate::sd::SamplerKind::parse(&cfg.sample_sampler).ok_or_else(|| {
+        TrainError::Config(format!(
+            "unknown sample_sampler `{}` (known: {})",
+            cfg.sample_sampler,
+            crate::sd::SamplerKind::known_names()
+        ))
+    })?;
+    let explicit_negative = !cfg.sample_negative.trim().is_empty();
     let req = GenerateRequest {
         prompt: prompt.clone(),
+        negative: cfg
+            .sample_negative
+            .replace("[name]", &concept.negative_word()),
+        auto_negative: !explicit_negative,
+        sampler,
         seed: cfg.sample_seed as i64,
         steps: cfg.sample_steps.max(1),
         cfg: cfg.sample_cfg,
-        width: cfg.size.unwrap_or(0),
-        height: cfg.size.unwrap_or(0),
+        width: cfg.size.map_or(0, |s| s.dims().0),
+        height: cfg.size.map_or(0, |s| s.dims().1),
         ..Default::default()
     };
     let images =

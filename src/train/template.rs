@@ -2,54 +2,14 @@
 //! which DreamArtist trains with). The negative prompt is the same line with
 //! the negative pseudo-word in place of `[name]`.
 
-const SUBJECT: &[&str] = &[
-    "a photo of a [name]",
-    "a rendering of a [name]",
-    "a cropped photo of the [name]",
-    "the photo of a [name]",
-    "a photo of a clean [name]",
-    "a photo of a dirty [name]",
-    "a dark photo of the [name]",
-    "a photo of my [name]",
-    "a photo of the cool [name]",
-    "a bright photo of the [name]",
-    "a cropped photo of a [name]",
-    "a photo of the [name]",
-    "a good photo of the [name]",
-    "a photo of one [name]",
-    "a close-up photo of the [name]",
-    "a rendition of the [name]",
-    "a photo of the clean [name]",
-    "a rendition of a [name]",
-    "a photo of a nice [name]",
-    "a good photo of a [name]",
-    "a photo of the nice [name]",
-    "a photo of the small [name]",
-    "a photo of the weird [name]",
-    "a photo of the large [name]",
-    "a photo of a cool [name]",
-    "a photo of a small [name]",
-];
+use std::path::Path;
 
-const STYLE: &[&str] = &[
-    "a painting, art by [name]",
-    "a rendering, art by [name]",
-    "a cropped painting, art by [name]",
-    "the painting, art by [name]",
-    "a clean painting, art by [name]",
-    "a dirty painting, art by [name]",
-    "a dark painting, art by [name]",
-    "a picture, art by [name]",
-    "a cool painting, art by [name]",
-    "a close-up painting, art by [name]",
-    "a bright painting, art by [name]",
-    "a good painting, art by [name]",
-    "a rendition, art by [name]",
-    "a nice painting, art by [name]",
-    "a small painting, art by [name]",
-    "a weird painting, art by [name]",
-    "a large painting, art by [name]",
-];
+// AUTOMATIC1111's `textual_inversion_templates/*.txt`, which the DreamArtist
+// extension trains with, byte for byte.
+const SUBJECT: &str = include_str!("../../assets/templates/subject.txt");
+const SUBJECT_FILEWORDS: &str = include_str!("../../assets/templates/subject_filewords.txt");
+const STYLE: &str = include_str!("../../assets/templates/style.txt");
+const STYLE_FILEWORDS: &str = include_str!("../../assets/templates/style_filewords.txt");
 
 pub const TEMPLATE_NAMES: [&str; 5] = [
     "subject",
@@ -59,25 +19,59 @@ pub const TEMPLATE_NAMES: [&str; 5] = [
     "none",
 ];
 
-/// The lines of a shipped template, or a custom single line: a value that
-/// contains `[name]` (e.g. `"a photo of [name]"`) is used as the only line.
-pub fn template_lines(name: &str) -> Result<Vec<String>, String> {
+/// The non-empty lines of a template text.
+fn lines_of(text: &str) -> Vec<String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+/// A template's lines: a built-in name, a file of lines (`*.txt`, relative to
+/// `base`, the workspace; as A1111's template files), or one line of its own
+/// containing `[name]` (e.g. `"a photo of [name]"`). `none` is `[name]` alone
+/// (A1111's `none.txt` is "picture", which would train nothing here).
+pub fn template_lines(name: &str, base: &Path) -> Result<Vec<String>, String> {
+    let builtin = match name {
+        "subject" => Some(SUBJECT),
+        "style" => Some(STYLE),
+        "subject_filewords" => Some(SUBJECT_FILEWORDS),
+        "style_filewords" => Some(STYLE_FILEWORDS),
+        "none" => Some("[name]"),
+        _ => None,
+    };
+    if let Some(text) = builtin {
+        return Ok(lines_of(text));
+    }
+    if name.ends_with(".txt") || name.contains('/') || name.contains(std::path::MAIN_SEPARATOR) {
+        let path = base.join(name);
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| format!("template file {}: cannot read ({e})", path.display()))?;
+        let lines = lines_of(&text);
+        if lines.is_empty() {
+            return Err(format!("template file {} has no lines", path.display()));
+        }
+        if let Some((i, l)) = lines
+            .iter()
+            .enumerate()
+            .find(|(_, l)| !l.contains("[name]"))
+        {
+            return Err(format!(
+                "template file {}: line {} (`{l}`) has no [name], so it would train nothing",
+                path.display(),
+                i + 1
+            ));
+        }
+        return Ok(lines);
+    }
     if name.contains("[name]") {
         return Ok(vec![name.to_string()]);
     }
-    let with_filewords =
-        |lines: &[&str]| lines.iter().map(|l| format!("{l}, [filewords]")).collect();
-    match name {
-        "subject" => Ok(SUBJECT.iter().map(|s| s.to_string()).collect()),
-        "style" => Ok(STYLE.iter().map(|s| s.to_string()).collect()),
-        "subject_filewords" => Ok(with_filewords(SUBJECT)),
-        "style_filewords" => Ok(with_filewords(STYLE)),
-        "none" => Ok(vec!["[name]".into()]),
-        other => Err(format!(
-            "unknown template `{other}` (known: {}, or one line containing `[name]`)",
-            TEMPLATE_NAMES.join(", ")
-        )),
-    }
+    Err(format!(
+        "unknown template `{name}` (known: {}, a .txt file of lines, or one line containing `[name]`)",
+        TEMPLATE_NAMES.join(", ")
+    ))
 }
 
 /// Fills a template line. `filewords` empty removes the placeholder and the
@@ -97,6 +91,47 @@ pub fn fill(line: &str, word: &str, filewords: Option<&str>) -> String {
 mod tests {
     use super::*;
 
+    /// The built-ins are A1111's files: their line counts and the lines the
+    /// extension's users know (subject has the "a close-up photo of a" line,
+    /// style_filewords puts the file words inside the phrase).
+    #[test]
+    fn builtins_are_a1111s_files() {
+        let here = Path::new(".");
+        let subject = template_lines("subject", here).unwrap();
+        assert_eq!(subject.len(), 27);
+        assert!(subject.contains(&"a close-up photo of a [name]".to_string()));
+        assert_eq!(template_lines("style", here).unwrap().len(), 19);
+        let sf = template_lines("subject_filewords", here).unwrap();
+        assert_eq!(sf.len(), 27);
+        assert!(sf
+            .iter()
+            .zip(&subject)
+            .all(|(f, s)| *f == format!("{s}, [filewords]")));
+        let stf = template_lines("style_filewords", here).unwrap();
+        assert_eq!(stf[0], "a painting of [filewords], art by [name]");
+        assert_eq!(stf.len(), 19);
+    }
+
+    #[test]
+    fn template_files_have_many_lines_each_with_the_name() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(
+            tmp.path().join("mine.txt"),
+            "a photo of [name]\n\n  [name] on a table  \n",
+        )
+        .unwrap();
+        assert_eq!(
+            template_lines("mine.txt", tmp.path()).unwrap(),
+            vec!["a photo of [name]", "[name] on a table"]
+        );
+        std::fs::write(tmp.path().join("bad.txt"), "a photo of [name]\na photo\n").unwrap();
+        let e = template_lines("bad.txt", tmp.path()).unwrap_err();
+        assert!(e.contains("line 2") && e.contains("no [name]"), "{e}");
+        assert!(template_lines("missing.txt", tmp.path())
+            .unwrap_err()
+            .contains("cannot read"));
+    }
+
     #[test]
     fn fills_name_and_filewords() {
         assert_eq!(
@@ -111,13 +146,14 @@ mod tests {
             fill("a photo of a [name], [filewords]", "<cat-neg>", None),
             "a photo of a <cat-neg>"
         );
-        assert!(template_lines("subject")
+        let here = Path::new(".");
+        assert!(template_lines("subject", here)
             .unwrap()
             .iter()
             .all(|l| l.contains("[name]")));
-        assert!(template_lines("bogus").is_err());
+        assert!(template_lines("bogus", here).is_err());
         assert_eq!(
-            template_lines("a photo of [name]").unwrap(),
+            template_lines("a photo of [name]", here).unwrap(),
             vec!["a photo of [name]".to_string()]
         );
         assert_eq!(
