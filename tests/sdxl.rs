@@ -220,14 +220,7 @@ fn file_layout(path: &Path) -> Vec<(String, Vec<usize>, String)> {
 }
 
 fn train(ws: &Path, extra: &[&str]) -> Vec<serde_json::Value> {
-    let mut cmd = bin();
-    cmd.args(["train", "cat", "-w", ws.to_str().unwrap(), "--json"])
-        .args(extra);
-    let out = run_ok(&mut cmd);
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("every stdout line is JSON"))
-        .collect()
+    common::train_events(ws, "cat", extra)
 }
 
 fn finished_pair(events: &[serde_json::Value]) -> (PathBuf, PathBuf) {

@@ -20,14 +20,7 @@ fn cat_workspace() -> tempfile::TempDir {
 }
 
 fn train(ws: &Path, extra: &[&str]) -> Vec<serde_json::Value> {
-    let mut cmd = bin();
-    cmd.args(["train", "cat", "-w", ws.to_str().unwrap(), "--json"])
-        .args(extra);
-    let out = run_ok(&mut cmd);
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("every stdout line is JSON"))
-        .collect()
+    common::train_events(ws, "cat", extra)
 }
 
 fn emb(path: &Path) -> Tensor {
@@ -655,7 +648,16 @@ fn extension_parity_options() {
     let ws = tmp.path().join("ws");
     let run = train(
         &ws,
-        &["--steps", "2", "--width", "64", "--height", "48", "--sample-every", "2"],
+        &[
+            "--steps",
+            "2",
+            "--width",
+            "64",
+            "--height",
+            "48",
+            "--sample-every",
+            "2",
+        ],
     );
     let last = run.last().unwrap();
     assert_eq!(last["steps"], 2);
@@ -708,9 +710,15 @@ fn extension_parity_options() {
     // weighs every latent 0, so the loss is exactly 0.
     let dir = tmp.path().join("att");
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::copy(fixtures().join("references/chelsea.png"), dir.join("tabby.png")).unwrap();
+    std::fs::copy(
+        fixtures().join("references/chelsea.png"),
+        dir.join("tabby.png"),
+    )
+    .unwrap();
     let (w, h) = image::image_dimensions(dir.join("tabby.png")).unwrap();
-    image::GrayImage::new(w, h).save(dir.join("tabby_att.png")).unwrap();
+    image::GrayImage::new(w, h)
+        .save(dir.join("tabby_att.png"))
+        .unwrap();
     run_ok(
         bin()
             .args(["concept", "add", "tabby", "--reference"])
@@ -720,7 +728,13 @@ fn extension_parity_options() {
     );
     assert!(ws.join("references/tabby_att.png").is_file());
     let out = run_ok(bin().args([
-        "train", "tabby", "-w", ws.to_str().unwrap(), "--json", "--steps", "1",
+        "train",
+        "tabby",
+        "-w",
+        ws.to_str().unwrap(),
+        "--json",
+        "--steps",
+        "1",
     ]));
     let events: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
         .lines()

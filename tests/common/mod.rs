@@ -101,3 +101,15 @@ pub fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// `dreamartist train NAME -w WS --json EXTRA...`, which must succeed: its events.
+pub fn train_events(ws: &Path, concept: &str, extra: &[&str]) -> Vec<serde_json::Value> {
+    let mut cmd = bin();
+    cmd.args(["train", concept, "-w", ws.to_str().unwrap(), "--json"])
+        .args(extra);
+    let out = run_ok(&mut cmd);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("every stdout line is JSON"))
+        .collect()
+}
