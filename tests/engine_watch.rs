@@ -1,9 +1,9 @@
 //! Watch mode and the engine's latest-wins generation slot.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use dreamartist::engine::{Engine, EngineCommand, EngineEvent, GenerateJob};
@@ -34,32 +34,18 @@ fn watch_regenerates_on_save_survives_bad_files_and_stops_on_ctrl_c() {
     let tmp = tempfile::tempdir().unwrap();
     let ws = tmp.path().join("ws");
     new_workspace(&ws);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dreamartist"))
-        .args(["watch", "-w", ws.to_str().unwrap(), "--json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = mpsc::channel::<serde_json::Value>();
-    let stdout = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Ok(v) = serde_json::from_str(&line) {
-                let _ = tx.send(v);
-            }
-        }
-    });
+    // Killed when the test ends, however it ends; every wait has a deadline.
+    let child = common::Spawned::start(Command::new(env!("CARGO_BIN_EXE_dreamartist")).args([
+        "watch",
+        "-w",
+        ws.to_str().unwrap(),
+        "--json",
+    ]));
     let wait_for = |event: &str| -> serde_json::Value {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let v = rx
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("no `{event}` event"));
-            if v["event"] == event {
-                return v;
-            }
-        }
+        let line = child.wait_for_line(Duration::from_secs(30), |l| {
+            serde_json::from_str::<serde_json::Value>(l).is_ok_and(|v| v["event"] == event)
+        });
+        serde_json::from_str(&line).unwrap()
     };
     wait_for("ready");
     // Give the watcher a moment to arm before the first save.
@@ -98,9 +84,11 @@ fn watch_regenerates_on_save_survives_bad_files_and_stops_on_ctrl_c() {
     }
     let burst = wait_for("sample");
     assert_eq!(burst["seed"], 9, "{burst}");
-    std::thread::sleep(Duration::from_millis(500));
-    while let Ok(v) = rx.try_recv() {
-        assert_ne!(v["event"], "sample", "a burst rendered twice: {v}");
+    while let Some(line) = child.next_line(Duration::from_millis(500)) {
+        assert!(
+            !line.contains("\"sample\""),
+            "a burst rendered twice: {line}"
+        );
     }
 
     // The folder deleted and made again: the watch comes back and sees saves.
@@ -115,12 +103,10 @@ fn watch_regenerates_on_save_survives_bad_files_and_stops_on_ctrl_c() {
     let after = wait_for("sample");
     assert_eq!(after["seed"], 10, "{after}");
 
-    Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
+    child.signal("-INT");
     wait_for("stopped");
-    assert!(child.wait().unwrap().success());
+    let (_, status) = child.finish(Duration::from_secs(30));
+    assert!(status.success());
 }
 
 #[test]

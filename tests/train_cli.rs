@@ -305,41 +305,26 @@ fn sigterm_and_sighup_save_a_checkpoint_too() {
 }
 
 fn interrupt_saves_a_checkpoint(signal: &str) {
-    use std::io::{BufRead, BufReader};
+    use std::time::Duration;
     let tmp = cat_workspace();
     let ws = tmp.path().join("ws");
-    let mut child = bin()
-        .args([
-            "train",
-            "cat",
-            "-w",
-            ws.to_str().unwrap(),
-            "--json",
-            "--steps",
-            "100000",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
+    let child = common::Spawned::start(bin().args([
+        "train",
+        "cat",
+        "-w",
+        ws.to_str().unwrap(),
+        "--json",
+        "--steps",
+        "100000",
+    ]));
     // Wait for two steps, then interrupt.
     let mut steps = 0;
-    for line in lines.by_ref() {
-        if line.unwrap().contains("\"event\":\"step\"") {
-            steps += 1;
-            if steps == 2 {
-                break;
-            }
-        }
-    }
-    Command::new("kill")
-        .args([signal, &child.id().to_string()])
-        .status()
-        .unwrap();
-    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
-    let status = child.wait().unwrap();
+    child.wait_for_line(Duration::from_secs(60), |l| {
+        steps += usize::from(l.contains("\"event\":\"step\""));
+        steps == 2
+    });
+    child.signal(signal);
+    let (rest, status) = child.finish(Duration::from_secs(60));
     assert!(status.success(), "{signal}: exit status {status:?}");
     let finished: serde_json::Value = serde_json::from_str(rest.last().unwrap()).unwrap();
     assert_eq!(finished["event"], "finished");

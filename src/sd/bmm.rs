@@ -248,7 +248,21 @@ mod tests {
             Tensor::randn(0f64, 1.0, (1, 7, 4), &d).unwrap(),
         );
         assert!(!applies(&x, &y));
-        let (got, want) = (batched_matmul(&x, &y).unwrap(), x.matmul(&y).unwrap());
-        assert_eq!(crate::sd::testutil::max_diff(&got, &want), 0.0);
+        // The fallback's product, checked against a plain triple loop (comparing
+        // it with candle's matmul would compare candle with itself).
+        let got: Vec<Vec<f64>> = batched_matmul(&x, &y)
+            .unwrap()
+            .squeeze(0)
+            .unwrap()
+            .to_vec2()
+            .unwrap();
+        let xs: Vec<Vec<f64>> = x.squeeze(0).unwrap().to_vec2().unwrap();
+        let ys: Vec<Vec<f64>> = y.squeeze(0).unwrap().to_vec2().unwrap();
+        for (i, row) in got.iter().enumerate() {
+            for (j, v) in row.iter().enumerate() {
+                let want: f64 = (0..7).map(|k| xs[i][k] * ys[k][j]).sum();
+                assert!((v - want).abs() < 1e-12, "[{i}, {j}]: {v} vs {want}");
+            }
+        }
     }
 }

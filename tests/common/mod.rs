@@ -113,3 +113,103 @@ pub fn train_events(ws: &Path, concept: &str, extra: &[&str]) -> Vec<serde_json:
         .map(|l| serde_json::from_str(l).expect("every stdout line is JSON"))
         .collect()
 }
+
+/// A child process that is killed when the test ends, however it ends, and
+/// whose stdout lines arrive on a channel, so every wait has a deadline: a
+/// regression hangs a test for seconds, not CI for hours.
+pub struct Spawned {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Spawned {
+    /// Starts `cmd` with stdout piped (stderr discarded).
+    pub fn start(cmd: &mut Command) -> Self {
+        use std::io::{BufRead, BufReader};
+        let mut child = cmd
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("binary starts");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self { child, lines }
+    }
+
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The next stdout line, or `None` when the deadline passes or output ends.
+    pub fn next_line(&self, timeout: std::time::Duration) -> Option<String> {
+        self.lines.recv_timeout(timeout).ok()
+    }
+
+    /// Lines until one satisfies `want`; panics after `timeout`.
+    pub fn wait_for_line(
+        &self,
+        timeout: std::time::Duration,
+        mut want: impl FnMut(&str) -> bool,
+    ) -> String {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) if want(&l) => return l,
+                Ok(_) => {}
+                Err(_) => panic!("no expected line within {timeout:?}"),
+            }
+        }
+    }
+
+    /// Sends a signal (`-INT`, `-TERM`, …).
+    pub fn signal(&self, signal: &str) {
+        Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+    }
+
+    /// The remaining lines and the exit status; panics (after killing) if the
+    /// process has not ended within `timeout`.
+    pub fn finish(
+        mut self,
+        timeout: std::time::Duration,
+    ) -> (Vec<String>, std::process::ExitStatus) {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("child state") {
+                let rest: Vec<String> = self.lines.try_iter().collect();
+                // The reader may still hold the last lines: drain until it ends.
+                let mut rest = rest;
+                while let Ok(l) = self
+                    .lines
+                    .recv_timeout(std::time::Duration::from_millis(200))
+                {
+                    rest.push(l);
+                }
+                return (rest, status);
+            }
+            if std::time::Instant::now() >= deadline {
+                panic!("the process did not end within {timeout:?}");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
