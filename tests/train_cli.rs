@@ -75,12 +75,27 @@ fn train_writes_the_pair_metrics_and_finished_event() {
             assert!(m[key].as_f64().unwrap().is_finite(), "{key} in {m}");
         }
     }
-    // Training moved the vectors away from their initialisation.
-    let cp0 = run_dir.join("config.toml");
-    assert!(cp0.is_file());
+    assert!(run_dir.join("config.toml").is_file());
     assert!(run_dir
         .join("checkpoints/step-00000050.safetensors")
         .is_file());
+    // Training moved both words away from their initialisation (a zero-rate
+    // run of the same seed is the initial pair).
+    let trained = [emb(&pos), emb(&neg)];
+    let init = train(&ws, &["--steps", "1", "--seed", "3", "--lr", "0"]);
+    let init = init.last().unwrap();
+    for (key, after) in [("positive", &trained[0]), ("negative", &trained[1])] {
+        let before = emb(Path::new(init[key].as_str().unwrap()));
+        let moved = (after - before)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(moved > 1e-3, "{key} moved only {moved}");
+    }
 }
 
 #[test]
@@ -103,6 +118,81 @@ fn resume_continues_bit_for_bit() {
     let run_dir = PathBuf::from(fr["run_dir"].as_str().unwrap());
     let metrics = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap();
     assert_eq!(metrics.lines().count(), 50);
+}
+
+/// A run killed between checkpoints (its newest checkpoint and the metrics
+/// lines after the one before are what a kill leaves) resumes from the last
+/// checkpoint, drops the metrics it will redo, and ends bit for bit where an
+/// uninterrupted run ends — with EMA, flips, accumulation and a cosine schedule.
+#[test]
+fn resume_after_a_kill_between_checkpoints_is_exact_with_every_option() {
+    let a = cat_workspace();
+    let b = cat_workspace();
+    let (wa, wb) = (a.path().join("ws"), b.path().join("ws"));
+    for ws in [&wa, &wb] {
+        let path = ws.join("concepts/cat/concept.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let text = text
+            .replace("flip = false", "flip = true")
+            .replace("lr_schedule = \"constant\"", "lr_schedule = \"cosine\"")
+            .replace("warmup_steps = 0", "warmup_steps = 5");
+        assert!(
+            text.contains("flip = true") && text.contains("cosine"),
+            "{text}"
+        );
+        std::fs::write(&path, text).unwrap();
+    }
+    let common = [
+        "--lr",
+        "0.005",
+        "--seed",
+        "21",
+        "--ema-decay",
+        "0.8",
+        "--grad-accum",
+        "2",
+        "--checkpoint-every",
+        "10",
+    ];
+    let with = |steps: &'static str| -> Vec<&'static str> {
+        let mut v = common.to_vec();
+        v.extend(["--steps", steps]);
+        v
+    };
+    let straight = train(&wa, &with("30"));
+    let first = train(&wb, &with("30"));
+    // What a kill at step 29 leaves (the schedule depends on the total, so
+    // the killed run must have been a 30-step run too): checkpoints 10 and
+    // 20, metrics up to 29.
+    let run_dir = PathBuf::from(first.last().unwrap()["run_dir"].as_str().unwrap());
+    std::fs::remove_file(run_dir.join("checkpoints/step-00000030.safetensors")).unwrap();
+    let metrics_path = run_dir.join("metrics.jsonl");
+    let kept: Vec<String> = std::fs::read_to_string(&metrics_path)
+        .unwrap()
+        .lines()
+        .take(29)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&metrics_path, kept.concat()).unwrap();
+    let resumed = train(&wb, &["--steps", "30", "--resume", "latest"]);
+    let start = &resumed[0];
+    assert_eq!(start["start_step"], 20, "{start}");
+    let metrics = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap();
+    let steps: Vec<u64> = metrics
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["step"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(steps, (1..=30).collect::<Vec<u64>>());
+    let (fs, fr) = (straight.last().unwrap(), resumed.last().unwrap());
+    for key in ["positive", "negative"] {
+        let x = emb(Path::new(fs[key].as_str().unwrap()));
+        let y = emb(Path::new(fr[key].as_str().unwrap()));
+        assert_eq!(bits(&x), bits(&y), "{key} differs after resume");
+    }
 }
 
 fn fails_with(cmd: &mut Command, needles: &[&str]) {
