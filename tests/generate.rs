@@ -88,15 +88,46 @@ fn composition_of_two_pseudo_words_and_unknown_words() {
 }
 
 #[test]
-fn long_prompts_are_chunked_and_emphasis_changes_the_result() {
+fn long_prompts_are_chunked_and_emphasis_is_a1111s_rescale() {
+    use dreamartist::generate::conditioning::{encode, prepare};
     let sd = model();
     let b = bank();
+    // A long prompt: each 77-token chunk is the text encoder's output for
+    // that chunk's own tokens, side by side.
     let long = format!("a <cat>, {}", "highly detailed, ".repeat(40));
+    let p = prepare(&sd, &long, &b).unwrap();
+    assert_eq!(p.chunks().len(), 2);
+    let enc = encode(&sd, &p).unwrap();
+    assert_eq!(enc.hidden.dims(), &[1, 154, 32]);
+    for (c, chunk) in p.chunks().iter().enumerate() {
+        let own = sd
+            .text
+            .encode(
+                &[dreamartist::sd::Tokens(vec![chunk.pieces.clone()])],
+                p.vectors.as_ref(),
+            )
+            .unwrap()
+            .hidden;
+        let part = enc.hidden.narrow(1, 77 * c, 77).unwrap();
+        assert_eq!(mean_abs(&part, &own), 0.0, "chunk {c}");
+    }
     let g = run(&sd, &b, &req(&long));
     assert_eq!(g.len(), 1);
-    let plain = run(&sd, &b, &req("a <cat> on a sofa"));
-    let weighted = run(&sd, &b, &req("a (<cat>:1.3) on a sofa"));
-    assert_ne!(plain[0].image.as_raw(), weighted[0].image.as_raw());
+
+    // Emphasis: the weighted tokens' states scaled by their weight, then the
+    // whole rescaled to the unweighted mean (A1111).
+    let plain = encode(&sd, &prepare(&sd, "a <cat> on a sofa", &b).unwrap()).unwrap();
+    let p = prepare(&sd, "a (<cat>:1.3) on a sofa", &b).unwrap();
+    let weights: Vec<f32> = p.chunks()[0].weights.iter().map(|w| *w as f32).collect();
+    assert_eq!(&weights[..6], &[1.0, 1.0, 1.3, 1.3, 1.3, 1.0]);
+    let weighted = encode(&sd, &p).unwrap();
+    let w = Tensor::from_vec(weights, (1, 77, 1), &Device::Cpu).unwrap();
+    let scaled = plain.hidden.broadcast_mul(&w).unwrap();
+    let ratio = (plain.hidden.mean_all().unwrap() / scaled.mean_all().unwrap()).unwrap();
+    let want = scaled.broadcast_mul(&ratio).unwrap();
+    let err = mean_abs(&weighted.hidden, &want);
+    assert!(err < 1e-6, "emphasis differs from A1111's by {err}");
+    assert!(mean_abs(&weighted.hidden, &plain.hidden) > 1e-3);
 }
 
 #[test]
