@@ -326,8 +326,10 @@ pub fn compare(actual: &Tensor, expected: &Tensor, tol: f64) -> Result<Outcome> 
 pub struct Tolerances {
     pub pass: f64,
     pub looped: f64,
-    /// Several AdamW steps: Adam divides by the gradient's own magnitude, so
-    /// half-precision noise in near-zero gradients moves vectors by a full step.
+    /// What several AdamW steps moved, against what the reference moved: Adam
+    /// divides by the gradient's own magnitude, so half-precision noise in
+    /// near-zero gradients moves some entries by a full step. Below 1 still
+    /// fails an update that does not happen (error = the whole movement).
     pub train: f64,
 }
 
@@ -342,12 +344,12 @@ impl Tolerances {
             DType::F16 => Self {
                 pass: 1e-2,
                 looped: 5e-2,
-                train: 0.15,
+                train: 0.75,
             },
             DType::BF16 => Self {
                 pass: 5e-2,
                 looped: 1.5e-1,
-                train: 0.3,
+                train: 0.9,
             },
             _ => Self {
                 pass: 1e-4,
@@ -722,6 +724,7 @@ impl CaseRunner<'_> {
         };
         let mut opt_pos = AdamW::new(&pos, config)?;
         let mut opt_neg = AdamW::new(&neg, config)?;
+        let (pos_start, neg_start) = (pos.as_tensor().copy()?, neg.as_tensor().copy()?);
         let cfg = self.cfg_spec()?;
         let z0 = self.master("z0")?;
         let noise_all = self.master("noise")?;
@@ -760,10 +763,33 @@ impl CaseRunner<'_> {
         let l = compare(
             &Tensor::new(losses, &Device::Cpu)?,
             &self.golden("losses")?,
-            self.tol.train,
+            self.tol.looped,
         )?;
-        let p = self.compare_blocks(pos.as_tensor(), "pos_after", self.tol.train)?;
-        let n = self.compare_blocks(neg.as_tensor(), "neg_after", self.tol.train)?;
+        // The steps move the vectors by a few percent of their size: compare
+        // what moved (after − before) with what the reference moved, so an
+        // update that does not happen (or goes the wrong way) cannot pass.
+        let moved = |var: &Var, start: &Tensor, field: &str| -> Result<Outcome> {
+            let ours = (var.as_tensor() - start)?;
+            let mut out: Option<Outcome> = None;
+            for (i, (block, start_block)) in self
+                .sd
+                .text
+                .split_columns(&ours)?
+                .into_iter()
+                .zip(self.sd.text.split_columns(start)?)
+                .enumerate()
+            {
+                let want = (self.master(&Self::tower_field(field, i))? - &start_block)?;
+                let o = compare(&block, &want, self.tol.train)?;
+                out = Some(match out {
+                    None => o,
+                    Some(prev) => worst(prev, o),
+                });
+            }
+            out.ok_or_else(|| anyhow!("the model has no text encoder"))
+        };
+        let p = moved(&pos, &pos_start, "pos_after")?;
+        let n = moved(&neg, &neg_start, "neg_after")?;
         Ok(worst(worst(l, p), n))
     }
 

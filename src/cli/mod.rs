@@ -287,6 +287,14 @@ pub fn parse_device(s: &str) -> Result<Device> {
 }
 
 pub fn main() -> ExitCode {
+    // `dreamartist selftest … | head` ends quietly, as command-line tools do,
+    // instead of panicking on a closed pipe.
+    #[cfg(unix)]
+    // SAFETY: restoring the default disposition of one signal before any
+    // thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     crate::threads::configure();
     let cli = Cli::parse();
     // Headless work runs on the compute pool (see `threads::on_pool`). The
