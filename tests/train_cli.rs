@@ -476,6 +476,54 @@ fn gradient_accumulation_averages_micro_batches() {
     }
 }
 
+/// The EMA recomputed from the live vectors of every step's checkpoint:
+/// `ema_k = d·ema_(k−1) + (1−d)·live_k`, bit for bit, and the finished pair is
+/// the last EMA.
+#[test]
+fn ema_is_the_average_of_the_live_vectors() {
+    let tmp = cat_workspace();
+    let ws = tmp.path().join("ws");
+    let d = 0.75;
+    let run = train(
+        &ws,
+        &[
+            "--steps",
+            "5",
+            "--seed",
+            "8",
+            "--ema-decay",
+            "0.75",
+            "--checkpoint-every",
+            "1",
+        ],
+    );
+    let run_dir = PathBuf::from(run.last().unwrap()["run_dir"].as_str().unwrap());
+    let cp = |k: u64| {
+        candle_core::safetensors::load(
+            run_dir.join(format!("checkpoints/step-{k:08}.safetensors")),
+            &candle_core::Device::Cpu,
+        )
+        .unwrap()
+    };
+    for (live, ema) in [("pos", "ema_pos"), ("neg", "ema_neg")] {
+        let mut expected = cp(1)[ema].clone();
+        for k in 2..=5 {
+            let c = cp(k);
+            expected = ((&expected * d).unwrap() + (&c[live] * (1.0 - d)).unwrap()).unwrap();
+            assert_eq!(bits(&expected), bits(&c[ema]), "{ema} at step {k}");
+            assert_ne!(
+                bits(&c[live]),
+                bits(&c[ema]),
+                "{ema} equals the live vectors"
+            );
+        }
+    }
+    assert_eq!(
+        bits(&emb(&run_dir.join("cat.safetensors"))),
+        bits(&cp(5)["ema_pos"])
+    );
+}
+
 #[test]
 fn ema_with_zero_decay_is_the_live_vectors_and_otherwise_differs() {
     let tmp = cat_workspace();
