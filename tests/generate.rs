@@ -424,3 +424,110 @@ fn broken_words_and_runaway_emphasis_are_named() {
         .to_string();
     assert!(err.contains("emphasis weight"), "{err}");
 }
+
+/// Mask polarity of 9-channel inpainting, isolated: a UNet that sees only its
+/// mask channel (the masked-image channels weigh zero) must get 1 where the
+/// mask image is white (repaint), as diffusers' inpainting pipeline gives it.
+/// The reference runs the same denoising loop with that mask built by hand.
+#[test]
+fn nine_channel_mask_channel_is_one_where_the_mask_is_white() {
+    use dreamartist::generate::conditioning::{encode, pad_pair, prepare};
+    use dreamartist::generate::{denoise_with, Extras, GuidedContext};
+    use dreamartist::sd::{MicroConditioning, Sampler};
+    let tmp = tempfile::tempdir().unwrap();
+    let m = tmp.path().join("model");
+    copy_dir(&fixtures().join("tiny-sd1/model"), &m);
+    let cfg_path = m.join("unet/config.json");
+    let cfg = std::fs::read_to_string(&cfg_path)
+        .unwrap()
+        .replace("\"in_channels\": 4", "\"in_channels\": 9");
+    std::fs::write(&cfg_path, cfg).unwrap();
+    let wfile = m.join("unet/diffusion_pytorch_model.safetensors");
+    let mut t = candle_core::safetensors::load(&wfile, &Device::Cpu).unwrap();
+    let w = t["conv_in.weight"].clone();
+    let out_ch = w.dim(0).unwrap();
+    let mask_w =
+        (Tensor::randn(0f32, 1.0, (out_ch, 1, 3, 3), &Device::Cpu).unwrap() * 0.5).unwrap();
+    let zeros = Tensor::zeros((out_ch, 4, 3, 3), DType::F32, &Device::Cpu).unwrap();
+    t.insert(
+        "conv_in.weight".into(),
+        Tensor::cat(&[&w, &mask_w, &zeros], 1).unwrap(),
+    );
+    candle_core::safetensors::save(&t, &wfile).unwrap();
+    let sd = StableDiffusion::load_folder(&m, &LoadOptions::default()).unwrap();
+
+    let white_left = tmp.path().join("left.png");
+    image::GrayImage::from_fn(64, 64, |x, _| image::Luma([if x < 32 { 255 } else { 0 }]))
+        .save(&white_left)
+        .unwrap();
+    let white_right = tmp.path().join("right.png");
+    image::GrayImage::from_fn(64, 64, |x, _| image::Luma([if x < 32 { 0 } else { 255 }]))
+        .save(&white_right)
+        .unwrap();
+    let mut r = req("a red square");
+    r.init_image = Some(write_test_image(tmp.path()));
+    r.strength = 1.0;
+    r.mask = Some(white_left);
+    let got = generate(&sd, &WordBank::new(), &r, |_| StepControl::Continue).unwrap();
+    r.mask = Some(white_right);
+    let flipped = generate(&sd, &WordBank::new(), &r, |_| StepControl::Continue).unwrap();
+
+    // The reference: the mask channel 1 on the left half (8×8 latents).
+    let bank = WordBank::new();
+    let cond = encode(&sd, &prepare(&sd, &r.prompt, &bank).unwrap()).unwrap();
+    let uncond = encode(&sd, &prepare(&sd, "", &bank).unwrap()).unwrap();
+    let (cond, uncond) = pad_pair(&sd, cond, uncond).unwrap();
+    let micro = MicroConditioning::for_size(64, 64);
+    let (cond, uncond) = (
+        sd.conditioning(&cond, &micro).unwrap(),
+        sd.conditioning(&uncond, &micro).unwrap(),
+    );
+    let ctx = GuidedContext {
+        cond: &cond,
+        uncond: &uncond,
+        cfg: r.cfg,
+    };
+    let lat_mask = Tensor::from_vec(
+        (0..64)
+            .map(|i| if i % 8 < 4 { 1f32 } else { 0.0 })
+            .collect::<Vec<_>>(),
+        (1, 1, 8, 8),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let concat = Tensor::cat(
+        &[
+            &lat_mask,
+            &Tensor::zeros((1, 4, 8, 8), DType::F32, &Device::Cpu).unwrap(),
+        ],
+        1,
+    )
+    .unwrap();
+    let noise = dreamartist::rng::Rng::seed(r.seed as u64)
+        .randn((1, 4, 8, 8), &Device::Cpu)
+        .unwrap();
+    let mut sampler = Sampler::new(&sd.schedule, r.sampler, r.steps).unwrap();
+    let start = (&noise * sampler.init_noise_sigma()).unwrap();
+    let want = denoise_with(
+        &sd.unet,
+        &mut sampler,
+        start,
+        0,
+        &ctx,
+        &Extras {
+            blend: None,
+            concat: Some(&concat),
+        },
+        |_, _| StepControl::Continue,
+    )
+    .unwrap()
+    .unwrap();
+    assert!(
+        mean_abs(&got[0].latents, &want) < 1e-6,
+        "white must mean repaint (1)"
+    );
+    assert!(
+        mean_abs(&flipped[0].latents, &want) > 1e-3,
+        "the mask channel has no effect: the test could not fail"
+    );
+}
