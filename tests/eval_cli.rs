@@ -111,6 +111,55 @@ fn two_runs_side_by_side_with_table_json_and_grids() {
         // The table printed the numbers in the file.
         let fid = format!("{:.4}", report["fidelity"].as_f64().unwrap());
         assert!(overall.contains(&fid), "{overall} lacks {fid}");
+        // The scores, recomputed from the grid's samples with plain cosines.
+        recompute_prompt_scores(&dir, &prompts[1]);
+    }
+}
+
+/// Embeds the two samples of a prompt's grid, the reference and the prompt
+/// in words with the tiny CLIP and checks the report's three numbers.
+fn recompute_prompt_scores(dir: &Path, p: &serde_json::Value) {
+    let clip = dreamartist::eval::ClipModel::load(&clip(), &candle_core::Device::Cpu).unwrap();
+    let grid = image::open(dir.join(p["grid"].as_str().unwrap()))
+        .unwrap()
+        .to_rgb8();
+    let samples: Vec<image::RgbImage> = [0u32, 66]
+        .iter()
+        .map(|&x| image::imageops::crop_imm(&grid, x, 0, 64, 64).to_image())
+        .collect();
+    let unit = |t: candle_core::Tensor| -> Vec<Vec<f64>> {
+        t.to_vec2::<f32>()
+            .unwrap()
+            .into_iter()
+            .map(|r| {
+                let n = r.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+                r.into_iter().map(|x| x as f64 / n).collect()
+            })
+            .collect()
+    };
+    let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
+    let s = unit(
+        clip.embed_images(&samples.iter().collect::<Vec<_>>())
+            .unwrap(),
+    );
+    let reference =
+        dreamartist::eval::ClipModel::open_image(&fixtures().join("references/chelsea.png"))
+            .unwrap();
+    let r = unit(clip.embed_images(&[&reference]).unwrap());
+    let t = unit(clip.embed_texts(&[p["text"].as_str().unwrap()]).unwrap());
+    let fidelity = (dot(&s[0], &r[0]) + dot(&s[1], &r[0])) / 2.0;
+    let alignment = (dot(&s[0], &t[0]) + dot(&s[1], &t[0])) / 2.0;
+    let diversity = 1.0 - dot(&s[0], &s[1]);
+    for (key, want) in [
+        ("fidelity", fidelity),
+        ("text_alignment", alignment),
+        ("diversity", diversity),
+    ] {
+        let got = p[key].as_f64().unwrap();
+        assert!(
+            (got - want).abs() < 1e-5,
+            "{key}: report {got}, recomputed {want}"
+        );
     }
 }
 
