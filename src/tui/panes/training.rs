@@ -8,8 +8,9 @@ use ratatui::widgets::{Axis, Chart, Dataset, Gauge, GraphType, Paragraph};
 use ratatui::Frame;
 
 use super::frame;
+use crate::train::eta::format_eta;
 use crate::tui::app::{App, PaneId, TrainStatus};
-use crate::tui::metrics::{format_duration, History};
+use crate::tui::metrics::History;
 
 fn status_label(s: &TrainStatus) -> &'static str {
     match s {
@@ -121,10 +122,7 @@ pub fn render(app: &App, area: Rect, f: &mut Frame) {
 
     let stats = match &h.last {
         Some(m) => {
-            let eta = h
-                .eta()
-                .map(format_duration)
-                .unwrap_or_else(|| "--:--".into());
+            let eta = format_eta(h.eta());
             let mut spans = vec![
                 Span::styled("loss ", app.theme.muted()),
                 Span::raw(format!("{:.4}", m.loss)),
