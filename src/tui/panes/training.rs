@@ -10,6 +10,7 @@ use ratatui::Frame;
 use super::frame;
 use crate::train::eta::format_eta;
 use crate::tui::app::{App, PaneId, TrainStatus};
+use crate::tui::keymap::Action;
 use crate::tui::metrics::History;
 
 fn status_label(s: &TrainStatus) -> &'static str {
@@ -30,9 +31,11 @@ pub fn render(app: &App, area: Rect, f: &mut Frame) {
         let inner = block.inner(area);
         f.render_widget(block, area);
         f.render_widget(
-            Paragraph::new(
-                "Not training. Select a concept and press t (r resumes its latest run).",
-            )
+            Paragraph::new(format!(
+                "Not training. Select a concept and press {} ({} resumes its latest run).",
+                app.key(Action::Train),
+                app.key(Action::Resume)
+            ))
             .style(app.theme.muted()),
             inner,
         );
