@@ -1,6 +1,7 @@
 //! The workbench without a terminal: screens drawn into ratatui's TestBackend
 //! (insta snapshots) and flows fed through the app's update function, checking
-//! the commands it sends to the engine.
+//! the commands it sends to the engine. The worker thread's tasks are run
+//! inline by [`send`], so a flow reads as the user sees it.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -12,6 +13,8 @@ use dreamartist::tui::app::{App, Effect, Msg, Popup, TrainStatus};
 use dreamartist::tui::images::Images;
 use dreamartist::tui::keymap::Keymap;
 use dreamartist::tui::logbuf::LogBuffer;
+use dreamartist::tui::popups::{ConfirmQuit, EvalPopup};
+use dreamartist::tui::tasks::Task;
 use dreamartist::tui::theme::Theme;
 use dreamartist::tui::view;
 use dreamartist::workspace::Workspace;
@@ -62,11 +65,14 @@ fn app(ws: &Workspace) -> App {
         LogBuffer::with_fixed_time("12:00:00"),
         "off",
     );
-    a.update(Msg::Engine(EngineEvent::Ready {
-        model: "tiny-sd1".into(),
-        device: "cpu".into(),
-        family: "SD 1.x".into(),
-    }));
+    send(
+        &mut a,
+        Msg::Engine(EngineEvent::Ready {
+            model: "tiny-sd1".into(),
+            device: "cpu".into(),
+            family: "SD 1.x".into(),
+        }),
+    );
     a
 }
 
@@ -76,6 +82,22 @@ fn key(c: char) -> Msg {
 
 fn code(c: KeyCode) -> Msg {
     Msg::Key(KeyEvent::new(c, KeyModifiers::NONE))
+}
+
+/// Feeds a message, runs every task it leads to inline (as the worker thread
+/// would, in order) and feeds their results back; returns the other effects.
+fn send(a: &mut App, msg: Msg) -> Vec<Effect> {
+    let mut out = Vec::new();
+    let mut queue = std::collections::VecDeque::from([msg]);
+    while let Some(m) = queue.pop_front() {
+        for fx in a.update(m) {
+            match fx {
+                Effect::Task(task) => queue.push_back(Msg::Done(task.run(&a.ws))),
+                other => out.push(other),
+            }
+        }
+    }
+    out
 }
 
 fn screen(app: &App, w: u16, h: u16) -> String {
@@ -103,21 +125,25 @@ fn metrics(step: u64) -> StepMetrics {
 /// Starts training from the keyboard and feeds `steps` engine step events.
 fn training_app(ws: &Workspace, steps: u64) -> App {
     let mut a = app(ws);
-    let fx = a.update(key('t'));
+    let fx = send(&mut a, key('t'));
     assert!(
         matches!(fx.as_slice(), [Effect::Engine(EngineCommand::Train(_))]),
         "{fx:?}"
     );
-    a.update(Msg::Engine(EngineEvent::Train(TrainEvent::Started {
-        run_id: "20261126-120000".into(),
-        run_dir: ws.concept_dir("cat").join("runs/20261126-120000"),
-        start_step: 0,
-        total_steps: 200,
-    })));
+    send(
+        &mut a,
+        Msg::Engine(EngineEvent::Train(TrainEvent::Started {
+            run_id: "20261126-120000".into(),
+            run_dir: ws.concept_dir("cat").join("runs/20261126-120000"),
+            start_step: 0,
+            total_steps: 200,
+        })),
+    );
     for s in 1..=steps {
-        a.update(Msg::Engine(EngineEvent::Train(TrainEvent::Step(metrics(
-            s,
-        )))));
+        send(
+            &mut a,
+            Msg::Engine(EngineEvent::Train(TrainEvent::Step(metrics(s)))),
+        );
     }
     a
 }
@@ -141,13 +167,13 @@ fn snapshot_training_with_chart() {
 fn snapshot_paused() {
     let (_t, ws) = workspace(true);
     let mut a = training_app(&ws, 20);
-    let fx = a.update(key('p'));
+    let fx = send(&mut a, key('p'));
     assert!(matches!(
         fx.as_slice(),
         [Effect::Engine(EngineCommand::Pause)]
     ));
-    a.update(Msg::Engine(EngineEvent::Paused));
-    let fx = a.update(key('p'));
+    send(&mut a, Msg::Engine(EngineEvent::Paused));
+    let fx = send(&mut a, key('p'));
     assert!(matches!(
         fx.as_slice(),
         [Effect::Engine(EngineCommand::Resume)]
@@ -159,9 +185,13 @@ fn snapshot_paused() {
 fn snapshot_failed_popup() {
     let (_t, ws) = workspace(true);
     let mut a = training_app(&ws, 5);
-    a.update(Msg::Engine(EngineEvent::TrainFailed(
-        "step 6: training diverged (loss, gradient or vectors reached inf); the run stopped".into(),
-    )));
+    send(
+        &mut a,
+        Msg::Engine(EngineEvent::TrainFailed(
+            "step 6: training diverged (loss, gradient or vectors reached inf); the run stopped"
+                .into(),
+        )),
+    );
     assert!(matches!(
         a.training.as_ref().unwrap().status,
         TrainStatus::Failed(_)
@@ -173,16 +203,25 @@ fn snapshot_failed_popup() {
 fn snapshot_help_and_palette() {
     let (_t, ws) = workspace(true);
     let mut a = app(&ws);
-    a.update(key('?'));
-    assert!(matches!(a.popup, Some(Popup::Help { .. })));
+    send(&mut a, key('?'));
+    assert!(matches!(a.popup, Some(Popup::Help(_))));
     insta::assert_snapshot!("help", screen(&a, 120, 36));
-    a.update(code(KeyCode::Esc));
-    a.update(Msg::Key(KeyEvent::new(
-        KeyCode::Char('p'),
-        KeyModifiers::CONTROL,
-    )));
+    // Below the main screen's keys, each popup's layer of the keymap.
+    for _ in 0..30 {
+        send(&mut a, key('j'));
+    }
+    let s = screen(&a, 120, 36);
+    assert!(
+        s.contains("Quit while training") && s.contains("Full-screen sample"),
+        "{s}"
+    );
+    send(&mut a, code(KeyCode::Esc));
+    send(
+        &mut a,
+        Msg::Key(KeyEvent::new(KeyCode::Char('p'), KeyModifiers::CONTROL)),
+    );
     for c in "gen".chars() {
-        a.update(key(c));
+        send(&mut a, key(c));
     }
     insta::assert_snapshot!("palette", screen(&a, 120, 36));
 }
@@ -192,20 +231,23 @@ fn snapshot_gallery_and_fullscreen() {
     let (_t, ws) = workspace(true);
     let mut a = training_app(&ws, 10);
     for (step, seed) in [(5u64, 1u64), (10, 1)] {
-        a.update(Msg::Engine(EngineEvent::Train(TrainEvent::Sample {
-            step,
-            path: ws
-                .concept_dir("cat")
-                .join(format!("runs/20261126-120000/samples/step-{step:08}.png")),
-            prompt: "a photo of <cat>".into(),
-            seed,
-        })));
+        send(
+            &mut a,
+            Msg::Engine(EngineEvent::Train(TrainEvent::Sample {
+                step,
+                path: ws
+                    .concept_dir("cat")
+                    .join(format!("runs/20261126-120000/samples/step-{step:08}.png")),
+                prompt: "a photo of <cat>".into(),
+                seed,
+            })),
+        );
     }
-    a.update(key('h'));
+    send(&mut a, key('h'));
     let s = screen(&a, 120, 36);
     assert!(s.contains("Samples 1/2") && s.contains("step   5"), "{s}");
     insta::assert_snapshot!("gallery", s);
-    a.update(key('f'));
+    send(&mut a, key('f'));
     insta::assert_snapshot!("fullscreen", screen(&a, 120, 36));
 }
 
@@ -223,14 +265,17 @@ fn three_quick_saves_make_one_generate() {
     let mut a = app(&ws);
     let file = ws.prompts_dir().join("beach.toml");
     for _ in 0..3 {
-        assert!(a.update(Msg::PromptChanged(file.clone())).is_empty());
+        assert!(send(&mut a, Msg::PromptChanged(file.clone())).is_empty());
     }
     // Not yet quiet long enough: nothing.
-    let soon = a.update(Msg::Tick(Instant::now()));
+    let soon = send(&mut a, Msg::Tick(Instant::now()));
     assert!(!soon
         .iter()
         .any(|e| matches!(e, Effect::Engine(EngineCommand::Generate(_)))));
-    let later = a.update(Msg::Tick(Instant::now() + Duration::from_millis(500)));
+    let later = send(
+        &mut a,
+        Msg::Tick(Instant::now() + Duration::from_millis(500)),
+    );
     let gens: Vec<_> = later
         .iter()
         .filter_map(|e| match e {
@@ -242,9 +287,9 @@ fn three_quick_saves_make_one_generate() {
     assert_eq!(gens[0].source.as_deref(), Some(file.as_path()));
     assert_eq!(gens[0].request.seed, 3);
     // With watch off, saves are ignored.
-    a.update(key('w'));
-    a.update(Msg::PromptChanged(file));
-    let none = a.update(Msg::Tick(Instant::now() + Duration::from_secs(5)));
+    send(&mut a, key('w'));
+    send(&mut a, Msg::PromptChanged(file));
+    let none = send(&mut a, Msg::Tick(Instant::now() + Duration::from_secs(5)));
     assert!(!none
         .iter()
         .any(|e| matches!(e, Effect::Engine(EngineCommand::Generate(_)))));
@@ -254,9 +299,9 @@ fn three_quick_saves_make_one_generate() {
 fn quit_while_training_asks_then_stops_and_quits() {
     let (_t, ws) = workspace(true);
     let mut a = training_app(&ws, 3);
-    assert!(a.update(key('q')).is_empty());
-    assert_eq!(a.popup, Some(Popup::ConfirmQuit));
-    let fx = a.update(key('s'));
+    assert!(send(&mut a, key('q')).is_empty());
+    assert_eq!(a.popup, Some(Popup::ConfirmQuit(ConfirmQuit)));
+    let fx = send(&mut a, key('s'));
     assert!(matches!(
         fx.as_slice(),
         [Effect::Engine(EngineCommand::Stop)]
@@ -270,40 +315,42 @@ fn quit_while_training_asks_then_stops_and_quits() {
         loss: Some(1.0),
         interrupted: true,
     };
-    let fx = a.update(Msg::Engine(EngineEvent::Train(TrainEvent::Finished(
-        outcome.clone(),
-    ))));
+    let fx = send(
+        &mut a,
+        Msg::Engine(EngineEvent::Train(TrainEvent::Finished(outcome.clone()))),
+    );
     assert!(matches!(fx.as_slice(), [Effect::Quit]), "{fx:?}");
 
     // "Keep training headless" hands the run to a detached process.
     let mut b = training_app(&ws, 3);
-    b.update(key('q'));
-    b.update(key('k'));
-    let fx = b.update(Msg::Engine(EngineEvent::Train(TrainEvent::Finished(
-        outcome,
-    ))));
+    send(&mut b, key('q'));
+    send(&mut b, key('k'));
+    let fx = send(
+        &mut b,
+        Msg::Engine(EngineEvent::Train(TrainEvent::Finished(outcome))),
+    );
     assert!(
         matches!(fx.as_slice(), [Effect::QuitKeepTraining { concept, total_steps: 200, .. }] if concept == "cat"),
         "{fx:?}"
     );
     // Cancel keeps everything going; without training, q quits at once.
     let mut c = training_app(&ws, 1);
-    c.update(key('q'));
-    assert!(c.update(key('c')).is_empty());
+    send(&mut c, key('q'));
+    assert!(send(&mut c, key('c')).is_empty());
     assert!(c.popup.is_none() && c.is_training());
     let mut d = app(&ws);
-    assert!(matches!(d.update(key('q')).as_slice(), [Effect::Quit]));
+    assert!(matches!(send(&mut d, key('q')).as_slice(), [Effect::Quit]));
 }
 
 #[test]
 fn palette_runs_the_chosen_action() {
     let (_t, ws) = workspace(true);
     let mut a = app(&ws);
-    a.update(key(':'));
+    send(&mut a, key(':'));
     for c in "train".chars() {
-        a.update(key(c));
+        send(&mut a, key(c));
     }
-    let fx = a.update(code(KeyCode::Enter));
+    let fx = send(&mut a, code(KeyCode::Enter));
     assert!(
         matches!(fx.as_slice(), [Effect::Engine(EngineCommand::Train(_))]),
         "{fx:?}"
@@ -314,26 +361,26 @@ fn palette_runs_the_chosen_action() {
 fn add_reference_and_create_concept_from_the_keyboard() {
     let (_t, ws) = workspace(false);
     let mut a = app(&ws);
-    a.update(key('a'));
+    send(&mut a, key('a'));
     let photo = fixtures().join("references/chelsea.png");
     for c in photo.to_string_lossy().chars() {
-        a.update(key(c));
+        send(&mut a, key(c));
     }
-    a.update(code(KeyCode::Enter));
+    send(&mut a, code(KeyCode::Enter));
     assert!(a.popup.is_none(), "{:?}", a.popup);
     assert_eq!(a.references.len(), 1);
-    a.update(key('n'));
+    send(&mut a, key('n'));
     assert!(matches!(a.popup, Some(Popup::NewConcept(_))));
-    a.update(code(KeyCode::Enter));
+    send(&mut a, code(KeyCode::Enter));
     assert_eq!(a.concepts.len(), 1);
     assert_eq!(a.concepts[0].name, "chelsea");
     // A bad path gives an error popup and copies nothing.
-    a.update(key('a'));
+    send(&mut a, key('a'));
     for c in "/nonexistent/x.png".chars() {
-        a.update(key(c));
+        send(&mut a, key(c));
     }
-    a.update(code(KeyCode::Enter));
-    assert!(matches!(&a.popup, Some(Popup::Error(e)) if e.contains("/nonexistent/x.png")));
+    send(&mut a, code(KeyCode::Enter));
+    assert!(matches!(&a.popup, Some(Popup::Error(e)) if e.message.contains("/nonexistent/x.png")));
     assert_eq!(a.references.len(), 1);
 }
 
@@ -355,7 +402,7 @@ fn attaches_to_a_headless_run_and_follows_its_metrics() {
     .unwrap();
     let mut a = app(&ws);
     let t0 = Instant::now();
-    a.update(Msg::Tick(t0));
+    send(&mut a, Msg::Tick(t0));
     let view = a.training.as_ref().expect("attached");
     assert_eq!(view.status, TrainStatus::Attached);
     assert_eq!(view.history.step(), 10);
@@ -368,7 +415,7 @@ fn attaches_to_a_headless_run_and_follows_its_metrics() {
         .open(run.join("metrics.jsonl"))
         .unwrap();
     std::io::Write::write_all(&mut f, more.as_bytes()).unwrap();
-    a.update(Msg::Tick(t0 + Duration::from_secs(3)));
+    send(&mut a, Msg::Tick(t0 + Duration::from_secs(3)));
     assert_eq!(a.training.as_ref().unwrap().history.step(), 14);
     let s = screen(&a, 120, 36);
     assert!(s.contains("attached") && s.contains("14/100"), "{s}");
@@ -379,13 +426,13 @@ fn export_key_writes_the_a1111_pair() {
     let (_t, ws) = workspace(true);
     let mut a = app(&ws);
     // Not trained yet: a clear error.
-    a.update(key('x'));
+    send(&mut a, key('x'));
     assert!(
-        matches!(&a.popup, Some(Popup::Error(e)) if e.contains("train")),
+        matches!(&a.popup, Some(Popup::Error(e)) if e.message.contains("train")),
         "{:?}",
         a.popup
     );
-    a.update(code(KeyCode::Esc));
+    send(&mut a, code(KeyCode::Esc));
     let v = candle_core::Tensor::zeros((3, 32), candle_core::DType::F32, &candle_core::Device::Cpu)
         .unwrap();
     for word in ["cat", "cat-neg"] {
@@ -400,7 +447,7 @@ fn export_key_writes_the_a1111_pair() {
         )
         .unwrap();
     }
-    a.update(key('x'));
+    send(&mut a, key('x'));
     assert!(a.popup.is_none(), "{:?}", a.popup);
     for word in ["cat", "cat-neg"] {
         assert!(ws
@@ -414,7 +461,7 @@ fn export_key_writes_the_a1111_pair() {
 fn training_from_the_dashboard_renders_previews() {
     let (_t, ws) = workspace(true);
     let mut a = app(&ws);
-    let fx = a.update(key('t'));
+    let fx = send(&mut a, key('t'));
     match fx.as_slice() {
         [Effect::Engine(EngineCommand::Train(req))] => {
             assert_eq!(req.config.steps, 1500);
@@ -431,11 +478,12 @@ fn training_from_the_dashboard_renders_previews() {
 fn eval_popup_shows_results_and_launches_an_evaluation() {
     let (_t, ws) = workspace(true);
     let mut a = app(&ws);
-    a.update(key('E'));
+    send(&mut a, key('E'));
     assert!(
-        matches!(&a.popup, Some(Popup::Eval { lines, .. }) if lines[0].contains("No evaluation yet"))
+        matches!(&a.popup, Some(Popup::Eval(EvalPopup { table: Some(t), .. })) if t.is_empty())
     );
-    let fx = a.update(code(KeyCode::Enter));
+    assert!(screen(&a, 120, 36).contains("No evaluation yet. Press Enter to run one"));
+    let fx = send(&mut a, code(KeyCode::Enter));
     match fx.as_slice() {
         [Effect::Engine(EngineCommand::Eval { concept, clip, .. })] => {
             assert_eq!(concept, "cat");
@@ -443,16 +491,238 @@ fn eval_popup_shows_results_and_launches_an_evaluation() {
         }
         other => panic!("{other:?}"),
     }
-    a.update(Msg::Engine(EngineEvent::EvalDone {
-        concept: "cat".into(),
-        table: vec![
-            "target  fidelity  text  diversity".into(),
-            "final   0.91  0.30  0.12".into(),
-        ],
-    }));
+    send(
+        &mut a,
+        Msg::Engine(EngineEvent::EvalDone {
+            concept: "cat".into(),
+            table: vec![
+                "target  fidelity  text  diversity".into(),
+                "final   0.91  0.30  0.12".into(),
+            ],
+        }),
+    );
     let s = screen(&a, 120, 36);
     assert!(
         s.contains("Evaluation <cat>") && s.contains("0.91") && s.contains("done"),
         "{s}"
     );
+}
+
+#[test]
+fn update_leaves_file_work_to_the_worker() {
+    let (_t, ws) = workspace(true);
+    let mut a = app(&ws);
+    let only_task = |fx: Vec<Effect>| match fx.as_slice() {
+        [Effect::Task(t)] => t.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert!(matches!(
+        only_task(a.update(key('x'))),
+        Task::Export { concept } if concept == "cat"
+    ));
+    assert!(matches!(
+        only_task(a.update(key('N'))),
+        Task::NewPrompt { .. }
+    ));
+    assert!(matches!(
+        only_task(a.update(key('g'))),
+        Task::LoadPrompt { .. }
+    ));
+    assert!(matches!(
+        only_task(a.update(key('E'))),
+        Task::LoadEvals { .. }
+    ));
+    assert!(
+        matches!(&a.popup, Some(Popup::Eval(p)) if p.table.is_none() && p.status.contains("reading"))
+    );
+    a.update(code(KeyCode::Esc));
+    // Training shows as starting at once; the concept is read on the worker.
+    assert!(matches!(
+        only_task(a.update(key('t'))),
+        Task::LoadConcept { resume: false, .. }
+    ));
+    assert_eq!(
+        a.training.as_ref().map(|t| t.status.clone()),
+        Some(TrainStatus::Starting)
+    );
+    let fx = a.update(Msg::Tick(Instant::now()));
+    assert!(fx.iter().any(|e| matches!(e, Effect::Task(Task::Scan))));
+    // Nothing was written while the tasks wait.
+    assert!(!ws.root.join("exports").exists());
+    assert_eq!(std::fs::read_dir(ws.prompts_dir()).unwrap().count(), 1);
+
+    // Adding a reference: the popup closes, the copy waits for the worker.
+    let (_t2, empty) = workspace(false);
+    let mut b = app(&empty);
+    b.update(key('a'));
+    for c in fixtures()
+        .join("references/chelsea.png")
+        .to_string_lossy()
+        .chars()
+    {
+        b.update(key(c));
+    }
+    let task = only_task(b.update(code(KeyCode::Enter)));
+    assert!(matches!(task, Task::ImportReference(_)) && b.popup.is_none());
+    assert!(std::fs::read_dir(empty.references_dir()).map_or(true, |mut d| d.next().is_none()));
+    b.update(Msg::Done(task.run(&b.ws)));
+    assert_eq!(b.references.len(), 1);
+}
+
+#[test]
+fn the_worker_thread_answers_with_messages() {
+    let (_t, ws) = workspace(true);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let worker = dreamartist::tui::tasks::Worker::spawn(ws.clone(), tx).unwrap();
+    worker.send(Task::Scan);
+    worker.send(Task::LoadEvals {
+        concept: "cat".into(),
+    });
+    match rx.recv_timeout(Duration::from_secs(10)).unwrap() {
+        Msg::Done(dreamartist::tui::tasks::Done::Scanned(scan)) => {
+            assert_eq!(scan.concepts.len(), 1);
+            assert_eq!(scan.prompts.len(), 1);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        rx.recv_timeout(Duration::from_secs(10)).unwrap(),
+        Msg::Done(dreamartist::tui::tasks::Done::EvalsLoaded { .. })
+    ));
+}
+
+#[test]
+fn popups_take_their_keys_and_hints_from_the_keymap() {
+    let (_t, ws) = workspace(true);
+    let mut keymap = Keymap::default_map();
+    keymap
+        .overlay_toml(
+            "[help]\nscroll_down = { keys = [\"n\"] }\n\
+             [form]\ncancel = { keys = [\"Ctrl-g\"] }\n\
+             [error]\ndismiss = { keys = [\"x\", \"Esc\"] }\n\
+             [confirm_quit]\nstop = { keys = [\"y\"] }\n\
+             [fullscreen]\nclose = { keys = [\"z\"] }\n",
+        )
+        .unwrap();
+    let mut a = App::new(
+        ws.clone(),
+        keymap,
+        Theme::plain(),
+        LogBuffer::with_fixed_time("12:00:00"),
+        "off",
+    );
+    send(
+        &mut a,
+        Msg::Engine(EngineEvent::Ready {
+            model: "tiny-sd1".into(),
+            device: "cpu".into(),
+            family: "SD 1.x".into(),
+        }),
+    );
+    // Help: n scrolls now, and any unbound key (j) closes.
+    send(&mut a, key('?'));
+    send(&mut a, key('n'));
+    assert!(matches!(&a.popup, Some(Popup::Help(h)) if h.scroll == 1));
+    assert!(screen(&a, 120, 36).contains("Help · keys (Esc closes, n/k scroll)"));
+    send(&mut a, key('j'));
+    assert!(a.popup.is_none());
+    // Forms: Esc no longer cancels, Ctrl-g does; the hint says so.
+    send(&mut a, key('a'));
+    send(&mut a, code(KeyCode::Esc));
+    assert!(matches!(a.popup, Some(Popup::AddReference(_))));
+    assert!(screen(&a, 120, 36).contains("Enter adds (copied into references/), C-g cancels"));
+    send(
+        &mut a,
+        Msg::Key(KeyEvent::new(KeyCode::Char('g'), KeyModifiers::CONTROL)),
+    );
+    assert!(a.popup.is_none());
+    // Errors: dismissed by x or Esc, no longer by Enter.
+    send(&mut a, key('r'));
+    assert!(screen(&a, 120, 36).contains("x or Esc to dismiss"));
+    send(&mut a, code(KeyCode::Enter));
+    assert!(matches!(a.popup, Some(Popup::Error(_))));
+    send(&mut a, key('x'));
+    assert!(a.popup.is_none());
+    // Quitting while training: y stops; s is a stray key now.
+    send(&mut a, key('t'));
+    assert!(a.is_training());
+    send(&mut a, key('q'));
+    assert!(screen(&a, 120, 36).contains(" y  stop, save a checkpoint and quit"));
+    assert!(send(&mut a, key('s')).is_empty());
+    assert!(matches!(
+        send(&mut a, key('y')).as_slice(),
+        [Effect::Engine(EngineCommand::Stop)]
+    ));
+    // Full screen: z closes, Esc does not.
+    send(
+        &mut a,
+        Msg::Engine(EngineEvent::Train(TrainEvent::Sample {
+            step: 1,
+            path: ws.root.join("s.png"),
+            prompt: "p".into(),
+            seed: 1,
+        })),
+    );
+    send(&mut a, key('f'));
+    assert!(screen(&a, 120, 36).contains("Sample (z closes)"));
+    send(&mut a, code(KeyCode::Esc));
+    assert!(matches!(a.popup, Some(Popup::Fullscreen(_))));
+    send(&mut a, key('z'));
+    assert!(a.popup.is_none());
+}
+
+#[test]
+fn a_sample_keeps_the_prompt_its_job_was_made_from() {
+    let (_t, ws) = workspace(true);
+    let mut a = app(&ws);
+    let fx = send(&mut a, key('g'));
+    let job = match fx.as_slice() {
+        [Effect::Engine(EngineCommand::Generate(job))] => job.clone(),
+        other => panic!("{other:?}"),
+    };
+    // The file changes before the image arrives: the sample shows what was rendered.
+    std::fs::write(
+        ws.prompts_dir().join("beach.toml"),
+        "prompt = \"something else\"\n",
+    )
+    .unwrap();
+    send(
+        &mut a,
+        Msg::Engine(EngineEvent::Sample {
+            id: job.id,
+            source: job.source.clone(),
+            path: ws.root.join("outputs/beach/1.png"),
+            seed: 3,
+        }),
+    );
+    assert_eq!(a.samples[0].prompt, "a photo of <cat> on the beach");
+}
+
+#[test]
+fn stopping_before_the_concept_is_read_starts_nothing() {
+    let (_t, ws) = workspace(true);
+    let mut a = app(&ws);
+    let task = match a.update(key('t')).as_slice() {
+        [Effect::Task(t)] => t.clone(),
+        other => panic!("{other:?}"),
+    };
+    // Quit (stop and save) while the concept is still being read.
+    a.update(key('q'));
+    assert!(matches!(
+        a.update(key('s')).as_slice(),
+        [Effect::Engine(EngineCommand::Stop)]
+    ));
+    let fx = a.update(Msg::Done(task.clone().run(&a.ws)));
+    assert!(matches!(fx.as_slice(), [Effect::Quit]), "{fx:?}");
+    assert!(a.training.is_none());
+    // Without quitting: no training request, and t works again.
+    let mut b = app(&ws);
+    b.update(key('t'));
+    b.update(key('s'));
+    assert!(b.update(Msg::Done(task.run(&b.ws))).is_empty());
+    assert!(!b.is_training());
+    assert!(matches!(
+        send(&mut b, key('t')).as_slice(),
+        [Effect::Engine(EngineCommand::Train(_))]
+    ));
 }

@@ -10,6 +10,7 @@ use anyhow::Result;
 
 use super::TrainArgs;
 use crate::concept::Concept;
+use crate::train::eta::{format_eta, Eta};
 use crate::train::{train, TrainControl, TrainEvent, TrainRequest};
 use crate::workspace::Workspace;
 
@@ -79,7 +80,7 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
     let tty = std::io::stderr().is_terminal();
     let json = args.json;
     let mut total = 0u64;
-    let mut first: Option<(Instant, u64)> = None;
+    let mut eta = Eta::new(0);
     let req = TrainRequest {
         concept,
         config: cfg,
@@ -99,24 +100,14 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
                 ..
             } => {
                 total = *total_steps;
+                eta = Eta::new(*start_step);
                 if !json {
                     eprintln!("run {run_id}: steps {start_step}..{total_steps}");
                 }
             }
             TrainEvent::Step(m) if !json && tty => {
-                // ETA from the steps after the first (which includes warm-up).
-                let eta = match first {
-                    None => {
-                        first = Some((Instant::now(), m.step));
-                        String::from("--:--")
-                    }
-                    Some((t0, s0)) if m.step > s0 => {
-                        let per = t0.elapsed().as_secs_f64() / (m.step - s0) as f64;
-                        let left = (per * total.saturating_sub(m.step) as f64) as u64;
-                        format!("{}:{:02}", left / 60, left % 60)
-                    }
-                    Some(_) => String::from("--:--"),
-                };
+                // The same estimate as the workbench's: warm-up steps left out.
+                eta.observe(m.step, Instant::now());
                 let width = 24usize;
                 let filled = ((m.step as f64 / total.max(1) as f64) * width as f64) as usize;
                 eprint!(
@@ -127,7 +118,7 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
                     total,
                     m.loss,
                     m.it_s,
-                    eta
+                    format_eta(eta.remaining(total))
                 );
                 let _ = std::io::stderr().flush();
             }

@@ -3,6 +3,7 @@
 //! callbacks; never prints.
 
 pub mod data;
+pub mod eta;
 pub mod init;
 pub mod loss;
 pub mod optim;

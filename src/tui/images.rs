@@ -1,7 +1,9 @@
 //! In-pane image previews with ratatui-image: protocol detection by querying
 //! the terminal (kitty incl. tmux passthrough, sixel, iTerm2, half-blocks
-//! fallback), resizing and encoding on a worker thread, and a text placeholder
-//! when previews are off (`--image-protocol off`, and in snapshot tests).
+//! fallback), decoding on a loader thread, resizing and encoding on one
+//! encoder thread per slot (the UI thread never touches pixels), and a text
+//! placeholder when previews are off (`--image-protocol off`, and in snapshot
+//! tests) or while an image is still being decoded.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -13,6 +15,7 @@ use ratatui::style::Style;
 use ratatui::widgets::{Paragraph, StatefulWidget, Widget, Wrap};
 use ratatui_image::errors::Errors;
 use ratatui_image::picker::{Picker, ProtocolType};
+use ratatui_image::protocol::StatefulProtocol;
 use ratatui_image::thread::{ResizeRequest, ResizeResponse, ThreadProtocol};
 use ratatui_image::{Resize, StatefulImage};
 
@@ -68,6 +71,7 @@ struct Shown {
 }
 
 type Encoded = (ImageSlot, Result<ResizeResponse, Errors>);
+type Loaded = (ImageSlot, PathBuf, Result<StatefulProtocol, String>);
 
 /// The previews on screen, one per slot.
 pub struct Images {
@@ -76,13 +80,46 @@ pub struct Images {
     /// One encoder thread per slot, so each answer is known to belong to its slot.
     encoders: HashMap<ImageSlot, Sender<ResizeRequest>>,
     responses: Receiver<Encoded>,
+    /// The loader thread: decodes a file into a protocol's source image.
+    loader: Option<Sender<(ImageSlot, PathBuf)>>,
+    loaded: Receiver<Loaded>,
+}
+
+/// Decodes images for the slots; of several requests for one slot waiting,
+/// only the newest is decoded (scrolling through a list skips the rest).
+fn spawn_loader(picker: Picker, done: Sender<Loaded>) -> Option<Sender<(ImageSlot, PathBuf)>> {
+    let (tx, rx) = mpsc::channel::<(ImageSlot, PathBuf)>();
+    let spawned = std::thread::Builder::new()
+        .name("image-loader".into())
+        .spawn(move || {
+            while let Ok(first) = rx.recv() {
+                let mut latest: Vec<(ImageSlot, PathBuf)> = Vec::new();
+                for (slot, path) in std::iter::once(first).chain(rx.try_iter()) {
+                    latest.retain(|(s, _)| *s != slot);
+                    latest.push((slot, path));
+                }
+                for (slot, path) in latest {
+                    let decoded = image::ImageReader::open(&path)
+                        .and_then(|r| r.with_guessed_format())
+                        .map_err(|e| e.to_string())
+                        .and_then(|r| r.decode().map_err(|e| e.to_string()))
+                        .map(|img| picker.new_resize_protocol(img));
+                    if done.send((slot, path, decoded)).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+    spawned.ok().map(|_| tx)
 }
 
 impl Images {
-    /// Starts the encoder threads (when previews are on).
+    /// Starts the loader and encoder threads (when previews are on).
     pub fn new(picker: Option<Picker>) -> Self {
         let (done_tx, responses) = mpsc::channel::<Encoded>();
+        let (loaded_tx, loaded) = mpsc::channel::<Loaded>();
         let mut encoders = HashMap::new();
+        let loader = picker.clone().and_then(|p| spawn_loader(p, loaded_tx));
         if picker.is_some() {
             for slot in [
                 ImageSlot::Reference,
@@ -110,6 +147,8 @@ impl Images {
             shown: HashMap::new(),
             encoders,
             responses,
+            loader,
+            loaded,
         }
     }
 
@@ -121,8 +160,8 @@ impl Images {
         protocol_name(self.picker.as_ref())
     }
 
-    /// Shows `path` in `slot` (or clears it). Decoding happens here (small
-    /// files); resizing and protocol encoding on the worker thread.
+    /// Shows `path` in `slot` (or clears it). The loader thread decodes it;
+    /// until then the slot shows the file's name.
     pub fn show(&mut self, slot: ImageSlot, path: Option<PathBuf>) {
         let Some(path) = path else {
             self.shown.remove(&slot);
@@ -131,31 +170,39 @@ impl Images {
         if self.shown.get(&slot).is_some_and(|s| s.path == path) {
             return;
         }
-        let encoder = self.encoders.get(&slot).cloned();
-        let (state, error) = match (&self.picker, encoder) {
-            (None, _) | (_, None) => (None, None),
-            (Some(picker), Some(tx)) => {
-                match image::ImageReader::open(&path).and_then(|r| r.with_guessed_format()) {
-                    Ok(r) => match r.decode() {
-                        Ok(img) => (
-                            Some(ThreadProtocol::new(
-                                tx,
-                                Some(picker.new_resize_protocol(img)),
-                            )),
-                            None,
-                        ),
-                        Err(e) => (None, Some(e.to_string())),
-                    },
-                    Err(e) => (None, Some(e.to_string())),
-                }
+        if self.encoders.contains_key(&slot) {
+            if let Some(loader) = &self.loader {
+                let _ = loader.send((slot, path.clone()));
             }
-        };
-        self.shown.insert(slot, Shown { path, state, error });
+        }
+        self.shown.insert(
+            slot,
+            Shown {
+                path,
+                state: None,
+                error: None,
+            },
+        );
     }
 
-    /// Takes finished encodings from the worker; true if anything changed.
+    /// Takes decoded images and finished encodings from the threads; true if
+    /// anything changed.
     pub fn poll(&mut self) -> bool {
         let mut changed = false;
+        while let Ok((slot, path, decoded)) = self.loaded.try_recv() {
+            // The slot may show another file by now.
+            let (Some(s), Some(tx)) = (self.shown.get_mut(&slot), self.encoders.get(&slot)) else {
+                continue;
+            };
+            if s.path != path {
+                continue;
+            }
+            match decoded {
+                Ok(protocol) => s.state = Some(ThreadProtocol::new(tx.clone(), Some(protocol))),
+                Err(e) => s.error = Some(e),
+            }
+            changed = true;
+        }
         while let Ok((slot, res)) = self.responses.try_recv() {
             match (res, self.shown.get_mut(&slot)) {
                 (

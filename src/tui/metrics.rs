@@ -1,17 +1,17 @@
 //! Training history for the chart: a recent window at full resolution and a
 //! downsampled full history (bounded memory over 15k-step runs), an
-//! exponentially smoothed series, and an ETA that ignores warm-up steps.
+//! exponentially smoothed series, and the run's ETA (the estimator the CLI
+//! progress bar uses too, [`crate::train::eta`]).
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use crate::train::eta::Eta;
 use crate::train::run::StepMetrics;
 
 const RECENT: usize = 300;
 const FULL_MAX: usize = 1000;
 const SMOOTHING: f64 = 0.9;
-/// Steps excluded from the ETA (first steps pay for allocation and caches).
-const WARMUP_STEPS: u64 = 3;
 
 #[derive(Debug, Clone, Default)]
 pub struct History {
@@ -25,8 +25,7 @@ pub struct History {
     pub last: Option<StepMetrics>,
     pub total_steps: u64,
     pub start_step: u64,
-    eta_origin: Option<(Instant, u64)>,
-    now: Option<Instant>,
+    eta: Eta,
 }
 
 impl History {
@@ -35,6 +34,7 @@ impl History {
             bucket: 1,
             total_steps,
             start_step,
+            eta: Eta::new(start_step),
             ..Default::default()
         }
     }
@@ -76,10 +76,7 @@ impl History {
                 self.bucket *= 2;
             }
         }
-        if m.step >= self.start_step + WARMUP_STEPS && self.eta_origin.is_none() {
-            self.eta_origin = Some((now, m.step));
-        }
-        self.now = Some(now);
+        self.eta.observe(m.step, now);
         self.last = Some(m);
     }
 
@@ -93,16 +90,7 @@ impl History {
 
     /// Remaining time from the steady rate after warm-up.
     pub fn eta(&self) -> Option<Duration> {
-        let (t0, s0) = self.eta_origin?;
-        let now = self.now?;
-        let step = self.step();
-        if step <= s0 {
-            return None;
-        }
-        let per = now.duration_since(t0).as_secs_f64() / (step - s0) as f64;
-        Some(Duration::from_secs_f64(
-            per * self.total_steps.saturating_sub(step) as f64,
-        ))
+        self.eta.remaining(self.total_steps)
     }
 
     /// Y range of a series with a little headroom.
@@ -122,15 +110,6 @@ impl History {
         }
         let pad = ((y1 - y0) * 0.05).max(1e-6);
         ([x0, x1], [y0 - pad, y1 + pad])
-    }
-}
-
-pub fn format_duration(d: Duration) -> String {
-    let s = d.as_secs();
-    if s >= 3600 {
-        format!("{}:{:02}:{:02}", s / 3600, (s % 3600) / 60, s % 60)
-    } else {
-        format!("{}:{:02}", s / 60, s % 60)
     }
 }
 
@@ -169,6 +148,5 @@ mod tests {
         }
         assert!(h.full.len() <= FULL_MAX && h.full.len() > FULL_MAX / 2);
         assert_eq!(h.recent.len(), RECENT);
-        assert_eq!(format_duration(Duration::from_secs(3725)), "1:02:05");
     }
 }

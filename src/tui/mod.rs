@@ -4,14 +4,22 @@
 //! Threads: this one owns the terminal and the [`App`] (drains every pending
 //! message, then draws once, at most ~30 fps, inside synchronized updates); an
 //! input thread reads crossterm events; the engine thread owns the models; a
-//! file watcher reports saves in `prompts/`; encoder threads prepare images.
+//! worker thread does the app's file work ([`tasks`]); a file watcher reports
+//! saves in `prompts/`; image threads decode and encode previews.
 
+mod actions;
 pub mod app;
+mod done;
+mod events;
 pub mod images;
 pub mod keymap;
 pub mod logbuf;
 pub mod metrics;
 pub mod panes;
+pub mod popups;
+pub mod scan;
+pub mod state;
+pub mod tasks;
 pub mod theme;
 pub mod view;
 
@@ -38,6 +46,7 @@ use self::app::{App, Effect, Msg};
 use self::images::{Images, ProtocolChoice};
 use self::keymap::Keymap;
 use self::logbuf::{BufferLayer, LogBuffer};
+use self::tasks::Worker;
 use self::theme::Theme;
 use crate::engine::Engine;
 use crate::workspace::Workspace;
@@ -121,15 +130,6 @@ fn resolve_theme(opts: &TuiOptions, ws: &Workspace, logs: &LogBuffer) -> Theme {
     }
 }
 
-fn user_keymap_paths(ws: &Workspace) -> Vec<PathBuf> {
-    let mut v = Vec::new();
-    if let Some(home) = std::env::var_os("HOME") {
-        v.push(PathBuf::from(home).join(".config/dreamartist/keymap.toml"));
-    }
-    v.push(ws.root.join("keymap.toml"));
-    v
-}
-
 /// Runs the workbench until the user quits.
 pub fn run(opts: TuiOptions) -> Result<()> {
     let ws = Workspace::open(&opts.workspace)?;
@@ -138,12 +138,8 @@ pub fn run(opts: TuiOptions) -> Result<()> {
         tracing::subscriber::set_global_default(tracing_subscriber::registry().with(BufferLayer {
             buffer: logs.clone(),
         }));
-    let mut keymap = Keymap::default_map();
-    for p in user_keymap_paths(&ws) {
-        if p.is_file() {
-            keymap = Keymap::load(Some(&p))?;
-        }
-    }
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let keymap = Keymap::load_layers(&keymap::layer_paths(home.as_deref(), &ws.root))?;
     let theme = resolve_theme(&opts, &ws, &logs);
 
     install_panic_hook();
@@ -173,6 +169,13 @@ pub fn run(opts: TuiOptions) -> Result<()> {
                 }
             };
         let engine = Engine::spawn(ws.clone());
+        let worker = Worker::spawn(ws.clone(), tx.clone())
+            .context("cannot start the workbench's worker thread")?;
+        let rt = Runtime {
+            engine: &engine,
+            worker: &worker,
+            paused: &paused,
+        };
         let mut app = App::new(ws.clone(), keymap, theme, logs.clone(), &images.protocol());
         logs.push(
             Level::INFO,
@@ -183,16 +186,15 @@ pub fn run(opts: TuiOptions) -> Result<()> {
             ),
         );
         for fx in app.update(Msg::Tick(Instant::now())) {
-            apply_effect(fx, &mut app, &engine, &mut images, &mut terminal, &paused)?;
+            rt.apply(fx, &mut app, &mut images, &mut terminal)?;
         }
         let outcome = event_loop(
+            &rt,
             &mut app,
-            &engine,
             &mut images,
             &mut terminal,
             &rx,
             &fs_rx,
-            &paused,
             opts.debug_fps,
         );
         engine.shutdown();
@@ -207,17 +209,24 @@ enum Flow {
     Quit,
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What effects are carried out with: the engine, the worker and the input
+/// thread's pause switch.
+struct Runtime<'a> {
+    engine: &'a Engine,
+    worker: &'a Worker,
+    paused: &'a Arc<AtomicBool>,
+}
+
 fn event_loop(
+    rt: &Runtime,
     app: &mut App,
-    engine: &Engine,
     images: &mut Images,
     terminal: &mut Term,
     rx: &Receiver<Msg>,
     fs_rx: &Receiver<PathBuf>,
-    paused: &Arc<AtomicBool>,
     debug_fps: bool,
 ) -> Result<()> {
+    let engine = rt.engine;
     let mut dirty = true;
     let mut last_draw = Instant::now() - FRAME;
     loop {
@@ -237,7 +246,7 @@ fn event_loop(
                 dirty = true;
             }
             for fx in app.update(m) {
-                if let Flow::Quit = apply_effect(fx, app, engine, images, terminal, paused)? {
+                if let Flow::Quit = rt.apply(fx, app, images, terminal)? {
                     return Ok(());
                 }
             }
@@ -275,63 +284,66 @@ fn with_terminal_released(
     Ok(())
 }
 
-fn apply_effect(
-    fx: Effect,
-    app: &mut App,
-    engine: &Engine,
-    images: &mut Images,
-    terminal: &mut Term,
-    paused: &Arc<AtomicBool>,
-) -> Result<Flow> {
-    match fx {
-        Effect::Engine(cmd) => engine.send(cmd),
-        Effect::ShowImage(slot, path) => images.show(slot, path),
-        Effect::OpenEditor(path) => {
-            let editor = std::env::var("VISUAL")
-                .or_else(|_| std::env::var("EDITOR"))
-                .unwrap_or_else(|_| "vi".into());
-            let mut outcome = Ok(());
-            with_terminal_released(terminal, paused, || {
-                let mut parts = editor.split_whitespace();
-                let program = parts.next().unwrap_or("vi");
-                outcome = std::process::Command::new(program)
-                    .args(parts)
-                    .arg(&path)
-                    .status()
-                    .map(|_| ());
-            })?;
-            match outcome {
-                Ok(()) => app
-                    .logs
-                    .push(Level::INFO, format!("edited {}", path.display())),
-                Err(e) => app.logs.push(
-                    Level::ERROR,
-                    format!("cannot run editor `{editor}`: {e}; set $EDITOR"),
-                ),
+impl Runtime<'_> {
+    fn apply(
+        &self,
+        fx: Effect,
+        app: &mut App,
+        images: &mut Images,
+        terminal: &mut Term,
+    ) -> Result<Flow> {
+        let paused = self.paused;
+        match fx {
+            Effect::Engine(cmd) => self.engine.send(cmd),
+            Effect::Task(task) => self.worker.send(task),
+            Effect::ShowImage(slot, path) => images.show(slot, path),
+            Effect::OpenEditor(path) => {
+                let editor = std::env::var("VISUAL")
+                    .or_else(|_| std::env::var("EDITOR"))
+                    .unwrap_or_else(|_| "vi".into());
+                let mut outcome = Ok(());
+                with_terminal_released(terminal, paused, || {
+                    let mut parts = editor.split_whitespace();
+                    let program = parts.next().unwrap_or("vi");
+                    outcome = std::process::Command::new(program)
+                        .args(parts)
+                        .arg(&path)
+                        .status()
+                        .map(|_| ());
+                })?;
+                match outcome {
+                    Ok(()) => app
+                        .logs
+                        .push(Level::INFO, format!("edited {}", path.display())),
+                    Err(e) => app.logs.push(
+                        Level::ERROR,
+                        format!("cannot run editor `{editor}`: {e}; set $EDITOR"),
+                    ),
+                }
+            }
+            Effect::Suspend => {
+                with_terminal_released(terminal, paused, || {
+                    #[cfg(unix)]
+                    // SAFETY: raising SIGTSTP on ourselves is the documented way to suspend;
+                    // execution resumes here on SIGCONT (`fg`).
+                    unsafe {
+                        libc::raise(libc::SIGTSTP);
+                    }
+                })?;
+            }
+            Effect::Quit => return Ok(Flow::Quit),
+            Effect::QuitKeepTraining {
+                concept,
+                run_id,
+                total_steps,
+            } => {
+                spawn_headless(&app.ws, &concept, &run_id, total_steps)?;
+                return Ok(Flow::Quit);
             }
         }
-        Effect::Suspend => {
-            with_terminal_released(terminal, paused, || {
-                #[cfg(unix)]
-                // SAFETY: raising SIGTSTP on ourselves is the documented way to suspend;
-                // execution resumes here on SIGCONT (`fg`).
-                unsafe {
-                    libc::raise(libc::SIGTSTP);
-                }
-            })?;
-        }
-        Effect::Quit => return Ok(Flow::Quit),
-        Effect::QuitKeepTraining {
-            concept,
-            run_id,
-            total_steps,
-        } => {
-            spawn_headless(&app.ws, &concept, &run_id, total_steps)?;
-            return Ok(Flow::Quit);
-        }
+        let _ = std::io::stdout().flush();
+        Ok(Flow::Continue)
     }
-    let _ = std::io::stdout().flush();
-    Ok(Flow::Continue)
 }
 
 /// Continues a run in a detached `dreamartist train --resume` whose output goes

@@ -7,6 +7,7 @@ use ratatui::Frame;
 
 use super::frame;
 use crate::tui::app::{App, PaneId, TrainStatus};
+use crate::tui::keymap::Action;
 
 pub fn render(app: &App, area: Rect, f: &mut Frame) {
     let block = frame(
@@ -18,8 +19,11 @@ pub fn render(app: &App, area: Rect, f: &mut Frame) {
     f.render_widget(block, area);
     if app.concepts.is_empty() {
         f.render_widget(
-            Paragraph::new("No concepts yet.\nSelect a reference and press n.")
-                .style(app.theme.muted()),
+            Paragraph::new(format!(
+                "No concepts yet.\nSelect a reference and press {}.",
+                app.key(Action::NewConcept)
+            ))
+            .style(app.theme.muted()),
             inner,
         );
         return;

@@ -7,6 +7,7 @@ use ratatui::Frame;
 
 use super::frame;
 use crate::tui::app::{App, PaneId, PromptStatus};
+use crate::tui::keymap::Action;
 
 pub fn render(app: &App, area: Rect, f: &mut Frame) {
     let title = format!(
@@ -18,7 +19,11 @@ pub fn render(app: &App, area: Rect, f: &mut Frame) {
     f.render_widget(block, area);
     if app.prompts.is_empty() {
         f.render_widget(
-            Paragraph::new("No prompt files. Press N to create one.").style(app.theme.muted()),
+            Paragraph::new(format!(
+                "No prompt files. Press {} to create one.",
+                app.key(Action::NewPrompt)
+            ))
+            .style(app.theme.muted()),
             inner,
         );
         return;

@@ -7,6 +7,7 @@ use ratatui::Frame;
 use super::frame;
 use crate::tui::app::{App, ImageSlot, PaneId};
 use crate::tui::images::Images;
+use crate::tui::keymap::Action;
 
 pub fn render(app: &App, images: &mut Images, area: Rect, f: &mut Frame) {
     let block = frame(
@@ -18,8 +19,11 @@ pub fn render(app: &App, images: &mut Images, area: Rect, f: &mut Frame) {
     f.render_widget(block, area);
     if app.references.is_empty() {
         f.render_widget(
-            ratatui::widgets::Paragraph::new("No reference images.\nPress a to add one.")
-                .style(app.theme.muted()),
+            ratatui::widgets::Paragraph::new(format!(
+                "No reference images.\nPress {} to add one.",
+                app.key(Action::AddReference)
+            ))
+            .style(app.theme.muted()),
             inner,
         );
         return;

@@ -30,18 +30,7 @@ pub fn render_status(app: &App, area: Rect, f: &mut Frame) {
             format!(" │ watch {}", if app.watch_on { "on" } else { "off" }),
             app.theme.muted(),
         ),
-        Span::styled(
-            format!(
-                " │ {}",
-                app.ws
-                    .root
-                    .canonicalize()
-                    .ok()
-                    .and_then(|p| p.file_name().map(|n| n.to_string_lossy().to_string()))
-                    .unwrap_or_else(|| app.ws.root.display().to_string())
-            ),
-            app.theme.muted(),
-        ),
+        Span::styled(format!(" │ {}", app.ws_name), app.theme.muted()),
     ];
     if let Some(ft) = app.frame_time {
         spans.push(Span::styled(

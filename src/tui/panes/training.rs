@@ -8,8 +8,10 @@ use ratatui::widgets::{Axis, Chart, Dataset, Gauge, GraphType, Paragraph};
 use ratatui::Frame;
 
 use super::frame;
+use crate::train::eta::format_eta;
 use crate::tui::app::{App, PaneId, TrainStatus};
-use crate::tui::metrics::{format_duration, History};
+use crate::tui::keymap::Action;
+use crate::tui::metrics::History;
 
 fn status_label(s: &TrainStatus) -> &'static str {
     match s {
@@ -29,9 +31,11 @@ pub fn render(app: &App, area: Rect, f: &mut Frame) {
         let inner = block.inner(area);
         f.render_widget(block, area);
         f.render_widget(
-            Paragraph::new(
-                "Not training. Select a concept and press t (r resumes its latest run).",
-            )
+            Paragraph::new(format!(
+                "Not training. Select a concept and press {} ({} resumes its latest run).",
+                app.key(Action::Train),
+                app.key(Action::Resume)
+            ))
             .style(app.theme.muted()),
             inner,
         );
@@ -121,10 +125,7 @@ pub fn render(app: &App, area: Rect, f: &mut Frame) {
 
     let stats = match &h.last {
         Some(m) => {
-            let eta = h
-                .eta()
-                .map(format_duration)
-                .unwrap_or_else(|| "--:--".into());
+            let eta = format_eta(h.eta());
             let mut spans = vec![
                 Span::styled("loss ", app.theme.muted()),
                 Span::raw(format!("{:.4}", m.loss)),

@@ -1,0 +1,43 @@
+//! The selected sample over the whole screen, with its metadata.
+
+use ratatui::crossterm::event::KeyEvent;
+use ratatui::layout::{Constraint, Layout};
+use ratatui::widgets::{Clear, Paragraph};
+use ratatui::Frame;
+
+use super::{popup_block, Outcome};
+use crate::tui::app::App;
+use crate::tui::images::Images;
+use crate::tui::keymap::{FullscreenKey, Keymap};
+use crate::tui::panes;
+use crate::tui::state::ImageSlot;
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Fullscreen;
+
+impl Fullscreen {
+    pub fn on_key(&mut self, keymap: &Keymap, key: &KeyEvent) -> Outcome {
+        match keymap.fullscreen.action_for(key) {
+            Some(FullscreenKey::Close) => Outcome::Close,
+            None => Outcome::Stay,
+        }
+    }
+
+    pub fn draw(&self, app: &App, images: &mut Images, f: &mut Frame) {
+        let r = f.area();
+        f.render_widget(Clear, r);
+        let title = format!(
+            "Sample ({} closes)",
+            app.keymap.fullscreen.key(FullscreenKey::Close)
+        );
+        let block = popup_block(app, &title);
+        let inner = block.inner(r);
+        f.render_widget(block, r);
+        let [pic, meta] =
+            Layout::vertical([Constraint::Min(3), Constraint::Length(5)]).areas(inner);
+        images.render(ImageSlot::Sample, pic, f.buffer_mut(), app.theme.muted());
+        if let Some(s) = app.selected_sample() {
+            f.render_widget(Paragraph::new(panes::samples::metadata(app, s)), meta);
+        }
+    }
+}
