@@ -28,22 +28,9 @@ const TEXT_BATCH: usize = 32;
 /// Resolves a `--clip` spec to a local folder: a path, or `hf:org/name[@rev]`
 /// looked up in the given Hugging Face cache (no network).
 pub fn resolve_clip(spec: &str, cache: &hf_hub::Cache) -> Result<PathBuf, ClipError> {
-    match spec.strip_prefix("hf:") {
-        Some(rest) => {
-            let (repo, revision) = match rest.split_once('@') {
-                Some((r, v)) => (r.to_string(), Some(v.to_string())),
-                None => (rest.to_string(), None),
-            };
-            let r = match revision {
-                Some(rev) => {
-                    hf_hub::Repo::with_revision(repo.clone(), hf_hub::RepoType::Model, rev)
-                }
-                None => hf_hub::Repo::model(repo.clone()),
-            };
-            cache
-                .repo(r)
-                .get("config.json")
-                .and_then(|p| p.parent().map(Path::to_path_buf))
+    match crate::sd::model::parse_hf(spec) {
+        Some((repo, revision)) => {
+            crate::sd::model::find_in_hf_cache(cache, &repo, revision.as_deref(), "config.json")
                 .ok_or_else(|| ClipError::NotInHfCache {
                     spec: spec.to_string(),
                     repo,

@@ -40,11 +40,7 @@ pub enum ModelSpec {
 
 impl ModelSpec {
     pub fn parse(spec: &str) -> Self {
-        if let Some(rest) = spec.strip_prefix("hf:") {
-            let (repo, revision) = match rest.split_once('@') {
-                Some((r, v)) => (r.to_string(), Some(v.to_string())),
-                None => (rest.to_string(), None),
-            };
+        if let Some((repo, revision)) = parse_hf(spec) {
             ModelSpec::HfCache { repo, revision }
         } else {
             let (path, options) = match spec.split_once('?') {
@@ -100,16 +96,7 @@ impl ModelSpec {
                 Ok(path.clone())
             }
             ModelSpec::HfCache { repo, revision } => {
-                let r = match revision {
-                    Some(rev) => hf_hub::Repo::with_revision(
-                        repo.clone(),
-                        hf_hub::RepoType::Model,
-                        rev.clone(),
-                    ),
-                    None => hf_hub::Repo::model(repo.clone()),
-                };
-                let found = cache.repo(r).get("model_index.json");
-                match found.and_then(|p| p.parent().map(Path::to_path_buf)) {
+                match find_in_hf_cache(cache, repo, revision.as_deref(), "model_index.json") {
                     Some(dir) => Ok(dir),
                     None => Err(LoadError::NotInHfCache {
                         spec: format!("hf:{repo}"),
@@ -120,6 +107,36 @@ impl ModelSpec {
             }
         }
     }
+}
+
+/// An `hf:org/name[@revision]` spec's repository and revision (`None` for
+/// anything that does not start with `hf:`).
+pub fn parse_hf(spec: &str) -> Option<(String, Option<String>)> {
+    let rest = spec.strip_prefix("hf:")?;
+    Some(match rest.split_once('@') {
+        Some((r, v)) => (r.to_string(), Some(v.to_string())),
+        None => (rest.to_string(), None),
+    })
+}
+
+/// The snapshot folder of `repo` (at `revision`) in the offline cache that
+/// holds `marker` (`model_index.json` for pipelines, `config.json` for CLIP).
+pub fn find_in_hf_cache(
+    cache: &hf_hub::Cache,
+    repo: &str,
+    revision: Option<&str>,
+    marker: &str,
+) -> Option<PathBuf> {
+    let r = match revision {
+        Some(rev) => {
+            hf_hub::Repo::with_revision(repo.to_string(), hf_hub::RepoType::Model, rev.to_string())
+        }
+        None => hf_hub::Repo::model(repo.to_string()),
+    };
+    cache
+        .repo(r)
+        .get(marker)
+        .and_then(|p| p.parent().map(Path::to_path_buf))
 }
 
 /// The offline Hugging Face cache: `$HF_HUB_CACHE`, else `$HF_HOME/hub`, else `~/.cache/huggingface/hub`.
