@@ -12,7 +12,7 @@ use std::path::Path;
 
 use candle_core::{Device, Tensor};
 
-use super::pickle::{GlobalPolicy, TensorRef, Value};
+use super::pickle::{GlobalPolicy, Limits, TensorRef, Value};
 use super::reader::TorchFile;
 use super::TorchFileError;
 
@@ -24,7 +24,12 @@ pub struct TorchCheckpoint {
 
 impl TorchCheckpoint {
     pub fn open(path: &Path) -> Result<Self, TorchFileError> {
-        let file = TorchFile::open(path, GlobalPolicy::Inert)?;
+        Self::open_with(path, &Limits::DEFAULT)
+    }
+
+    /// [`TorchCheckpoint::open`] with the pickle held to `limits`.
+    pub fn open_with(path: &Path, limits: &Limits) -> Result<Self, TorchFileError> {
+        let file = TorchFile::open_with(path, GlobalPolicy::Inert, limits)?;
         let root = file.root();
         let dict = match root.get("state_dict") {
             Some(sd @ Value::Dict(_)) => sd,

@@ -24,7 +24,7 @@ use std::sync::Mutex;
 use candle_core::{Device, Tensor};
 
 use super::pickle::{
-    self, GlobalPolicy, PickleError, StorageDType, TensorRef, Value, LEGACY_MAGIC,
+    self, GlobalPolicy, Limits, PickleError, StorageDType, TensorRef, Value, LEGACY_MAGIC,
 };
 use super::{TorchFileError, NOT_A_TORCH_FILE};
 
@@ -112,12 +112,22 @@ fn human(bytes: u64) -> String {
 impl TorchFile {
     /// Opens a torch file; `policy` says what to do with non-tensor classes.
     pub fn open(path: &Path, policy: GlobalPolicy) -> Result<Self, TorchFileError> {
+        Self::open_with(path, policy, &Limits::DEFAULT)
+    }
+
+    /// [`TorchFile::open`] with the pickle held to `limits` (tests and the fuzz
+    /// target use small ones, so that a bomb is refused in microseconds).
+    pub fn open_with(
+        path: &Path,
+        policy: GlobalPolicy,
+        limits: &Limits,
+    ) -> Result<Self, TorchFileError> {
         let mut file = File::open(path).map_err(|e| TorchFileError::io(path, e))?;
         let mut head = [0u8; 16];
         let n = read_up_to(&mut file, &mut head).map_err(|e| TorchFileError::io(path, e))?;
         let opened = match sniff(&head[..n]) {
-            Some(TorchFormat::Zip) => Self::open_zip(path, file, policy)?,
-            Some(TorchFormat::Legacy) => Self::open_legacy(path, file, policy)?,
+            Some(TorchFormat::Zip) => Self::open_zip(path, file, policy, limits)?,
+            Some(TorchFormat::Legacy) => Self::open_legacy(path, file, policy, limits)?,
             None => {
                 return Err(TorchFileError::Unrecognised {
                     path: path.to_path_buf(),
@@ -129,7 +139,12 @@ impl TorchFile {
         Ok(opened)
     }
 
-    fn open_zip(path: &Path, file: File, policy: GlobalPolicy) -> Result<Self, TorchFileError> {
+    fn open_zip(
+        path: &Path,
+        file: File,
+        policy: GlobalPolicy,
+        limits: &Limits,
+    ) -> Result<Self, TorchFileError> {
         let size = file
             .metadata()
             .map_err(|e| TorchFileError::io(path, e))?
@@ -165,8 +180,8 @@ impl TorchFile {
             ));
         }
         let pickle_bytes = read_entry(&mut zip, &pkl, path, size)?;
-        let (root, _) =
-            pickle::load(&pickle_bytes, policy).map_err(|e| TorchFileError::pickle(path, e))?;
+        let (root, _) = pickle::load_with(&pickle_bytes, policy, limits)
+            .map_err(|e| TorchFileError::pickle(path, e))?;
         drop(pickle_bytes);
         let data_prefix = format!("{prefix}data/");
         let mut storages = HashMap::new();
@@ -219,6 +234,7 @@ impl TorchFile {
         path: &Path,
         mut file: File,
         policy: GlobalPolicy,
+        limits: &Limits,
     ) -> Result<Self, TorchFileError> {
         let size = file
             .metadata()
@@ -231,7 +247,7 @@ impl TorchFile {
             file.seek(SeekFrom::Start(0))
                 .and_then(|_| file.read_exact(&mut buf))
                 .map_err(|e| TorchFileError::io(path, e))?;
-            match legacy_pickles(&buf, policy) {
+            match legacy_pickles(&buf, policy, limits) {
                 Err((PickleError::Truncated { .. }, _)) if want < size.min(MAX_PICKLE) => {
                     want = want.saturating_mul(8).min(size).min(MAX_PICKLE);
                 }
@@ -581,6 +597,7 @@ fn named_tensors<'a>(v: &'a Value, name: String, out: &mut Vec<(String, &'a Tens
 fn legacy_pickles(
     buf: &[u8],
     policy: GlobalPolicy,
+    limits: &Limits,
 ) -> Result<([Value; 5], usize), (PickleError, &'static str)> {
     const WHAT: [&str; 5] = [
         "magic number",
@@ -592,7 +609,7 @@ fn legacy_pickles(
     let mut pos = 0usize;
     let mut out: [Value; 5] = Default::default();
     for (slot, what) in out.iter_mut().zip(WHAT) {
-        let (v, used) = pickle::load(&buf[pos..], policy).map_err(|e| (e, what))?;
+        let (v, used) = pickle::load_with(&buf[pos..], policy, limits).map_err(|e| (e, what))?;
         *slot = v;
         pos += used;
     }
