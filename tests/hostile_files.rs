@@ -115,6 +115,9 @@ fn strided_pt(dir: &Path, file: &str, shape: &[u64], stride: &[u64], numel: u64)
 fn limited<S: AsRef<OsStr>>(args: &[S]) -> (i32, String, Duration) {
     let mut cmd = bin();
     cmd.args(args);
+    // Two compute threads whatever the machine: every thread's stack and malloc
+    // arena is address space too, and the limit is about our buffers.
+    cmd.env("RAYON_NUM_THREADS", "2");
     // SAFETY: only async-signal-safe work between fork and exec (one setrlimit call).
     unsafe {
         cmd.pre_exec(|| {

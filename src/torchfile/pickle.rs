@@ -316,7 +316,8 @@ pub enum PickleError {
     #[error(
         "byte {offset}: the pickle goes past a safety limit: {limit}. PyTorch files stay far \
          below it, so this one is damaged or was built to exhaust memory; it is refused before \
-         anything large is allocated"
+         anything large is allocated. Get the file again from a source you trust, or a \
+         .safetensors version of it"
     )]
     Limit { offset: usize, limit: Limit },
 }
