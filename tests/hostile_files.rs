@@ -296,6 +296,12 @@ fn absurd_element_counts_are_refused_by_inspect_too() {
     // Declared sizes that only overflow once multiplied by the element size.
     let p = strided_pt(tmp.path(), "e.pt", &[1 << 62], &[0], 16);
     refused_cleanly(&["inspect", s(&p)], &["e.pt"]);
+    // The last element's offset is u64::MAX, so one past it overflows (found
+    // by fuzzing: `(2³² + 1) × (2³² − 1)`).
+    let p = strided_pt(tmp.path(), "w.pt", &[(1 << 32) + 2], &[(1 << 32) - 1], 16);
+    let msg = refusal(&p).to_string();
+    assert!(msg.contains("impossible layout"), "{msg}");
+    refused_cleanly(&["inspect", s(&p)], &["w.pt", "damaged"]);
 }
 
 #[test]

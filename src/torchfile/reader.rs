@@ -433,7 +433,7 @@ impl TorchFile {
                     .and_then(|x| acc.checked_add(x))
             })
             .ok_or_else(impossible)?;
-        let span = last + 1;
+        let span = last.checked_add(1).ok_or_else(impossible)?;
         let start = (t.storage.view_offset as u64)
             .checked_add(t.offset as u64)
             .ok_or_else(impossible)?;
