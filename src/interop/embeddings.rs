@@ -21,10 +21,10 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 
-use super::pickle::{GlobalPolicy, TensorRef, Value};
 use super::safetensors_header::{self, Header, TensorInfo};
-use super::torch::{self, TorchFile};
 use super::InteropError;
+use crate::torchfile::pickle::{GlobalPolicy, TensorRef, Value};
+use crate::torchfile::{self, TorchFile};
 
 /// The layout an embedding was found in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -214,7 +214,7 @@ pub fn load_embedding_file(path: &Path) -> Result<Embedding, InteropError> {
             message: "the file is empty".into(),
         });
     }
-    if torch::sniff(&head[..n]).is_some() {
+    if torchfile::sniff(&head[..n]).is_some() {
         from_torch(path)
     } else if safetensors_header::sniff(&head[..n]) {
         from_safetensors(path)
@@ -509,7 +509,7 @@ fn from_torch(path: &Path) -> Result<Embedding, InteropError> {
     // (key, tensor) of the word's tensor(s), and the layout they were found in.
     let (found, format): (Vec<(String, TensorRef)>, EmbeddingFormat) = match root {
         Value::Tensor(t) => (
-            vec![("tensor".to_string(), t.clone())],
+            vec![("tensor".to_string(), (**t).clone())],
             EmbeddingFormat::Tensor,
         ),
         Value::Dict(pairs) => {
@@ -523,7 +523,7 @@ fn from_torch(path: &Path) -> Result<Embedding, InteropError> {
                 let terms: Vec<(String, &TensorRef)> = params
                     .iter()
                     .filter_map(|(k, v)| match v {
-                        Value::Tensor(t) => Some((k.as_str().unwrap_or("?").to_string(), t)),
+                        Value::Tensor(t) => Some((k.as_str().unwrap_or("?").to_string(), &**t)),
                         _ => None,
                     })
                     .collect();
@@ -557,7 +557,7 @@ fn from_torch(path: &Path) -> Result<Embedding, InteropError> {
                             dtype: t.dtype.name().to_string(),
                             shape: t.shape.clone(),
                         });
-                        refs.push(t.clone());
+                        refs.push((**t).clone());
                     }
                 }
                 let names: Vec<&str> = infos.iter().map(|t| t.name.as_str()).collect();

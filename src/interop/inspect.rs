@@ -6,12 +6,11 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use super::checkpoint::TorchCheckpoint;
 use super::embeddings::{load_embedding_file, Embedding};
-use super::{family, family_hint, safetensors_header, torch, InteropError};
+use super::{family, family_hint, safetensors_header, InteropError};
 use crate::sd::config::{ClipTextConfig, PerBlock};
 use crate::sd::single_file::{ConfigOrigin, SingleFile, SingleFileSpec};
-use crate::sd::weights::TensorSource;
+use crate::torchfile::{self, TorchCheckpoint};
 
 /// What a file turned out to be.
 pub enum Report {
@@ -81,7 +80,7 @@ fn head(path: &Path) -> Result<Vec<u8>, InteropError> {
 }
 
 fn path_is_torch(path: &Path) -> Result<bool, InteropError> {
-    Ok(torch::sniff(&head(path)?).is_some())
+    Ok(torchfile::sniff(&head(path)?).is_some())
 }
 
 /// Works out what `path` is; `config` is a diffusers folder describing a checkpoint.
@@ -98,7 +97,7 @@ pub fn inspect(path: &Path, config: Option<&Path>) -> Result<Report, InteropErro
         }
         return Ok(Report::Embedding(Box::new(load_embedding_file(path)?)));
     }
-    if torch::sniff(&bytes).is_some() {
+    if torchfile::sniff(&bytes).is_some() {
         let ckpt_ext = path
             .extension()
             .is_some_and(|e| e.eq_ignore_ascii_case("ckpt"));

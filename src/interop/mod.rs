@@ -1,15 +1,13 @@
 //! Interop with the files other tools write and read: embeddings from
 //! AUTOMATIC1111 / the DreamArtist extension, diffusers, kohya/ComfyUI and
-//! OneTrainer (import, export, convert, inspect), and the safe PyTorch pickle
-//! reader they (and `.ckpt` checkpoints) need.
+//! OneTrainer (import, export, convert, inspect). PyTorch files are read by
+//! the leaf module [`crate::torchfile`] (shared with `.ckpt` model loading);
+//! its errors convert into [`InteropError`] variant by variant.
 
-pub mod checkpoint;
 pub mod embeddings;
 pub mod export;
 pub mod inspect;
-pub mod pickle;
 pub mod safetensors_header;
-pub mod torch;
 pub mod torch_write;
 pub mod workspace;
 
@@ -17,6 +15,8 @@ use std::path::{Path, PathBuf};
 
 pub use embeddings::{load_embedding_file, Embedding, EmbeddingFormat};
 pub use export::{ExportFormat, ExportWord};
+
+use crate::torchfile::TorchFileError;
 
 /// Errors about foreign files. Each names the file and says what was found.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +35,9 @@ pub enum InteropError {
     Unsafe { path: PathBuf, message: String },
     #[error("{path}: not supported: {message}")]
     Unsupported { path: PathBuf, message: String },
+    /// Past a safety limit (a pickle bomb, an absurd tensor or header).
+    #[error("{path}: refused: {message}")]
+    LimitExceeded { path: PathBuf, message: String },
     /// A file in the SDXL layout (`clip_l` + `clip_g`) that cannot be read as one word.
     #[error("{path}: not a usable SDXL embedding: {message}")]
     Sdxl { path: PathBuf, message: String },
@@ -84,9 +87,34 @@ pub enum InteropError {
     Load(Box<crate::sd::LoadError>),
 }
 
+impl From<TorchFileError> for InteropError {
+    /// Variant by variant; the messages read the same.
+    fn from(e: TorchFileError) -> Self {
+        match e {
+            TorchFileError::Io { path, source } => InteropError::Io { path, source },
+            TorchFileError::Unrecognised { path, message } => {
+                InteropError::Unrecognised { path, message }
+            }
+            TorchFileError::Corrupt { path, message } => InteropError::Corrupt { path, message },
+            TorchFileError::Unsafe { path, message } => InteropError::Unsafe { path, message },
+            TorchFileError::Unsupported { path, message } => {
+                InteropError::Unsupported { path, message }
+            }
+            TorchFileError::LimitExceeded { path, message } => {
+                InteropError::LimitExceeded { path, message }
+            }
+            TorchFileError::Tensor { path, source } => InteropError::Tensor { path, source },
+        }
+    }
+}
+
 impl From<crate::sd::LoadError> for InteropError {
     fn from(e: crate::sd::LoadError) -> Self {
-        InteropError::Load(Box::new(e))
+        match e {
+            // The torch reader's refusal reads (and matches) the same either way.
+            crate::sd::LoadError::TorchFile(e) => e.into(),
+            e => InteropError::Load(Box::new(e)),
+        }
     }
 }
 

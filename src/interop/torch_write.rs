@@ -7,9 +7,9 @@ use std::path::Path;
 
 use candle_core::{DType, Tensor};
 
-use super::torch::contiguous_strides;
 use super::InteropError;
-use crate::workspace::write_atomic;
+use crate::fsutil::write_atomic;
+use crate::torchfile::contiguous_strides;
 
 /// What goes into the pickle next to the vectors.
 #[derive(Debug, Clone, Default)]

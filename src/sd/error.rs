@@ -69,6 +69,10 @@ pub enum LoadError {
         #[source]
         source: candle_core::Error,
     },
+    /// A `.ckpt` checkpoint that the torch-file reader refused (its message
+    /// names the file and what was wrong: damaged, unsafe, over a limit).
+    #[error(transparent)]
+    TorchFile(#[from] crate::torchfile::TorchFileError),
 }
 
 impl LoadError {

@@ -34,7 +34,7 @@ use super::tokenizer::ClipTokenizer;
 use super::unet::UNet;
 use super::vae::Vae;
 use super::weights::{SafetensorsFiles, TensorSource, Weights};
-use crate::interop::checkpoint::{to_load_error, TorchCheckpoint};
+use crate::torchfile::{self, TorchCheckpoint};
 pub use infer::InferredConfigs;
 use names::{Component, MappedSource, TextLayout, UnetLayout};
 
@@ -118,9 +118,8 @@ pub fn open_checkpoint(path: &Path) -> Result<Arc<dyn TensorSource>, LoadError> 
         let mut f = std::fs::File::open(path).map_err(|e| LoadError::io(path, e))?;
         f.read(&mut head).map_err(|e| LoadError::io(path, e))?
     };
-    if crate::interop::torch::sniff(&head[..n]).is_some() {
-        let ckpt = TorchCheckpoint::open(path).map_err(|e| to_load_error(e, path))?;
-        Ok(Arc::new(ckpt))
+    if torchfile::sniff(&head[..n]).is_some() {
+        Ok(Arc::new(TorchCheckpoint::open(path)?))
     } else {
         Ok(Arc::new(SafetensorsFiles::open(path)?))
     }
@@ -688,7 +687,7 @@ fn shipped_tokenizer_dir() -> Result<PathBuf, LoadError> {
         for (name, bytes) in [("vocab.json", VOCAB), ("merges.txt", MERGES)] {
             let p = dir.join(name);
             if std::fs::read(&p).ok().as_deref() != Some(bytes) {
-                crate::workspace::write_atomic(&p, bytes)
+                crate::fsutil::write_atomic(&p, bytes)
                     .map_err(|e| format!("{}: {e}", p.display()))?;
             }
         }

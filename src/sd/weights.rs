@@ -14,6 +14,7 @@ use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Tensor};
 
 use super::error::LoadError;
+use crate::torchfile::TorchCheckpoint;
 
 /// Something that holds named tensors (one or more files).
 pub trait TensorSource: Send + Sync {
@@ -34,6 +35,33 @@ pub trait TensorSource: Send + Sync {
 
     fn describe(&self, name: &str) -> String {
         name.to_string()
+    }
+}
+
+/// A `.ckpt` checkpoint's state dict, read by the leaf module [`crate::torchfile`].
+impl TensorSource for TorchCheckpoint {
+    fn origin(&self) -> &Path {
+        self.path()
+    }
+
+    fn shape(&self, name: &str) -> Option<Vec<usize>> {
+        TorchCheckpoint::shape(self, name)
+    }
+
+    fn load(&self, name: &str, device: &Device) -> Result<Tensor, LoadError> {
+        match TorchCheckpoint::load(self, name, device) {
+            Some(t) => Ok(t?),
+            None => Err(LoadError::MissingTensor {
+                path: self.path().to_path_buf(),
+                name: name.to_string(),
+                expected: Vec::new(),
+                component: "checkpoint".into(),
+            }),
+        }
+    }
+
+    fn names(&self) -> Vec<String> {
+        TorchCheckpoint::names(self)
     }
 }
 

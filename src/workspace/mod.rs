@@ -6,10 +6,12 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub mod fsutil;
 pub mod watch;
 
-pub use fsutil::write_atomic;
+/// Atomic writes live in the leaf module [`crate::fsutil`] (so `sd` can use them
+/// without depending on the workspace); re-exported here for existing callers.
+pub use crate::fsutil;
+pub use crate::fsutil::write_atomic;
 
 pub const WORKSPACE_FILE: &str = "workspace.toml";
 

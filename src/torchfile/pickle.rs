@@ -11,9 +11,16 @@
 //! placeholder that is never constructed ([`GlobalPolicy::Inert`]).
 //!
 //! Tensors come out as [`TensorRef`]s (storage key, dtype, offset, shape,
-//! strides); reading the storage bytes is the container's job (`torch.rs`).
+//! strides); reading the storage bytes is the container's job (`reader.rs`).
+//!
+//! A hostile pickle can also try to exhaust memory or time instead of running
+//! code (its opcodes can copy values, so a few hundred bytes can describe
+//! billions of objects): every value built is charged against [`Limits`]
+//! before it is made, and going past one is an error naming the limit.
 
+use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash, Hasher};
 
 /// Element types of torch storages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -147,7 +154,7 @@ pub struct TensorRef {
 }
 
 /// The callables and classes this reader knows, by what they do.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Hash)]
 pub enum Global {
     RebuildTensor,
     RebuildTensorV2,
@@ -205,8 +212,10 @@ pub enum Value {
     /// Dicts keep insertion order (torch state dicts are `OrderedDict`s).
     Dict(Vec<(Value, Value)>),
     Global(Global),
-    Storage(StorageRef),
-    Tensor(TensorRef),
+    /// Boxed, as is `Tensor`: they are rare, and a small `Value` (32 bytes)
+    /// keeps what a pickle's objects cost in memory low.
+    Storage(Box<StorageRef>),
+    Tensor(Box<TensorRef>),
     /// An object of a class this reader does not construct; only its class name is kept.
     Inert(String),
 }
@@ -267,7 +276,7 @@ impl Value {
         let mut todo = vec![self];
         while let Some(v) = todo.pop() {
             match v {
-                Value::Tensor(t) => out.push(t),
+                Value::Tensor(t) => out.push(&**t),
                 Value::List(items) | Value::Tuple(items) => todo.extend(items.iter()),
                 Value::Dict(pairs) => {
                     for (k, v) in pairs {
@@ -304,30 +313,228 @@ pub enum PickleError {
     ForbiddenGlobal { module: String, name: String },
     #[error("byte {offset}: {message}")]
     Invalid { offset: usize, message: String },
+    #[error(
+        "byte {offset}: the pickle goes past a safety limit: {limit}. PyTorch files stay far \
+         below it, so this one is damaged or was built to exhaust memory; it is refused before \
+         anything large is allocated. Get the file again from a source you trust, or a \
+         .safetensors version of it"
+    )]
+    Limit { offset: usize, limit: Limit },
+}
+
+/// Which bound of [`Limits`] a pickle went past (with the bound), for messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    Depth(u32),
+    Objects(u64),
+    Bytes(u64),
+    Memo(usize),
+    Container(usize),
+}
+
+impl std::fmt::Display for Limit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Limit::Depth(n) => write!(f, "containers nested deeper than {n} levels"),
+            Limit::Objects(n) => write!(
+                f,
+                "more than {n} objects built (copies made by DUP and memo GET count in full)"
+            ),
+            Limit::Bytes(n) => write!(
+                f,
+                "more than {} MiB of strings and bytes built (copies count in full)",
+                n >> 20
+            ),
+            Limit::Memo(n) => write!(f, "more than {n} memo entries"),
+            Limit::Container(n) => write!(f, "a list, tuple or dict of more than {n} items"),
+        }
+    }
+}
+
+/// Bounds on the work and memory one pickle may cost.
+///
+/// Why: the pickle machine's own opcodes are a compression scheme. `DUP` and
+/// memo `GET` copy a whole value and `TUPLE2` pairs two copies, so 32 pairs of
+/// bytes describe 2³² objects; a 422-byte file could otherwise take every byte
+/// of memory. Every value built — copies included, counted in full *before*
+/// they are made — is charged against these budgets, so parsing stops with a
+/// named limit while the memory used is still a fraction of the budget.
+///
+/// The defaults are one to two orders of magnitude above what real files
+/// need: an SD checkpoint's pickle builds about 60 objects per tensor (SDXL
+/// with EMA weights and Adam state, ~15k tensors: under 1M objects) and a few
+/// MiB of strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Nesting of containers (and unfinished MARKs); deeper values could
+    /// exhaust the stack when they are dropped.
+    pub depth: u32,
+    /// Values built in total, copies included (each costs ~100 bytes).
+    pub objects: u64,
+    /// Bytes of strings, byte strings and big integers built, copies included.
+    pub bytes: u64,
+    /// Entries in the memo.
+    pub memo: usize,
+    /// Items in one list, tuple or dict.
+    pub container: usize,
+}
+
+impl Limits {
+    pub const DEFAULT: Limits = Limits {
+        depth: 100,
+        objects: 5_000_000,
+        bytes: 256 << 20,
+        memo: 1_000_000,
+        container: 1_000_000,
+    };
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
 }
 
 /// Containers nested deeper than this are refused (a hostile file could
 /// otherwise exhaust the stack when the values are dropped).
-const MAX_DEPTH: u32 = 100;
+pub const MAX_DEPTH: u32 = Limits::DEFAULT.depth;
 
 /// The stored legacy-format magic number `0x1950a86a20f9469cfc6c` as `LONG1` bytes.
 pub const LEGACY_MAGIC: [u8; 10] = [0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19];
 
-/// A value with the nesting depth of its containers.
-#[derive(Debug, Clone)]
+/// What building a value cost: the values in it and the payload bytes they hold.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Cost {
+    objects: u64,
+    bytes: u64,
+}
+
+impl Cost {
+    fn add(self, other: Cost) -> Cost {
+        Cost {
+            objects: self.objects.saturating_add(other.objects),
+            bytes: self.bytes.saturating_add(other.bytes),
+        }
+    }
+
+    /// One value that is not a container, with its payload.
+    fn leaf(v: &Value) -> Cost {
+        let bytes = match v {
+            Value::Str(s) => s.len(),
+            Value::Bytes(b) | Value::BigInt(b) => b.len(),
+            Value::Inert(n) | Value::Global(Global::Foreign(n)) => n.len(),
+            Value::Storage(s) => s.key.len(),
+            Value::Tensor(t) => t.storage.key.len() + 16 * t.shape.len(),
+            _ => 0,
+        };
+        Cost {
+            objects: 1,
+            bytes: bytes as u64,
+        }
+    }
+
+    /// A whole value, containers walked (their depth is bounded by [`Limits::depth`]).
+    fn of(v: &Value) -> Cost {
+        let node = Cost {
+            objects: 1,
+            bytes: 0,
+        };
+        match v {
+            Value::List(items) | Value::Tuple(items) => {
+                items.iter().fold(node, |c, i| c.add(Cost::of(i)))
+            }
+            Value::Dict(pairs) => pairs
+                .iter()
+                .fold(node, |c, (k, v)| c.add(Cost::of(k)).add(Cost::of(v))),
+            other => Cost::leaf(other),
+        }
+    }
+}
+
+/// Where each key of a dict under construction is, by hash: setting an item
+/// is then O(1) instead of a scan (a scan made a dict of n keys cost n²/2
+/// comparisons, minutes for a few hundred thousand keys).
+type KeyIndex = HashMap<u64, Vec<usize>>;
+
+/// A value with the nesting depth of its containers and what it cost to build.
+#[derive(Debug)]
 struct Item {
     value: Value,
     depth: u32,
+    cost: Cost,
+    /// For a dict on the stack: its key index, built on the first SETITEM(S).
+    keys: Option<KeyIndex>,
 }
 
 impl Item {
     fn leaf(value: Value) -> Self {
-        Self { value, depth: 0 }
+        Self {
+            cost: Cost::leaf(&value),
+            value,
+            depth: 0,
+            keys: None,
+        }
+    }
+
+    /// A copy for DUP and the memo (the key index is rebuilt when needed).
+    fn copy(&self) -> Self {
+        Self {
+            value: self.value.clone(),
+            depth: self.depth,
+            cost: self.cost,
+            keys: None,
+        }
     }
 }
 
-/// Reads one pickle starting at `data[0]`; returns the value and the number of bytes consumed.
+/// Feeds a value into a hasher; consistent with `Value`'s `PartialEq` (equal
+/// values hash equally: `0.0` and `-0.0` are equal floats, so they hash alike).
+fn hash_value(v: &Value, h: &mut impl Hasher) {
+    std::mem::discriminant(v).hash(h);
+    match v {
+        Value::None => {}
+        Value::Bool(b) => b.hash(h),
+        Value::Int(i) => i.hash(h),
+        Value::BigInt(b) | Value::Bytes(b) => b.hash(h),
+        Value::Float(f) => (if *f == 0.0 { 0 } else { f.to_bits() }).hash(h),
+        Value::Str(s) | Value::Inert(s) => s.hash(h),
+        Value::List(items) | Value::Tuple(items) => {
+            items.len().hash(h);
+            items.iter().for_each(|i| hash_value(i, h));
+        }
+        Value::Dict(pairs) => {
+            pairs.len().hash(h);
+            for (k, v) in pairs {
+                hash_value(k, h);
+                hash_value(v, h);
+            }
+        }
+        Value::Global(g) => g.hash(h),
+        Value::Storage(s) => s.key.hash(h),
+        Value::Tensor(t) => {
+            t.storage.key.hash(h);
+            t.shape.hash(h);
+            t.offset.hash(h);
+        }
+    }
+}
+
+/// Reads one pickle starting at `data[0]` within [`Limits::DEFAULT`]; returns
+/// the value and the number of bytes consumed.
 pub fn load(data: &[u8], policy: GlobalPolicy) -> Result<(Value, usize), PickleError> {
+    load_with(data, policy, &Limits::DEFAULT)
+}
+
+/// [`load`] within the given limits.
+///
+/// Work is linear in the pickle's length plus the objects built: every opcode
+/// consumes input, copies are charged before they are made, dict keys are
+/// hashed.
+pub fn load_with(
+    data: &[u8],
+    policy: GlobalPolicy,
+    limits: &Limits,
+) -> Result<(Value, usize), PickleError> {
     let mut vm = Machine {
         data,
         pos: 0,
@@ -335,6 +542,9 @@ pub fn load(data: &[u8], policy: GlobalPolicy) -> Result<(Value, usize), PickleE
         marks: Vec::new(),
         memo: HashMap::new(),
         policy,
+        limits: *limits,
+        built: Cost::default(),
+        hasher: RandomState::new(),
     };
     let value = vm.run()?;
     Ok((value, vm.pos))
@@ -347,6 +557,11 @@ struct Machine<'a> {
     marks: Vec<usize>,
     memo: HashMap<u32, Item>,
     policy: GlobalPolicy,
+    limits: Limits,
+    /// Everything built so far, copies included.
+    built: Cost,
+    /// Randomly keyed, so that no file can be made of colliding keys.
+    hasher: RandomState,
 }
 
 impl Machine<'_> {
@@ -355,6 +570,39 @@ impl Machine<'_> {
             offset: self.pos,
             message: message.into(),
         }
+    }
+
+    fn limit(&self, limit: Limit) -> PickleError {
+        PickleError::Limit {
+            offset: self.pos,
+            limit,
+        }
+    }
+
+    /// Charges `cost` to the budgets; called before the value is built.
+    fn charge(&mut self, cost: Cost) -> Result<(), PickleError> {
+        self.built = self.built.add(cost);
+        if self.built.objects > self.limits.objects {
+            return Err(self.limit(Limit::Objects(self.limits.objects)));
+        }
+        if self.built.bytes > self.limits.bytes {
+            return Err(self.limit(Limit::Bytes(self.limits.bytes)));
+        }
+        Ok(())
+    }
+
+    fn check_depth(&self, depth: u32) -> Result<(), PickleError> {
+        if depth > self.limits.depth {
+            return Err(self.limit(Limit::Depth(self.limits.depth)));
+        }
+        Ok(())
+    }
+
+    fn check_len(&self, len: usize) -> Result<(), PickleError> {
+        if len > self.limits.container {
+            return Err(self.limit(Limit::Container(self.limits.container)));
+        }
+        Ok(())
     }
 
     fn take(&mut self, n: usize) -> Result<&[u8], PickleError> {
@@ -429,15 +677,27 @@ impl Machine<'_> {
         })
     }
 
-    fn push(&mut self, value: Value) {
-        self.stack.push(Item::leaf(value));
+    /// Pushes a new value that is not a container (charged here).
+    fn push(&mut self, value: Value) -> Result<(), PickleError> {
+        let item = Item::leaf(value);
+        self.charge(item.cost)?;
+        self.stack.push(item);
+        Ok(())
     }
 
+    /// Pushes an item already charged for.
     fn push_item(&mut self, item: Item) -> Result<(), PickleError> {
-        if item.depth > MAX_DEPTH {
-            return Err(self.invalid(format!("containers nested deeper than {MAX_DEPTH} levels")));
-        }
+        self.check_depth(item.depth)?;
         self.stack.push(item);
+        Ok(())
+    }
+
+    fn mark(&mut self) -> Result<(), PickleError> {
+        // Every unfinished MARK is a container being built around what follows.
+        if self.marks.len() >= self.limits.depth as usize {
+            return Err(self.limit(Limit::Depth(self.limits.depth)));
+        }
+        self.marks.push(self.stack.len());
         Ok(())
     }
 
@@ -469,58 +729,105 @@ impl Machine<'_> {
         Ok(self.stack.split_off(m))
     }
 
-    fn container(items: Vec<Item>, make: impl FnOnce(Vec<Value>) -> Value) -> Item {
+    /// A new tuple or list of `items` (only its own node is charged: the
+    /// items were charged when they were built).
+    fn container(
+        &mut self,
+        items: Vec<Item>,
+        make: impl FnOnce(Vec<Value>) -> Value,
+    ) -> Result<Item, PickleError> {
+        self.check_len(items.len())?;
+        let node = Cost {
+            objects: 1,
+            bytes: 0,
+        };
+        self.charge(node)?;
         let depth = 1 + items.iter().map(|i| i.depth).max().unwrap_or(0);
-        Item {
+        let cost = items.iter().fold(node, |c, i| c.add(i.cost));
+        Ok(Item {
             value: make(items.into_iter().map(|i| i.value).collect()),
             depth,
+            cost,
+            keys: None,
+        })
+    }
+
+    /// DUP: a copy of the top, charged in full before it is made.
+    fn dup(&mut self) -> Result<(), PickleError> {
+        let cost = self
+            .stack
+            .last()
+            .map(|i| i.cost)
+            .ok_or_else(|| self.invalid("DUP on an empty stack"))?;
+        self.charge(cost)?;
+        let copy = self.stack.last().map(Item::copy);
+        match copy {
+            Some(item) => self.push_item(item),
+            None => Err(self.invalid("DUP on an empty stack")),
         }
     }
 
     fn memo_put(&mut self, key: u32) -> Result<(), PickleError> {
-        let top = self
+        let cost = self
             .stack
             .last()
-            .cloned()
+            .map(|i| i.cost)
             .ok_or_else(|| self.invalid("memo put on an empty stack"))?;
-        self.memo.insert(key, top);
+        if self.memo.len() >= self.limits.memo && !self.memo.contains_key(&key) {
+            return Err(self.limit(Limit::Memo(self.limits.memo)));
+        }
+        self.charge(cost)?;
+        if let Some(top) = self.stack.last().map(Item::copy) {
+            self.memo.insert(key, top);
+        }
         Ok(())
     }
 
     fn memo_get(&mut self, key: u32) -> Result<(), PickleError> {
-        let item = self
+        let cost = self
             .memo
             .get(&key)
-            .cloned()
+            .map(|i| i.cost)
             .ok_or_else(|| self.invalid(format!("memo key {key} is not defined")))?;
-        self.push_item(item)
+        self.charge(cost)?;
+        match self.memo.get(&key).map(Item::copy) {
+            Some(item) => self.push_item(item),
+            None => Err(self.invalid(format!("memo key {key} is not defined"))),
+        }
     }
 
     fn global(&mut self, module: &str, name: &str) -> Result<(), PickleError> {
         match Global::resolve(module, name) {
             Some(g) => self.push(Value::Global(g)),
             None => match self.policy {
-                GlobalPolicy::Strict => {
-                    return Err(PickleError::ForbiddenGlobal {
-                        module: module.to_string(),
-                        name: name.to_string(),
-                    })
-                }
+                GlobalPolicy::Strict => Err(PickleError::ForbiddenGlobal {
+                    module: module.to_string(),
+                    name: name.to_string(),
+                }),
                 GlobalPolicy::Inert => {
                     self.push(Value::Global(Global::Foreign(format!("{module}.{name}"))))
                 }
             },
         }
-        Ok(())
     }
 
     /// Appends items to the list (or set) at the top of the stack.
     fn extend_top(&mut self, items: Vec<Item>) -> Result<(), PickleError> {
         let pos = self.pos;
+        let limits = self.limits;
         let top = self.top_mut()?;
         let depth = items.iter().map(|i| i.depth + 1).max().unwrap_or(0);
+        let added = items.iter().fold(Cost::default(), |c, i| c.add(i.cost));
         match &mut top.value {
-            Value::List(l) => l.extend(items.into_iter().map(|i| i.value)),
+            Value::List(l) => {
+                if l.len().saturating_add(items.len()) > limits.container {
+                    return Err(PickleError::Limit {
+                        offset: pos,
+                        limit: Limit::Container(limits.container),
+                    });
+                }
+                l.extend(items.into_iter().map(|i| i.value))
+            }
             Value::Inert(_) => {}
             other => {
                 return Err(PickleError::Invalid {
@@ -529,12 +836,10 @@ impl Machine<'_> {
                 })
             }
         }
+        top.cost = top.cost.add(added);
         top.depth = top.depth.max(depth);
         let d = top.depth;
-        if d > MAX_DEPTH {
-            return Err(self.invalid(format!("containers nested deeper than {MAX_DEPTH} levels")));
-        }
-        Ok(())
+        self.check_depth(d)
     }
 
     /// Sets key/value pairs on the dict at the top of the stack.
@@ -543,15 +848,43 @@ impl Machine<'_> {
             return Err(self.invalid("SETITEMS with an odd number of items"));
         }
         let pos = self.pos;
+        let limits = self.limits;
+        let hasher = self.hasher.clone();
+        let hash = |v: &Value| {
+            let mut h = hasher.build_hasher();
+            hash_value(v, &mut h);
+            h.finish()
+        };
         let top = self.top_mut()?;
         let depth = items.iter().map(|i| i.depth + 1).max().unwrap_or(0);
+        let added = items.iter().fold(Cost::default(), |c, i| c.add(i.cost));
         match &mut top.value {
             Value::Dict(d) => {
+                let index = top.keys.get_or_insert_with(|| {
+                    let mut index = KeyIndex::new();
+                    for (i, (k, _)) in d.iter().enumerate() {
+                        index.entry(hash(k)).or_default().push(i);
+                    }
+                    index
+                });
                 let mut it = items.into_iter();
                 while let (Some(k), Some(v)) = (it.next(), it.next()) {
-                    match d.iter_mut().find(|(ek, _)| *ek == k.value) {
-                        Some(slot) => slot.1 = v.value,
-                        None => d.push((k.value, v.value)),
+                    let h = hash(&k.value);
+                    let slot = index
+                        .get(&h)
+                        .and_then(|at| at.iter().copied().find(|&i| d[i].0 == k.value));
+                    match slot {
+                        Some(i) => d[i].1 = v.value,
+                        None => {
+                            if d.len() >= limits.container {
+                                return Err(PickleError::Limit {
+                                    offset: pos,
+                                    limit: Limit::Container(limits.container),
+                                });
+                            }
+                            index.entry(h).or_default().push(d.len());
+                            d.push((k.value, v.value));
+                        }
                     }
                 }
             }
@@ -563,12 +896,10 @@ impl Machine<'_> {
                 })
             }
         }
+        top.cost = top.cost.add(added);
         top.depth = top.depth.max(depth);
         let d = top.depth;
-        if d > MAX_DEPTH {
-            return Err(self.invalid(format!("containers nested deeper than {MAX_DEPTH} levels")));
-        }
-        Ok(())
+        self.check_depth(d)
     }
 
     fn run(&mut self) -> Result<Value, PickleError> {
@@ -591,7 +922,7 @@ impl Machine<'_> {
                     // FRAME: a length hint only.
                     self.take(8)?;
                 }
-                b'(' => self.marks.push(self.stack.len()),
+                b'(' => self.mark()?,
                 b'0' => {
                     // POP
                     if self.marks.last() == Some(&self.stack.len()) {
@@ -603,17 +934,10 @@ impl Machine<'_> {
                 b'1' => {
                     self.pop_mark()?;
                 }
-                b'2' => {
-                    let top = self
-                        .stack
-                        .last()
-                        .cloned()
-                        .ok_or_else(|| self.invalid("DUP on an empty stack"))?;
-                    self.push_item(top)?;
-                }
-                b'N' => self.push(Value::None),
-                0x88 => self.push(Value::Bool(true)),
-                0x89 => self.push(Value::Bool(false)),
+                b'2' => self.dup()?,
+                b'N' => self.push(Value::None)?,
+                0x88 => self.push(Value::Bool(true))?,
+                0x89 => self.push(Value::Bool(false))?,
                 b'I' => {
                     let l = self.line()?;
                     let v = match l.as_str() {
@@ -624,7 +948,7 @@ impl Machine<'_> {
                                 .map_err(|_| self.invalid(format!("bad INT `{s}`")))?,
                         ),
                     };
-                    self.push(v);
+                    self.push(v)?;
                 }
                 b'L' => {
                     let l = self.line()?;
@@ -632,7 +956,7 @@ impl Machine<'_> {
                     let v = s
                         .parse()
                         .map_err(|_| self.invalid(format!("LONG `{s}` does not fit 64 bits")))?;
-                    self.push(Value::Int(v));
+                    self.push(Value::Int(v))?;
                 }
                 b'F' => {
                     let l = self.line()?;
@@ -640,19 +964,19 @@ impl Machine<'_> {
                         .trim()
                         .parse()
                         .map_err(|_| self.invalid(format!("bad FLOAT `{l}`")))?;
-                    self.push(Value::Float(v));
+                    self.push(Value::Float(v))?;
                 }
                 b'J' => {
                     let v = self.i32()?;
-                    self.push(Value::Int(v as i64));
+                    self.push(Value::Int(v as i64))?;
                 }
                 b'K' => {
                     let v = self.u8()?;
-                    self.push(Value::Int(v as i64));
+                    self.push(Value::Int(v as i64))?;
                 }
                 b'M' => {
                     let v = self.u16()?;
-                    self.push(Value::Int(v as i64));
+                    self.push(Value::Int(v as i64))?;
                 }
                 0x8a | 0x8b => {
                     // LONG1 / LONG4
@@ -662,32 +986,32 @@ impl Machine<'_> {
                         self.len_i32()?
                     };
                     let bytes = self.take(n)?.to_vec();
-                    self.push(long_value(bytes));
+                    self.push(long_value(bytes))?;
                 }
                 b'G' => {
                     let b = self.take(8)?;
                     let mut a = [0u8; 8];
                     a.copy_from_slice(b);
-                    self.push(Value::Float(f64::from_be_bytes(a)));
+                    self.push(Value::Float(f64::from_be_bytes(a)))?;
                 }
                 b'X' => {
                     let n = self.u32()? as usize;
                     let s = self.utf8(n)?;
-                    self.push(Value::Str(s));
+                    self.push(Value::Str(s))?;
                 }
                 0x8c => {
                     let n = self.u8()? as usize;
                     let s = self.utf8(n)?;
-                    self.push(Value::Str(s));
+                    self.push(Value::Str(s))?;
                 }
                 0x8d => {
                     let n = self.len_u64()?;
                     let s = self.utf8(n)?;
-                    self.push(Value::Str(s));
+                    self.push(Value::Str(s))?;
                 }
                 b'V' => {
                     let l = self.line()?;
-                    self.push(Value::Str(l));
+                    self.push(Value::Str(l))?;
                 }
                 b'S' => {
                     let l = self.line()?;
@@ -697,7 +1021,7 @@ impl Machine<'_> {
                         .and_then(|s| s.strip_suffix('\''))
                         .or_else(|| s.strip_prefix('"').and_then(|s| s.strip_suffix('"')))
                         .ok_or_else(|| self.invalid("STRING is not quoted"))?;
-                    self.push(Value::Str(unquoted.to_string()));
+                    self.push(Value::Str(unquoted.to_string()))?;
                 }
                 b'T' | b'U' => {
                     // BINSTRING / SHORT_BINSTRING: Python 2 byte strings.
@@ -708,7 +1032,7 @@ impl Machine<'_> {
                     };
                     let b = self.take(n)?;
                     let s = String::from_utf8_lossy(b).to_string();
-                    self.push(Value::Str(s));
+                    self.push(Value::Str(s))?;
                 }
                 b'B' | b'C' | 0x8e | 0x96 => {
                     let n = match op {
@@ -717,12 +1041,12 @@ impl Machine<'_> {
                         _ => self.len_u64()?,
                     };
                     let b = self.take(n)?.to_vec();
-                    self.push(Value::Bytes(b));
+                    self.push(Value::Bytes(b))?;
                 }
-                b')' => self.push(Value::Tuple(Vec::new())),
+                b')' => self.push(Value::Tuple(Vec::new()))?,
                 b't' => {
                     let items = self.pop_mark()?;
-                    let item = Self::container(items, Value::Tuple);
+                    let item = self.container(items, Value::Tuple)?;
                     self.push_item(item)?;
                 }
                 0x85..=0x87 => {
@@ -732,13 +1056,13 @@ impl Machine<'_> {
                         items.push(self.pop()?);
                     }
                     items.reverse();
-                    let item = Self::container(items, Value::Tuple);
+                    let item = self.container(items, Value::Tuple)?;
                     self.push_item(item)?;
                 }
-                b']' | 0x8f => self.push(Value::List(Vec::new())),
+                b']' | 0x8f => self.push(Value::List(Vec::new()))?,
                 b'l' | 0x91 => {
                     let items = self.pop_mark()?;
-                    let item = Self::container(items, Value::List);
+                    let item = self.container(items, Value::List)?;
                     self.push_item(item)?;
                 }
                 b'a' => {
@@ -749,10 +1073,11 @@ impl Machine<'_> {
                     let items = self.pop_mark()?;
                     self.extend_top(items)?;
                 }
-                b'}' => self.push(Value::Dict(Vec::new())),
+                b'}' => self.push(Value::Dict(Vec::new()))?,
                 b'd' => {
                     let items = self.pop_mark()?;
-                    self.push(Value::Dict(Vec::new()));
+                    self.check_len(items.len() / 2)?;
+                    self.push(Value::Dict(Vec::new()))?;
                     self.set_items(items)?;
                 }
                 b's' => {
@@ -782,6 +1107,10 @@ impl Machine<'_> {
                     let args = self.pop()?;
                     let f = self.pop()?.value;
                     let v = self.call(f, args)?;
+                    self.charge(Cost {
+                        objects: 1,
+                        bytes: 0,
+                    })?;
                     self.push_item(v)?;
                 }
                 0x81 => {
@@ -789,6 +1118,10 @@ impl Machine<'_> {
                     let args = self.pop()?;
                     let cls = self.pop()?.value;
                     let v = self.call(cls, args)?;
+                    self.charge(Cost {
+                        objects: 1,
+                        bytes: 0,
+                    })?;
                     self.push_item(v)?;
                 }
                 0x92 => {
@@ -797,6 +1130,10 @@ impl Machine<'_> {
                     let args = self.pop()?;
                     let cls = self.pop()?.value;
                     let v = self.call(cls, args)?;
+                    self.charge(Cost {
+                        objects: 1,
+                        bytes: 0,
+                    })?;
                     self.push_item(v)?;
                 }
                 b'b' => {
@@ -810,7 +1147,7 @@ impl Machine<'_> {
                 b'Q' => {
                     let pid = self.pop()?.value;
                     let v = self.persistent(pid)?;
-                    self.push(v);
+                    self.push(v)?;
                 }
                 b'P' => {
                     return Err(self.invalid("text persistent ids (PERSID) are not used by torch"))
@@ -855,7 +1192,9 @@ impl Machine<'_> {
         }
     }
 
-    /// `f(*args)` for the known callables, as data.
+    /// `f(*args)` for the known callables, as data. The result is made of
+    /// (moved) parts of the arguments plus small values, so only its own node
+    /// is charged (by the caller); its cost is measured for later copies.
     fn call(&self, f: Value, args: Item) -> Result<Item, PickleError> {
         let Value::Global(g) = f else {
             return Err(self.invalid(format!("call of a {} (not a class)", f.kind())));
@@ -902,33 +1241,42 @@ impl Machine<'_> {
                 } else {
                     storage.dtype
                 };
-                Value::Tensor(TensorRef {
-                    storage: storage.clone(),
+                Value::Tensor(Box::new(TensorRef {
+                    storage: (**storage).clone(),
                     dtype,
                     offset: usize_arg(1, "offset")?,
                     shape,
                     stride,
-                })
+                }))
             }
             Global::RebuildParameter | Global::RebuildParameterWithState => match arg(0) {
-                Some(t @ Value::Tensor(_)) => t.clone(),
+                Some(Value::Tensor(t)) => Value::Tensor(t.clone()),
                 _ => return Err(self.invalid("nn.Parameter without a tensor")),
             },
             Global::OrderedDict => {
+                // The pairs are moved, not copied: the arguments are consumed.
                 let mut d = Vec::new();
-                if let Some(Value::List(pairs)) | Some(Value::Tuple(pairs)) = arg(0) {
+                if let Some(Value::List(pairs)) | Some(Value::Tuple(pairs)) =
+                    args.into_iter().next()
+                {
                     for p in pairs {
                         match p {
                             Value::Tuple(kv) | Value::List(kv) if kv.len() == 2 => {
-                                d.push((kv[0].clone(), kv[1].clone()))
+                                let mut kv = kv.into_iter();
+                                if let (Some(k), Some(v)) = (kv.next(), kv.next()) {
+                                    d.push((k, v));
+                                }
                             }
                             _ => return Err(self.invalid("OrderedDict item is not a pair")),
                         }
                     }
                 }
+                let value = Value::Dict(d);
                 return Ok(Item {
-                    value: Value::Dict(d),
+                    cost: Cost::of(&value),
+                    value,
                     depth: args_depth,
+                    keys: None,
                 });
             }
             Global::Device => {
@@ -938,10 +1286,18 @@ impl Machine<'_> {
                     None => Value::Str(kind.to_string()),
                 }
             }
-            Global::Size => match arg(0) {
-                Some(Value::Tuple(v)) | Some(Value::List(v)) => Value::Tuple(v.clone()),
-                _ => Value::Tuple(Vec::new()),
-            },
+            Global::Size => {
+                let value = match args.into_iter().next() {
+                    Some(Value::Tuple(v)) | Some(Value::List(v)) => Value::Tuple(v),
+                    _ => Value::Tuple(Vec::new()),
+                };
+                return Ok(Item {
+                    cost: Cost::of(&value),
+                    value,
+                    depth: args_depth,
+                    keys: None,
+                });
+            }
             Global::GetLayout => Value::Str(
                 arg(0)
                     .and_then(Value::as_str)
@@ -990,11 +1346,11 @@ impl Machine<'_> {
                 .ok_or_else(|| self.invalid("storage view without an offset"))?,
             _ => 0,
         };
-        Ok(Value::Storage(StorageRef {
+        Ok(Value::Storage(Box::new(StorageRef {
             key,
             dtype,
             view_offset,
-        }))
+        })))
     }
 }
 
@@ -1095,6 +1451,119 @@ mod tests {
         p.push(b'.');
         let err = run(&p).unwrap_err();
         assert!(err.to_string().contains("nested"), "{err}");
+    }
+
+    #[test]
+    fn copies_are_charged_before_they_are_made() {
+        // DUP + TUPLE2 doubling (issue #18): refused by the object budget.
+        let mut p = vec![0x80, 2, b']'];
+        p.extend(b"2\x86".repeat(32));
+        p.push(b'.');
+        let start = std::time::Instant::now();
+        let err = run(&p).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                PickleError::Limit {
+                    limit: Limit::Objects(_),
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("5000000 objects"), "{err}");
+        assert!(start.elapsed().as_secs() < 20);
+        // The same through the memo, with a small budget: refused at the copy
+        // that would pass it, not after.
+        let mut p = vec![0x80, 2, b']', b'q', 0];
+        p.extend(b"h\x00h\x00\x86q\x000".repeat(32));
+        p.push(b'.');
+        let limits = Limits {
+            objects: 1000,
+            ..Limits::DEFAULT
+        };
+        let err = load_with(&p, GlobalPolicy::Strict, &limits).unwrap_err();
+        assert!(err.to_string().contains("1000 objects"), "{err}");
+        // Byte strings count by their length.
+        let mut p = vec![0x80, 2, b'B'];
+        p.extend(1000u32.to_le_bytes());
+        p.extend([b'x'; 1000]);
+        p.extend(b"2222.");
+        let limits = Limits {
+            bytes: 3500,
+            ..Limits::DEFAULT
+        };
+        let err = load_with(&p, GlobalPolicy::Strict, &limits).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                PickleError::Limit {
+                    limit: Limit::Bytes(3500),
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn memo_containers_and_marks_are_bounded() {
+        let small = Limits {
+            memo: 3,
+            container: 4,
+            depth: 5,
+            ..Limits::DEFAULT
+        };
+        let load_small = |p: &[u8]| load_with(p, GlobalPolicy::Strict, &small).map(|(v, _)| v);
+        // Four memo entries.
+        let err = load_small(b"\x80\x02Nq\x00q\x01q\x02q\x03.").unwrap_err();
+        assert!(
+            err.to_string().contains("more than 3 memo entries"),
+            "{err}"
+        );
+        // Re-putting a key is not a new entry.
+        assert!(load_small(b"\x80\x02Nq\x00q\x00q\x00q\x00.").is_ok());
+        // A list of five, by APPENDS and by LIST.
+        let err = load_small(b"\x80\x02](NNNNNe.").unwrap_err();
+        assert!(err.to_string().contains("more than 4 items"), "{err}");
+        let err = load_small(b"\x80\x02(NNNNNl.").unwrap_err();
+        assert!(err.to_string().contains("more than 4 items"), "{err}");
+        // A dict of five keys.
+        let err = load_small(b"\x80\x02}(K\x01NK\x02NK\x03NK\x04NK\x05Nu.").unwrap_err();
+        assert!(err.to_string().contains("more than 4 items"), "{err}");
+        // Unfinished MARKs nest like containers.
+        let err = load_small(b"\x80\x02((((((N.").unwrap_err();
+        assert!(err.to_string().contains("deeper than 5"), "{err}");
+    }
+
+    #[test]
+    fn dict_keys_are_hashed_not_searched() {
+        // 300k distinct keys, then one key set again: a scan per key would
+        // take ~4.5e10 comparisons (minutes); hashing takes well under a second.
+        let n = 300_000u32;
+        let mut p = vec![0x80, 2, b'}', b'('];
+        for i in 0..n {
+            p.push(b'J');
+            p.extend(i.to_le_bytes());
+            p.push(b'N');
+        }
+        p.extend(b"u(J\x05\x00\x00\x00\x88u.");
+        let start = std::time::Instant::now();
+        let v = run(&p).unwrap();
+        assert!(start.elapsed().as_secs() < 20, "{:?}", start.elapsed());
+        let d = v.as_dict().unwrap();
+        assert_eq!(d.len(), n as usize);
+        assert_eq!(d[5], (Value::Int(5), Value::Bool(true)));
+        // Equal keys of different spellings are one key; 0.0 and -0.0 too.
+        let mut p = b"\x80\x02}(G".to_vec();
+        p.extend(0.0f64.to_be_bytes());
+        p.extend(b"K\x01G");
+        p.extend((-0.0f64).to_be_bytes());
+        p.extend(b"K\x02u.");
+        assert_eq!(
+            run(&p).unwrap(),
+            Value::Dict(vec![(Value::Float(0.0), Value::Int(2))])
+        );
     }
 
     #[test]

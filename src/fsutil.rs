@@ -1,4 +1,8 @@
-//! Crash-safe file writes.
+//! Crash-safe file writes (temporary file + rename).
+//!
+//! A leaf module: it depends on nothing else in the crate, so every layer —
+//! `sd` (the shipped vocabulary), `workspace`, `concept`, `train`, `interop` —
+//! can write files the same way without depending on each other.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
