@@ -18,6 +18,7 @@ pub mod random;
 pub mod scheduler;
 pub mod single_file;
 pub mod sliced;
+pub mod stable_diffusion;
 #[cfg(test)]
 mod testutil;
 pub mod text;
@@ -29,8 +30,9 @@ pub mod weights;
 pub use clip::HiddenLayer;
 pub use error::{LoadError, SdError, SdResult};
 pub use family::Family;
-pub use model::{LoadOptions, ModelSpec, StableDiffusion};
+pub use model::ModelSpec;
 pub use scheduler::{NoiseSchedule, Sampler, SamplerKind};
+pub use stable_diffusion::{LoadOptions, StableDiffusion};
 pub use text::{TextEncoding, TextStack, Tokens};
 pub use tokenizer::{ClipTokenizer, Piece, PseudoWord};
 pub use unet::{AddedCond, Conditioning, MicroConditioning};

@@ -27,8 +27,8 @@ use super::config::{
     read_json, ClipTextConfig, Prediction, SchedulerConfig, UNetConfig, VaeConfig,
 };
 use super::error::LoadError;
-use super::model::{folder_family, with_config_path, LoadOptions, StableDiffusion};
 use super::scheduler::NoiseSchedule;
+use super::stable_diffusion::{folder_family, with_config_path, LoadOptions, StableDiffusion};
 use super::text::TextStack;
 use super::tokenizer::ClipTokenizer;
 use super::unet::UNet;
