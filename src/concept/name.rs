@@ -24,15 +24,18 @@ pub enum NameError {
     NegSuffix(String),
 }
 
+/// The characters a name may hold.
+pub fn is_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_' || c == '-'
+}
+
 impl WordName {
     /// A word name: 1–64 of `[A-Za-z0-9_-]`, not starting with `-`.
     pub fn parse(name: &str) -> Result<Self, NameError> {
         let ok = !name.is_empty()
             && name.len() <= MAX_NAME
             && !name.starts_with('-')
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            && name.chars().all(is_name_char);
         if ok {
             Ok(Self(name.to_string()))
         } else {

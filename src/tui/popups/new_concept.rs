@@ -39,7 +39,7 @@ impl ConceptForm {
             .unwrap_or_default()
             .chars()
             .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                if crate::concept::name::is_name_char(c) {
                     c.to_ascii_lowercase()
                 } else {
                     '-'
