@@ -32,6 +32,60 @@ pub fn temp_name(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
 }
 
+/// The process that wrote a temporary file (`.name.tmp-<pid>`), if it is one.
+fn temp_owner(name: &str) -> Option<u32> {
+    if !name.starts_with('.') {
+        return None;
+    }
+    name.rsplit_once(".tmp-")?.1.parse().ok()
+}
+
+/// Whether process `pid` still runs (a temporary file of a live process may
+/// be in the middle of its write).
+fn process_alive(pid: u32) -> bool {
+    #[cfg(unix)]
+    {
+        // SAFETY: signal 0 only checks that the process exists.
+        let r = unsafe { libc::kill(pid as libc::pid_t, 0) };
+        r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = pid;
+        true
+    }
+}
+
+/// Removes the temporary files that killed processes left below `dir`
+/// (`depth` folder levels deep): a write that never reached its rename.
+/// Returns what was removed.
+pub fn remove_stale_temp_files(dir: &Path, depth: usize) -> Vec<PathBuf> {
+    let mut removed = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return removed;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        let Ok(kind) = e.file_type() else { continue };
+        if kind.is_dir() {
+            if depth > 0 {
+                removed.extend(remove_stale_temp_files(&path, depth - 1));
+            }
+            continue;
+        }
+        let name = e.file_name().to_string_lossy().to_string();
+        if let Some(pid) = temp_owner(&name) {
+            if pid != std::process::id()
+                && !process_alive(pid)
+                && std::fs::remove_file(&path).is_ok()
+            {
+                removed.push(path);
+            }
+        }
+    }
+    removed
+}
+
 /// Saves tensors as safetensors atomically (temp file + rename).
 pub fn save_safetensors_atomic(
     path: &Path,
@@ -50,4 +104,31 @@ pub fn save_safetensors_atomic(
     let bytes = safetensors::serialize(views.iter().map(|(n, t)| (n.as_str(), t)), metadata)?;
     write_atomic(path, &bytes)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_dead_processes_temp_files_are_removed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let deep = tmp.path().join("a/b");
+        std::fs::create_dir_all(&deep).unwrap();
+        // A pid far above any real one: its process is gone.
+        let dead = deep.join(".x.safetensors.tmp-4194000");
+        let mine = tmp
+            .path()
+            .join(format!(".y.png.tmp-{}", std::process::id()));
+        let plain = tmp.path().join("z.tmp-1");
+        for p in [&dead, &mine, &plain] {
+            std::fs::write(p, b"partial").unwrap();
+        }
+        assert!(
+            remove_stale_temp_files(tmp.path(), 0).is_empty(),
+            "depth 0 stays on top"
+        );
+        assert_eq!(remove_stale_temp_files(tmp.path(), 2), vec![dead.clone()]);
+        assert!(!dead.exists() && mine.exists() && plain.exists());
+    }
 }

@@ -531,3 +531,21 @@ fn nine_channel_mask_channel_is_one_where_the_mask_is_white() {
         "the mask channel has no effect: the test could not fail"
     );
 }
+
+/// A mask of another shape than its image would repaint somewhere else than
+/// drawn: refused, naming both sizes.
+#[test]
+fn a_mask_of_another_shape_is_refused() {
+    let sd = model();
+    let tmp = tempfile::tempdir().unwrap();
+    let input = write_test_image(tmp.path());
+    let mask = tmp.path().join("mask.png");
+    image::GrayImage::new(7, 13).save(&mask).unwrap();
+    let mut r = req("a red square");
+    r.init_image = Some(input);
+    r.mask = Some(mask);
+    let err = generate(&sd, &WordBank::new(), &r, |_| StepControl::Continue)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("7×13") && err.contains("64×64"), "{err}");
+}

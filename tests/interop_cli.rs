@@ -946,3 +946,38 @@ fn as_negative_of_cannot_escape_the_workspace() {
     assert_eq!(std::fs::read(outside.join("concept.toml")).unwrap(), before);
     assert!(!outside.join("outside-neg.safetensors").exists());
 }
+
+/// A word with NaN values (a diverged run's file) is named by `inspect` and
+/// refused by `import` and `convert`.
+#[test]
+fn non_finite_embeddings_are_reported_and_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ws = workspace(tmp.path(), 768);
+    let file = tmp.path().join("nan.safetensors");
+    let mut v = vec![0.01f32; 2 * 768];
+    v[5] = f32::NAN;
+    v[700] = f32::INFINITY;
+    let t = Tensor::from_vec(v, (2, 768), &Device::Cpu).unwrap();
+    candle_core::safetensors::save(&HashMap::from([("emb_params".to_string(), t)]), &file).unwrap();
+    let out = ok(&["inspect", s(&file)]);
+    assert!(
+        out.contains("2 of 1536 values are NaN or infinite"),
+        "{out}"
+    );
+    let err = fails(&["import", s(&file), "-w", s(&ws)]);
+    assert!(
+        err.contains("NaN or infinite") && err.contains("nan.safetensors"),
+        "{err}"
+    );
+    assert!(!ws.join("embeddings/nan.safetensors").exists());
+    let out_dir = tmp.path().join("out");
+    let err = fails(&[
+        "convert",
+        s(&file),
+        "--format",
+        "kohya",
+        "--out",
+        s(&out_dir),
+    ]);
+    assert!(err.contains("NaN or infinite"), "{err}");
+}

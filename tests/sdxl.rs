@@ -174,12 +174,10 @@ fn generation_runs_every_mode_and_is_reproducible() {
     assert_eq!(low[0].dimensions(), (64, 64));
     let tmp = tempfile::tempdir().unwrap();
     let mask = tmp.path().join("mask.png");
-    let mut m = image::GrayImage::new(64, 64);
-    for y in 0..32 {
-        for x in 0..64 {
-            m.put_pixel(x, y, image::Luma([255]));
-        }
-    }
+    // The mask is drawn at the reference's size (451×300): top half repainted.
+    let m = image::GrayImage::from_fn(451, 300, |_, y| {
+        image::Luma([if y < 150 { 255 } else { 0 }])
+    });
     m.save(&mask).unwrap();
     let mut inpaint = i2i.clone();
     inpaint.mask = Some(mask);
@@ -388,9 +386,11 @@ fn nine_channel_sdxl_inpainting_puts_latents_first() {
     })
     .unwrap();
     let mask = tmp.path().join("mask.png");
-    image::GrayImage::from_fn(64, 64, |x, _| image::Luma([if x >= 32 { 255 } else { 0 }]))
-        .save(&mask)
-        .unwrap();
+    image::GrayImage::from_fn(451, 300, |x, _| {
+        image::Luma([if x >= 225 { 255 } else { 0 }])
+    })
+    .save(&mask)
+    .unwrap();
     let mut r = req("a photo of <cat>");
     r.init_image = Some(fixtures().join("references/chelsea.png"));
     r.mask = Some(mask);

@@ -329,6 +329,24 @@ pub fn generate_each(
                     path: p.clone(),
                     message: format!("not a readable mask ({e})"),
                 })?;
+            // Both are stretched to the render size: a mask of another shape
+            // would repaint somewhere else than drawn.
+            if let Some(init) = &req.init_image {
+                if let Ok((iw, ih)) = image::image_dimensions(init) {
+                    let (mw, mh) = m.dimensions();
+                    let (a, b) = (mw as u64 * ih as u64, iw as u64 * mh as u64);
+                    if a.abs_diff(b) * 100 > a.max(b) {
+                        return Err(GenerateError::Image {
+                            path: p.clone(),
+                            message: format!(
+                                "the mask is {mw}×{mh} but the init image {} is {iw}×{ih}; \
+                                 save the mask at the image's size (or at least its shape)",
+                                init.display()
+                            ),
+                        });
+                    }
+                }
+            }
             let to_tensor =
                 |w: usize, h: usize, filter: FilterType| -> candle_core::Result<Tensor> {
                     let g = m.resize_exact(w as u32, h as u32, filter).to_luma8();

@@ -87,6 +87,28 @@ pub struct Embedding {
 }
 
 impl Embedding {
+    /// How many values are NaN or infinite (a diverged training's file).
+    pub fn non_finite(&self) -> usize {
+        self.vectors
+            .flatten_all()
+            .and_then(|t| t.to_vec1::<f32>())
+            .map(|v| v.iter().filter(|x| !x.is_finite()).count())
+            .unwrap_or(0)
+    }
+
+    /// Refuses a word with NaN or infinite values: it would turn every image
+    /// it is used in into noise.
+    pub fn check_finite(&self) -> Result<(), InteropError> {
+        match self.non_finite() {
+            0 => Ok(()),
+            n => Err(InteropError::NonFinite {
+                path: self.source.clone(),
+                count: n,
+                total: self.vectors.elem_count(),
+            }),
+        }
+    }
+
     pub fn count(&self) -> usize {
         self.vectors.dims().first().copied().unwrap_or(0)
     }

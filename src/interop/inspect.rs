@@ -154,6 +154,14 @@ fn write_embedding(f: &mut fmt::Formatter<'_>, e: &Embedding) -> fmt::Result {
     if let Some(s) = e.step {
         writeln!(f, "  step:       {s}")?;
     }
+    match e.non_finite() {
+        0 => {}
+        n => writeln!(
+            f,
+            "  WARNING:    {n} of {} values are NaN or infinite: import and convert refuse this file",
+            e.vectors.elem_count()
+        )?,
+    }
     if let Some(c) = &e.checkpoint_name {
         match &e.checkpoint_hash {
             Some(h) => writeln!(f, "  trained on: {c} [{h}]")?,

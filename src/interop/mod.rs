@@ -68,6 +68,15 @@ pub enum InteropError {
         found: Vec<usize>,
         expected: Vec<usize>,
     },
+    #[error(
+        "{path}: {count} of its {total} values are NaN or infinite (a diverged training?); \
+         such a word turns every image it is used in into noise — retrain it or use an earlier file"
+    )]
+    NonFinite {
+        path: PathBuf,
+        count: usize,
+        total: usize,
+    },
     #[error("{path}: {source}")]
     Tensor {
         path: PathBuf,

@@ -154,6 +154,7 @@ pub fn import(
     let widths = workspace_text_widths(ws)?;
     for w in &words {
         w.check_width(&widths)?;
+        w.check_finite()?;
     }
     if let Some(concept) = &opts.as_negative_of {
         let [word] = words.as_slice() else {
@@ -390,6 +391,9 @@ pub fn convert(
         .iter()
         .map(|f| load_embedding_file(f))
         .collect::<Result<Vec<_>, _>>()?;
+    for w in &words {
+        w.check_finite()?;
+    }
     let mut groups = pair_up(words);
     if let Some(n) = name {
         if groups.len() != 1 {

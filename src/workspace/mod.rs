@@ -96,10 +96,14 @@ impl Workspace {
                 path: file.clone(),
                 message: e.to_string().trim().replace('\n', " "),
             })?;
-        Ok(Self {
+        let ws = Self {
             root: dir.to_path_buf(),
             config,
-        })
+        };
+        // Writes a kill interrupted before their rename (runs/<id>/checkpoints
+        // is four levels down).
+        crate::fsutil::remove_stale_temp_files(&ws.root, 4);
+        Ok(ws)
     }
 
     /// Creates a workspace in `dir` (which may exist but must not hold one).
