@@ -274,3 +274,24 @@ fn sdxl_unet_that_does_not_fit_the_text_encoders_names_both_widths() {
     let msg = err.to_string();
     assert!(msg.contains(&cfg.display().to_string()), "{msg}");
 }
+
+/// A vocabulary with ids past the text encoder's embedding rows would fail in
+/// the middle of a prompt (with a tensor error); it is refused at load, named.
+#[test]
+fn a_vocabulary_larger_than_the_encoder_is_refused_at_load() {
+    let (_tmp, model) = scratch_model();
+    let vocab = model.join("tokenizer/vocab.json");
+    let mut v: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(&vocab).unwrap()).unwrap();
+    v.insert("zzzzzz</w>".into(), serde_json::json!(49408));
+    std::fs::write(&vocab, serde_json::to_string(&v).unwrap()).unwrap();
+    let err = load_err(&model);
+    assert!(matches!(err, LoadError::BadTokenizer { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&vocab.display().to_string())
+            && msg.contains("49409")
+            && msg.contains("49408"),
+        "{msg}"
+    );
+}

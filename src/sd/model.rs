@@ -227,6 +227,10 @@ impl StableDiffusion {
             device: opts.device.clone(),
         };
         sd.check_text_fits_unet(&root.join("unet").join("config.json"))?;
+        sd.check_vocabularies(&[
+            root.join("tokenizer").join("vocab.json"),
+            root.join("tokenizer_2").join("vocab.json"),
+        ])?;
         Ok(sd)
     }
 }
