@@ -105,9 +105,15 @@ fn eval_and_train_refuse_empty_work() {
     let e = fails(&["eval", "c", "-w", &ws, "--samples", "0"]);
     assert!(e.contains("--samples must be at least 1"), "{e}");
     let e = fails(&["train", "nothere", "-w", &ws]);
-    assert!(e.contains("`nothere`") && e.contains("known concepts: c"), "{e}");
+    assert!(
+        e.contains("`nothere`") && e.contains("known concepts: c"),
+        "{e}"
+    );
     let e = fails(&["train", "c", "-w", &ws, "--steps", "0"]);
-    assert!(e.contains("steps 0") && e.contains("at least 1 step"), "{e}");
+    assert!(
+        e.contains("steps 0") && e.contains("at least 1 step"),
+        "{e}"
+    );
 }
 
 #[test]

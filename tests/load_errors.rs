@@ -424,6 +424,10 @@ fn binary_generates_from_an_hf_commit_in_the_cache() {
     );
     let img = image::open(&png).unwrap();
     assert_eq!((img.width(), img.height()), (64, 64));
+    // The image names the repository, not the snapshot's commit.
+    let text = dreamartist::generate::png::read_png_text(&png).unwrap();
+    let params = &text.iter().find(|(k, _)| k == "parameters").unwrap().1;
+    assert!(params.contains("Model: sd1,"), "{params}");
     // Another cache: the same workspace names what is missing and how to get it.
     let empty = tempfile::tempdir().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_dreamartist"))

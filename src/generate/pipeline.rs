@@ -517,7 +517,10 @@ pub fn generate_given(
     Ok(())
 }
 
-/// A1111's `parameters` text for an image.
+/// A1111's `parameters` text for an image: the prompt, `Negative prompt:`,
+/// then one line of `Key: value` fields, each value quoted as A1111's
+/// `quote()` does (JSON string when it holds `,`, `:` or a newline), so its
+/// `parse_generation_parameters` and the tools that copy it read every field back.
 pub fn a1111_parameters(
     req: &GenerateRequest,
     g: &Generated,
@@ -532,26 +535,39 @@ pub fn a1111_parameters(
         s.push_str(&format!("Negative prompt: {}\n", g.negative));
     }
     let mut fields = vec![
-        format!("Steps: {}", req.steps),
-        format!("Sampler: {}", req.sampler.a1111_name()),
-        format!("CFG scale: {}", req.cfg),
-        format!("Seed: {}", g.seed),
-        format!("Size: {}x{}", g.width, g.height),
+        ("Steps", req.steps.to_string()),
+        ("Sampler", req.sampler.a1111_name().to_string()),
+        ("CFG scale", req.cfg.to_string()),
+        ("Seed", g.seed.to_string()),
+        ("Size", format!("{}x{}", g.width, g.height)),
     ];
     if !model_hash.is_empty() {
-        fields.push(format!("Model hash: {model_hash}"));
+        fields.push(("Model hash", model_hash.to_string()));
     }
-    fields.push(format!("Model: {model_name}"));
+    fields.push(("Model", model_name.to_string()));
     if req.init_image.is_some() {
-        fields.push(format!("Denoising strength: {}", req.strength));
+        fields.push(("Denoising strength", req.strength.to_string()));
     }
     if !words.is_empty() {
-        fields.push(format!("Pseudo-words: \"{}\"", words.join(", ")));
+        fields.push(("Pseudo-words", words.join(", ")));
     }
-    fields.push(format!(
-        "Version: dreamartist {}",
-        env!("CARGO_PKG_VERSION")
+    fields.push((
+        "Version",
+        format!("dreamartist {}", env!("CARGO_PKG_VERSION")),
     ));
-    s.push_str(&fields.join(", "));
+    let line: Vec<String> = fields
+        .into_iter()
+        .map(|(k, v)| format!("{k}: {}", a1111_quote(&v)))
+        .collect();
+    s.push_str(&line.join(", "));
     s
+}
+
+/// A1111's `quote()`: a value with `,`, `:` or a newline becomes a JSON string.
+fn a1111_quote(v: &str) -> String {
+    if v.contains([',', ':', '\n']) {
+        serde_json::to_string(v).unwrap_or_else(|_| format!("\"{v}\""))
+    } else {
+        v.to_string()
+    }
 }

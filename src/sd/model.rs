@@ -186,6 +186,25 @@ pub fn hf_cache_from(env: impl Fn(&str) -> Option<std::ffi::OsString>) -> hf_hub
     hf_hub::Cache::new(path)
 }
 
+/// The name a folder model goes by (A1111's `Model:` field, the status bar):
+/// its folder's name, or for a Hugging Face cache snapshot
+/// (`models--org--name/snapshots/<commit>`) the repository's name.
+pub fn folder_model_name(root: &Path) -> String {
+    let file_name = |p: &Path| p.file_name().map(|n| n.to_string_lossy().to_string());
+    let parent = root.parent();
+    if parent.and_then(file_name).as_deref() == Some("snapshots") {
+        if let Some(repo) = parent.and_then(Path::parent).and_then(file_name) {
+            if let Some(name) = repo.strip_prefix("models--") {
+                if let Some((_, last)) = name.rsplit_once("--") {
+                    return last.to_string();
+                }
+                return name.to_string();
+            }
+        }
+    }
+    file_name(root).unwrap_or_else(|| "model".into())
+}
+
 /// Finds a component's weights: plain, sharded, or `.fp16` variant safetensors.
 pub fn open_component_weights(dir: &Path, base: &str) -> Result<Arc<dyn TensorSource>, LoadError> {
     let candidates = [
@@ -251,10 +270,7 @@ impl StableDiffusion {
         let unet = load_unet(root, opts)?;
         let vae = load_vae(root, opts)?;
         let schedule = load_schedule(root)?;
-        let name = root
-            .file_name()
-            .map(|n| n.to_string_lossy().to_string())
-            .unwrap_or_else(|| "model".into());
+        let name = folder_model_name(root);
         let sd = Self {
             root: root.to_path_buf(),
             name,
