@@ -5,11 +5,21 @@
 # loads it at run time, so only a link-time stub is provided here.
 #
 #   scripts/build-cuda.sh            # → dist/dreamartist-cuda (+ .gz to carry)
-#   CUDA_COMPUTE_CAP=90 scripts/build-cuda.sh   (H100/H200; the default)
+#   CUDA_COMPUTE_CAP=90 scripts/build-cuda.sh   (only H100/H200)
+#
+# Compute capability: this machine's GPU when it has one (nvidia-smi), else 80.
+# candle ships its kernels as PTX, which the driver compiles for the GPU it
+# runs on, so PTX for 8.0 runs on every GPU from the A100 on (8.0, 8.6 RTX 30xx
+# / A10, 8.9 RTX 40xx / L4, 9.0 H100/H200); PTX for 9.0 would run on Hopper only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv="${CUDA_VENV:-$PWD/target/cuda-venv}"
-export CUDA_COMPUTE_CAP="${CUDA_COMPUTE_CAP:-90}"
+if [ -z "${CUDA_COMPUTE_CAP:-}" ]; then
+    cap=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d '.' || true)
+    CUDA_COMPUTE_CAP="${cap:-80}"
+fi
+export CUDA_COMPUTE_CAP
+echo "building CUDA kernels for compute capability $CUDA_COMPUTE_CAP"
 
 if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv"
@@ -60,8 +70,15 @@ nvcc --version | tail -1
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target/cuda-build}"
 cargo build --release --features cuda
 mkdir -p dist
-# Stripped, and gzipped for carrying to the GPU machine (candle's PTX kernels
-# make the binary ~63 MiB; gzip brings it to ~17 MiB).
+# Stripped and compressed for carrying to the GPU machine (candle's PTX kernels
+# make the binary ~63 MiB; gzip brings it to ~17 MiB, xz lower still). Only the
+# compressed file is carried: `carry: ["dist"]` after removing the plain one,
+# or scripts/gpu-slim.sh's size check counts it too.
 strip -o dist/dreamartist-cuda "$CARGO_TARGET_DIR/release/dreamartist"
-gzip -9 -c dist/dreamartist-cuda > dist/dreamartist-cuda.gz
-echo "built dist/dreamartist-cuda and dist/dreamartist-cuda.gz"
+if command -v xz >/dev/null; then
+    xz -9e -T0 -c dist/dreamartist-cuda > dist/dreamartist-cuda.xz
+else
+    gzip -9 -c dist/dreamartist-cuda > dist/dreamartist-cuda.gz
+fi
+rm dist/dreamartist-cuda
+ls -la dist/

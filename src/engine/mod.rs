@@ -319,20 +319,40 @@ impl Worker<'_> {
         let _ = self.tx.send(ev);
     }
 
+    /// Waits for this thread's device work ([`crate::sd::device::settle`]); a
+    /// device that fails here is broken for every later job, so it is logged.
+    fn settle(&self) {
+        if let Err(e) = crate::sd::device::settle(&self.sd.device) {
+            tracing::error!("the device failed to finish its work: {e}");
+        }
+    }
+
     fn run(mut self) {
         while !self.inbox.shutdown {
             // Each job runs on the compute pool (`threads::on_pool`); waiting
             // for commands does not, so an idle engine holds no pool worker.
+            // Each ends by settling the device on its own thread: the next
+            // job may run on another pool thread, whose CUDA stream is not
+            // ordered with this one's (`sd::device::settle`).
             if let Some(req) = self.inbox.training.take() {
-                crate::threads::on_pool(|| self.run_training(req));
+                crate::threads::on_pool(|| {
+                    self.run_training(req);
+                    self.settle();
+                });
                 continue;
             }
             if let Some(job) = self.inbox.queue.pop_front() {
-                crate::threads::on_pool(|| self.run_job(job));
+                crate::threads::on_pool(|| {
+                    self.run_job(job);
+                    self.settle();
+                });
                 continue;
             }
             if let Some((concept, clip, settings)) = self.inbox.eval.take() {
-                crate::threads::on_pool(|| self.run_eval(concept, clip, settings));
+                crate::threads::on_pool(|| {
+                    self.run_eval(concept, clip, settings);
+                    self.settle();
+                });
                 continue;
             }
             match self.rx.recv_timeout(Duration::from_millis(200)) {

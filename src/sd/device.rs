@@ -19,6 +19,18 @@ pub enum DeviceError {
     },
 }
 
+/// Waits until the device has finished the work this thread queued on it.
+///
+/// Candle's CUDA device issues each host thread's work on that thread's own
+/// stream (`CU_STREAM_PER_THREAD`), and those streams are not ordered with
+/// each other (cudarc orders streams only for the ones it creates). So the
+/// thread that loads and casts the weights settles before another thread's
+/// job reads them, and a job settles before its thread hands results or the
+/// device on. On the CPU it returns at once.
+pub fn settle(device: &Device) -> candle_core::Result<()> {
+    device.synchronize()
+}
+
 /// f16 or bf16: the dtypes `upcast_attention` raises to f32.
 pub fn is_half(dtype: DType) -> bool {
     matches!(dtype, DType::F16 | DType::BF16)

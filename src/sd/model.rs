@@ -250,7 +250,8 @@ impl StableDiffusion {
     /// Loads an original-layout single-file checkpoint.
     pub fn load_single_file(spec: &SingleFileSpec, opts: &LoadOptions) -> Result<Self, LoadError> {
         opts.check(&spec.path)?;
-        single_file::load(spec, opts)
+        let sd = single_file::load(spec, opts)?;
+        settled(sd, &spec.path)
     }
 
     pub fn load_folder(root: &Path, opts: &LoadOptions) -> Result<Self, LoadError> {
@@ -287,8 +288,18 @@ impl StableDiffusion {
             root.join("tokenizer").join("vocab.json"),
             root.join("tokenizer_2").join("vocab.json"),
         ])?;
-        Ok(sd)
+        settled(sd, root)
     }
+}
+
+/// A loaded model once the device has finished writing (and casting) its
+/// weights, so a job on another thread reads them whole ([`super::device::settle`]).
+fn settled(sd: StableDiffusion, origin: &Path) -> Result<StableDiffusion, LoadError> {
+    super::device::settle(&sd.device).map_err(|source| LoadError::Tensor {
+        path: origin.to_path_buf(),
+        source,
+    })?;
+    Ok(sd)
 }
 
 pub fn load_tokenizer_at(root: &Path, folder: &str) -> Result<ClipTokenizer, LoadError> {

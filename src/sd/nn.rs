@@ -257,7 +257,7 @@ fn max_scores(device: &candle_core::Device) -> usize {
 /// Multi-head scaled dot-product attention on `[B, H, N, d]` tensors.
 ///
 /// `upcast` computes the scores and softmax in f32 for half-precision runs
-/// (diffusers' `upcast_attention`, needed by SD 2.x). `mask`, if given, is added
+/// (diffusers' `upcast_attention`, needed by SD 2.x); training always does. `mask`, if given, is added
 /// to the scores (broadcast over batch and heads). Large problems are sliced
 /// over queries so memory stays bounded (the result is the same: each query
 /// row's softmax is independent); with gradients, backward recomputes each
@@ -273,6 +273,12 @@ pub fn attention(
     let (b, h, nq, _) = q.dims4()?;
     let nk = k.dim(2)?;
     let tracked = q.track_op() || k.track_op() || v.track_op();
+    // With gradients, half-precision scores and softmax are computed in f32 on
+    // every device: the tracked softmax is composed of reductions that would
+    // sum rows of up to 4096 (SDXL: 16384) probabilities in f16, and so would
+    // the backward's `rowsum(P ⊙ dP)`. Inference uses the fused softmax, which
+    // accumulates in f32 itself.
+    let upcast = upcast || tracked;
     let total = b * h * nq * nk;
     let max_scores = max_scores(q.device());
     if total <= max_scores || mask.is_some() {
@@ -352,6 +358,62 @@ pub fn merge_heads(x: &Tensor) -> Result<Tensor> {
 mod tests {
     use super::*;
     use candle_core::Device;
+
+    /// Training in f16 over long rows (4096 keys, SD 1.5's first attention at
+    /// 512 px): the gradient is f64's to f16 rounding, because scores,
+    /// softmax and the backward's row sums run in f32.
+    #[test]
+    fn half_precision_training_attention_sums_in_f32() {
+        let d = Device::Cpu;
+        let (nq, nk, dh) = (8, 4096, 8);
+        let make =
+            |shape: (usize, usize, usize, usize)| Tensor::randn(0f64, 1.0, shape, &d).unwrap();
+        let (q, k, v) = (
+            make((1, 1, nq, dh)),
+            make((1, 1, nk, dh)),
+            make((1, 1, nk, dh)),
+        );
+        let dout = make((1, 1, nq, dh));
+        let grad_q = |dtype: DType| {
+            let qv = candle_core::Var::from_tensor(&q.to_dtype(dtype).unwrap()).unwrap();
+            let out = attention(
+                qv.as_tensor(),
+                &k.to_dtype(dtype).unwrap(),
+                &v.to_dtype(dtype).unwrap(),
+                0.35,
+                false,
+                None,
+            )
+            .unwrap();
+            let loss = (out * dout.to_dtype(dtype).unwrap())
+                .unwrap()
+                .sum_all()
+                .unwrap();
+            let g = loss.backward().unwrap();
+            g.get(qv.as_tensor()).unwrap().to_dtype(DType::F64).unwrap()
+        };
+        let want = grad_q(DType::F64);
+        let got = grad_q(DType::F16);
+        let scale = want
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap();
+        let err = (got - &want)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap();
+        assert!(
+            err < 2e-2 * scale,
+            "f16 gradient off by {err} (scale {scale})"
+        );
+    }
 
     #[test]
     fn sliced_attention_equals_full_attention() {
