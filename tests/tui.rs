@@ -100,11 +100,23 @@ fn send(a: &mut App, msg: Msg) -> Vec<Effect> {
     out
 }
 
+/// The app's screen with previews off: each image slot shows its file's name.
 fn screen(app: &App, w: u16, h: u16) -> String {
-    let mut term = Terminal::new(TestBackend::new(w, h)).unwrap();
     let mut images = Images::off();
+    show_images(app, &mut images);
+    let mut term = Terminal::new(TestBackend::new(w, h)).unwrap();
     term.draw(|f| view::draw(app, &mut images, f)).unwrap();
     term.backend().to_string()
+}
+
+/// Puts the app's current images into `images` (what the runtime does with
+/// the app's `ShowImage` effects).
+fn show_images(app: &App, images: &mut Images) {
+    for fx in app.image_effects() {
+        if let Effect::ShowImage(slot, path) = fx {
+            images.show(slot, path);
+        }
+    }
 }
 
 fn metrics(step: u64) -> StepMetrics {
@@ -206,8 +218,9 @@ fn snapshot_help_and_palette() {
     send(&mut a, key('?'));
     assert!(matches!(a.popup, Some(Popup::Help(_))));
     insta::assert_snapshot!("help", screen(&a, 120, 36));
-    // Below the main screen's keys, each popup's layer of the keymap.
-    for _ in 0..30 {
+    // Below the main screen's keys, each popup's layer of the keymap (scrolling
+    // stops at the last line).
+    for _ in 0..60 {
         send(&mut a, key('j'));
     }
     let s = screen(&a, 120, 36);
@@ -245,10 +258,24 @@ fn snapshot_gallery_and_fullscreen() {
     }
     send(&mut a, key('h'));
     let s = screen(&a, 120, 36);
-    assert!(s.contains("Samples 1/2") && s.contains("step   5"), "{s}");
+    assert!(s.contains("Samples 1/2") && s.contains("step    5"), "{s}");
+    // The whole path is shown, wrapped after a `/`, never cut.
+    assert!(
+        s.contains("path    concepts/cat/runs/20261126-120000/samples/")
+            && s.contains("        step-00000005.png"),
+        "{s}"
+    );
+    // With previews off, each slot names its file.
+    assert!(s.contains("[chelsea.png]") && s.contains("[step-00000005.png]"));
     insta::assert_snapshot!("gallery", s);
     send(&mut a, key('f'));
-    insta::assert_snapshot!("fullscreen", screen(&a, 120, 36));
+    let s = screen(&a, 120, 36);
+    assert!(
+        s.contains("[step-00000005.png]")
+            && s.contains("path    concepts/cat/runs/20261126-120000/samples/step-00000005.png"),
+        "{s}"
+    );
+    insta::assert_snapshot!("fullscreen", s);
 }
 
 #[test]

@@ -121,7 +121,12 @@ impl App {
                     self.popup = Some(Popup::Fullscreen(Fullscreen));
                 }
             }
+            Action::Grid => {
+                self.sample_grid = !self.sample_grid;
+                return self.grid_effects();
+            }
             Action::History => self.show_full_history = !self.show_full_history,
+            Action::ChartScale => self.chart_scale = self.chart_scale.next(),
             Action::Eval => match self.selected_concept().map(|c| c.name.clone()) {
                 Some(concept) => {
                     self.popup = Some(Popup::Eval(EvalPopup::new(concept.clone())));
