@@ -3,7 +3,7 @@
 
 use tracing::Level;
 
-use super::app::{clamp_sel, App, Effect, EngineState, PaneId, Popup, TrainStatus};
+use super::app::{clamp_sel, App, Effect, EngineState, ImageSlot, PaneId, Popup, TrainStatus};
 use super::keymap::Action;
 use super::popups::{AddReference, ConceptForm, ConfirmQuit, EvalPopup, Fullscreen, Help, Palette};
 use super::tasks::Task;
@@ -117,8 +117,10 @@ impl App {
                 None => self.error("no concept selected"),
             },
             Action::Fullscreen => {
-                if self.selected_sample().is_some() {
+                if let Some(s) = self.selected_sample() {
+                    let path = s.path.clone();
                     self.popup = Some(Popup::Fullscreen(Fullscreen));
+                    return vec![Effect::ShowImage(ImageSlot::Fullscreen, Some(path))];
                 }
             }
             Action::Grid => {

@@ -235,11 +235,15 @@ impl App {
                 .and_then(|c| c.references.first().cloned()),
             _ => None,
         };
+        let sample = sample.map(|s| s.path);
         let mut fx = vec![
             Effect::ShowImage(ImageSlot::Reference, reference),
-            Effect::ShowImage(ImageSlot::Sample, sample.map(|s| s.path)),
+            Effect::ShowImage(ImageSlot::Sample, sample.clone()),
             Effect::ShowImage(ImageSlot::SampleReference, sample_ref),
         ];
+        if matches!(self.popup, Some(Popup::Fullscreen(_))) {
+            fx.push(Effect::ShowImage(ImageSlot::Fullscreen, sample));
+        }
         if self.sample_grid {
             fx.extend(self.grid_effects());
         }

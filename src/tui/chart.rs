@@ -86,7 +86,7 @@ pub fn y_range(raw: &[(f64, f64)], smooth: &[(f64, f64)]) -> [f64; 2] {
 /// A label for a loss value, with two digits of `step` (the distance to the
 /// next tick) so that neighbouring labels differ.
 fn label(v: f64, step: f64) -> String {
-    if v != 0.0 && (v.abs() < 1e-3 || v.abs() >= 1e5) {
+    if step < 1e-3 || v.abs() >= 1e5 {
         return format!("{v:.1e}");
     }
     let decimals = if step > 0.0 && step.is_finite() {
@@ -116,7 +116,9 @@ pub fn y_labels(range: [f64; 2], scale: ChartScale) -> Vec<String> {
 
 /// Step labels spread evenly over `range`, as many as `width` columns hold.
 pub fn x_labels(range: [f64; 2], width: u16) -> Vec<String> {
-    let n = (usize::from(width) / 12).clamp(2, 5);
+    // No more labels than whole steps in the range (no "1 2 2 3 3").
+    let steps = (range[1] - range[0]).round().max(1.0) as usize + 1;
+    let n = (usize::from(width) / 12).clamp(2, 5).min(steps);
     (0..n)
         .map(|i| {
             let x = range[0] + (range[1] - range[0]) * i as f64 / (n - 1) as f64;
@@ -201,6 +203,7 @@ mod tests {
             ["1", "101", "201", "300", "400"]
         );
         assert_eq!(x_labels([1.0, 60.0], 20), ["1", "60"]);
+        assert_eq!(x_labels([1.0, 3.0], 80), ["1", "2", "3"]);
         assert_eq!(quantile(&[3.0, 1.0, 2.0], 0.5), Some(2.0));
         assert_eq!(quantile(&[], 0.5), None);
     }

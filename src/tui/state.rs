@@ -29,7 +29,9 @@ impl PaneId {
     ];
 }
 
-/// Where an image preview is shown.
+/// Where an image preview is shown. Each slot is drawn in one place at one
+/// size: a slot drawn at two sizes in a frame would be re-encoded for each,
+/// every frame, and never shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ImageSlot {
     Reference,
@@ -37,6 +39,8 @@ pub enum ImageSlot {
     SampleReference,
     /// One cell of the samples grid (0 = the grid's first, oldest shown).
     Grid(usize),
+    /// The full-screen sample (its own slot: the samples pane keeps its size).
+    Fullscreen,
 }
 
 /// The loss chart's y axis.

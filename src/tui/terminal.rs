@@ -28,21 +28,33 @@ pub fn enter() -> Result<()> {
 /// Undoes [`enter`] on the real terminal (errors are ignored: this runs on
 /// the way out, when nothing better can be done).
 pub fn leave() {
-    let _ = restore(&mut io::stdout(), disable_raw_mode);
+    let _ = restore(&mut io::stdout(), disable_raw_mode, false);
+}
+
+/// [`leave`] from the panic hook: the panic may have struck between the start
+/// and the end of a synchronized frame, which is ended too (ending one that
+/// is not open makes kitty log a warning, so only here).
+fn leave_after_panic() {
+    let _ = restore(&mut io::stdout(), disable_raw_mode, true);
 }
 
 /// Undoes [`enter`]: `raw_off` turns raw mode off, then `out` gets the escapes
-/// that end a half-drawn synchronized frame, leave the alternate screen and
-/// show the cursor. All steps run even when one fails; the first error is returned.
-pub fn restore(out: &mut impl Write, raw_off: impl FnOnce() -> io::Result<()>) -> io::Result<()> {
+/// that (with `end_frame`) end a half-drawn synchronized frame, leave the
+/// alternate screen and show the cursor. All steps run even when one fails;
+/// the first error is returned.
+pub fn restore(
+    out: &mut impl Write,
+    raw_off: impl FnOnce() -> io::Result<()>,
+    end_frame: bool,
+) -> io::Result<()> {
     let raw = raw_off();
-    let escapes = execute!(
-        out,
-        EndSynchronizedUpdate,
-        LeaveAlternateScreen,
-        cursor::Show
-    );
-    raw.and(escapes)
+    let end = if end_frame {
+        execute!(out, EndSynchronizedUpdate)
+    } else {
+        Ok(())
+    };
+    let escapes = execute!(out, LeaveAlternateScreen, cursor::Show);
+    raw.and(end).and(escapes)
 }
 
 /// The panic hook: `restore_terminal` first, then the `previous` hook prints
@@ -60,7 +72,7 @@ pub fn panic_hook(
 /// Installs [`panic_hook`] with the real terminal.
 pub fn install_panic_hook() {
     let previous = std::panic::take_hook();
-    std::panic::set_hook(panic_hook(previous, leave));
+    std::panic::set_hook(panic_hook(previous, leave_after_panic));
 }
 
 /// Clears the screen and makes the next draw repaint every cell, without
@@ -82,10 +94,14 @@ mod tests {
     fn restore_turns_raw_mode_off_and_leaves_the_alternate_screen() {
         let mut out = Vec::new();
         let mut raw_off_called = false;
-        restore(&mut out, || {
-            raw_off_called = true;
-            Ok(())
-        })
+        restore(
+            &mut out,
+            || {
+                raw_off_called = true;
+                Ok(())
+            },
+            true,
+        )
         .unwrap();
         let s = String::from_utf8(out).unwrap();
         assert!(raw_off_called);
@@ -98,11 +114,16 @@ mod tests {
             s.contains("\x1b[?2026l"),
             "ends a synchronized frame: {s:?}"
         );
-        // A failing raw-mode switch still leaves the alternate screen.
+        // A failing raw-mode switch still leaves the alternate screen; a
+        // normal exit does not end a frame that is not open.
         let mut out = Vec::new();
-        let err = restore(&mut out, || Err(io::Error::other("no tty"))).unwrap_err();
+        let err = restore(&mut out, || Err(io::Error::other("no tty")), false).unwrap_err();
         assert_eq!(err.to_string(), "no tty");
-        assert!(String::from_utf8(out).unwrap().contains("\x1b[?1049l"));
+        let s = String::from_utf8(out).unwrap();
+        assert!(
+            s.contains("\x1b[?1049l") && !s.contains("\x1b[?2026l"),
+            "{s:?}"
+        );
     }
 
     #[test]

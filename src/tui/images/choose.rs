@@ -151,10 +151,12 @@ pub fn choose(r: &Replies, env: &Env, cell: Option<(u16, u16)>) -> Decision {
     if env.iterm2 {
         return needs_cell(Iterm2, "iTerm2 images (from TERM_PROGRAM)".into());
     }
-    decision(
-        Halfblocks,
-        with_note("no image protocol answered; images as half-blocks".into()),
-    )
+    let why = if kitty_note.is_empty() {
+        "no image protocol answered; images as half-blocks".to_string()
+    } else {
+        format!("{kitty_note}; images as half-blocks")
+    };
+    decision(Halfblocks, why)
 }
 
 #[cfg(test)]

@@ -282,15 +282,16 @@ impl Images {
         );
     }
 
-    /// Whether an image is still being decoded or encoded (tests wait on it).
+    /// Whether an image is still being decoded or encoded (tests wait on it):
+    /// a slot whose picture has not come back from its thread yet.
     pub fn busy(&self) -> bool {
-        self.picker.is_some()
-            && self.shown.values().any(|s| {
-                s.error.is_none()
-                    && s.state
-                        .as_ref()
-                        .is_none_or(|st| st.protocol_type().is_none())
-            })
+        self.shown.iter().any(|(slot, s)| {
+            self.encoders.contains_key(slot)
+                && s.error.is_none()
+                && s.state
+                    .as_ref()
+                    .is_none_or(|st| st.protocol_type().is_none())
+        })
     }
 
     /// Takes decoded images and finished encodings from the threads; true if

@@ -118,12 +118,13 @@ pub fn grid_shape(n: usize, area: Rect) -> (u16, u16) {
 fn caption(s: &SampleEntry) -> String {
     match &s.origin {
         SampleOrigin::Training { step, .. } => format!("step {step}"),
+        // The seed first: it is what tells a prompt file's samples apart.
         SampleOrigin::Prompt { file } => format!(
-            "{} · seed {}",
+            "seed {} · {}",
+            s.seed,
             file.file_stem()
                 .map(|n| n.to_string_lossy().to_string())
-                .unwrap_or_default(),
-            s.seed
+                .unwrap_or_default()
         ),
     }
 }

@@ -33,11 +33,21 @@ impl Fullscreen {
         let inner = block.inner(r);
         f.render_widget(block, r);
         let Some(s) = app.selected_sample() else {
-            images.render(ImageSlot::Sample, inner, f.buffer_mut(), app.theme.muted());
+            images.render(
+                ImageSlot::Fullscreen,
+                inner,
+                f.buffer_mut(),
+                app.theme.muted(),
+            );
             return;
         };
         let (pic, meta, lines) = panes::samples::with_metadata(app, s, inner);
-        images.render(ImageSlot::Sample, pic, f.buffer_mut(), app.theme.muted());
+        images.render(
+            ImageSlot::Fullscreen,
+            pic,
+            f.buffer_mut(),
+            app.theme.muted(),
+        );
         f.render_widget(Paragraph::new(lines), meta);
     }
 }
