@@ -17,11 +17,14 @@ use ratatui::crossterm::{cursor, execute};
 use ratatui::layout::Rect;
 use ratatui::Terminal;
 
-/// Raw mode on, alternate screen, cursor hidden.
+/// Raw mode on, alternate screen, cursor hidden; on failure whatever was
+/// switched is switched back.
 pub fn enter() -> Result<()> {
     enable_raw_mode().context("cannot switch the terminal to raw mode")?;
-    execute!(io::stdout(), EnterAlternateScreen, cursor::Hide)
-        .context("cannot enter the alternate screen")?;
+    if let Err(e) = execute!(io::stdout(), EnterAlternateScreen, cursor::Hide) {
+        leave();
+        return Err(e).context("cannot enter the alternate screen");
+    }
     Ok(())
 }
 
