@@ -100,11 +100,23 @@ fn send(a: &mut App, msg: Msg) -> Vec<Effect> {
     out
 }
 
+/// The app's screen with previews off: each image slot shows its file's name.
 fn screen(app: &App, w: u16, h: u16) -> String {
-    let mut term = Terminal::new(TestBackend::new(w, h)).unwrap();
     let mut images = Images::off();
+    show_images(app, &mut images);
+    let mut term = Terminal::new(TestBackend::new(w, h)).unwrap();
     term.draw(|f| view::draw(app, &mut images, f)).unwrap();
     term.backend().to_string()
+}
+
+/// Puts the app's current images into `images` (what the runtime does with
+/// the app's `ShowImage` effects).
+fn show_images(app: &App, images: &mut Images) {
+    for fx in app.image_effects() {
+        if let Effect::ShowImage(slot, path) = fx {
+            images.show(slot, path);
+        }
+    }
 }
 
 fn metrics(step: u64) -> StepMetrics {
@@ -206,8 +218,9 @@ fn snapshot_help_and_palette() {
     send(&mut a, key('?'));
     assert!(matches!(a.popup, Some(Popup::Help(_))));
     insta::assert_snapshot!("help", screen(&a, 120, 36));
-    // Below the main screen's keys, each popup's layer of the keymap.
-    for _ in 0..30 {
+    // Below the main screen's keys, each popup's layer of the keymap (scrolling
+    // stops at the last line).
+    for _ in 0..60 {
         send(&mut a, key('j'));
     }
     let s = screen(&a, 120, 36);
@@ -245,10 +258,24 @@ fn snapshot_gallery_and_fullscreen() {
     }
     send(&mut a, key('h'));
     let s = screen(&a, 120, 36);
-    assert!(s.contains("Samples 1/2") && s.contains("step   5"), "{s}");
+    assert!(s.contains("Samples 1/2") && s.contains("step    5"), "{s}");
+    // The whole path is shown, wrapped after a `/`, never cut.
+    assert!(
+        s.contains("path    concepts/cat/runs/20261126-120000/samples/")
+            && s.contains("        step-00000005.png"),
+        "{s}"
+    );
+    // With previews off, each slot names its file.
+    assert!(s.contains("[chelsea.png]") && s.contains("[step-00000005.png]"));
     insta::assert_snapshot!("gallery", s);
     send(&mut a, key('f'));
-    insta::assert_snapshot!("fullscreen", screen(&a, 120, 36));
+    let s = screen(&a, 120, 36);
+    assert!(
+        s.contains("[step-00000005.png]")
+            && s.contains("path    concepts/cat/runs/20261126-120000/samples/step-00000005.png"),
+        "{s}"
+    );
+    insta::assert_snapshot!("fullscreen", s);
 }
 
 #[test]
@@ -725,4 +752,318 @@ fn stopping_before_the_concept_is_read_starts_nothing() {
         send(&mut b, key('t')).as_slice(),
         [Effect::Engine(EngineCommand::Train(_))]
     ));
+}
+
+/// Draws until every preview has come back from the image threads and is on
+/// screen at its final size (the threads decode and encode in the background,
+/// as in the workbench); panics if that takes over a minute.
+fn settle(app: &App, images: &mut Images, term: &mut Terminal<TestBackend>) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        images.poll();
+        term.draw(|f| view::draw(app, images, f)).unwrap();
+        // Drawing asks for any resize it needs: not busy after a draw means drawn.
+        if !images.busy() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the previews never finished encoding"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The bounding box (x0, y0, x1, y1) of the cells with an RGB colour inside
+/// `area` (with the plain theme only image cells have one).
+fn coloured_box(
+    buf: &ratatui::buffer::Buffer,
+    area: ratatui::layout::Rect,
+) -> (u16, u16, u16, u16) {
+    let mut bbox = (u16::MAX, u16::MAX, 0, 0);
+    for y in area.top()..area.bottom() {
+        for x in area.left()..area.right() {
+            let c = &buf[(x, y)];
+            if matches!(c.fg, ratatui::style::Color::Rgb(..))
+                || matches!(c.bg, ratatui::style::Color::Rgb(..))
+            {
+                bbox = (bbox.0.min(x), bbox.1.min(y), bbox.2.max(x), bbox.3.max(y));
+            }
+        }
+    }
+    bbox
+}
+
+fn rgb(p: image::Rgb<u8>) -> ratatui::style::Color {
+    ratatui::style::Color::Rgb(p[0], p[1], p[2])
+}
+
+#[test]
+fn halfblock_previews_fill_their_panes_with_the_images_colours() {
+    // The demo's 32×32 reference, and a training sample beside it.
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("references/purple_cross.png");
+    let pixels = image::open(&demo).unwrap().to_rgb8();
+    assert_eq!(pixels.dimensions(), (32, 32));
+    let (_t, ws) = workspace(true);
+    std::fs::copy(&demo, ws.references_dir().join("purple_cross.png")).unwrap();
+    let sample = ws.root.join("outputs/purple_cross.png");
+    std::fs::create_dir_all(sample.parent().unwrap()).unwrap();
+    std::fs::copy(&demo, &sample).unwrap();
+    let mut a = training_app(&ws, 3);
+    send(
+        &mut a,
+        Msg::Engine(EngineEvent::Train(TrainEvent::Sample {
+            step: 3,
+            path: sample,
+            prompt: "a photo of <cat>".into(),
+            seed: 1,
+        })),
+    );
+    // Select the demo reference (the second one, after chelsea.png).
+    a.focus = dreamartist::tui::app::PaneId::References;
+    send(&mut a, key('j'));
+    assert!(a.references[a.sel_reference].ends_with("purple_cross.png"));
+
+    let mut images = Images::new(Some(ratatui_image::picker::Picker::halfblocks()));
+    show_images(&a, &mut images);
+    let mut term = Terminal::new(TestBackend::new(120, 36)).unwrap();
+    settle(&a, &mut images, &mut term);
+    let buf = term.backend().buffer().clone();
+    insta::assert_snapshot!("halfblocks", term.backend().to_string());
+
+    // The references pane's preview (inside its border, below the list):
+    // scaled up from 32 pixels to its full height or width.
+    let refs = ratatui::layout::Rect::new(1, 4, 28, 10);
+    let (x0, y0, x1, y1) = coloured_box(&buf, refs);
+    let (w, h) = (x1 + 1 - x0, y1 + 1 - y0);
+    assert!(
+        w >= refs.width - 1 || h >= refs.height - 1,
+        "the preview is {w}×{h} cells in a {}×{} area",
+        refs.width,
+        refs.height
+    );
+    assert!(
+        w > 16,
+        "a 32-pixel image at native size would be 3 cells wide: {w}"
+    );
+    // Its colours are the image's: the corner is the yellow background, the
+    // centre the purple cross (upper half-block = fg, lower = bg).
+    let corner = &buf[(x0, y0)];
+    assert_eq!(corner.fg, rgb(*pixels.get_pixel(0, 0)), "{corner:?}");
+    let centre = &buf[((x0 + x1) / 2, (y0 + y1) / 2)];
+    let purple = rgb(*pixels.get_pixel(16, 16));
+    assert!(centre.fg == purple || centre.bg == purple, "{centre:?}");
+
+    // The samples pane (6 rows of pictures above 6 of metadata): the concept's
+    // reference (chelsea) left, the 32-pixel sample right, scaled up to the
+    // full height of its half.
+    let (lx0, _, lx1, _) = coloured_box(&buf, ratatui::layout::Rect::new(31, 16, 26, 6));
+    assert!(
+        lx0 == 31 && lx1 > lx0,
+        "the reference is drawn: {lx0}..{lx1}"
+    );
+    let (_, sy0, _, sy1) = coloured_box(&buf, ratatui::layout::Rect::new(57, 16, 26, 6));
+    assert_eq!((sy0, sy1), (16, 21), "the sample fills its half's height");
+}
+
+#[test]
+fn a_panic_restores_the_terminal_before_its_message() {
+    use dreamartist::tui::terminal;
+    use std::sync::{Arc, Mutex};
+    // The workbench's hook with the terminal swapped for a log: raw mode off
+    // and the escapes first, then the previous hook's message. Panics of
+    // other tests' threads meanwhile go to the real hook.
+    let log: Arc<Mutex<Vec<String>>> = Arc::default();
+    let me = std::thread::current().id();
+    let real = Arc::new(std::panic::take_hook());
+    let (l1, l2, r1) = (log.clone(), log.clone(), real.clone());
+    let previous = Box::new(move |info: &std::panic::PanicHookInfo<'_>| {
+        if std::thread::current().id() == me {
+            let msg = info
+                .payload()
+                .downcast_ref::<&str>()
+                .copied()
+                .unwrap_or("?");
+            l1.lock().unwrap().push(format!("message: {msg}"));
+        } else {
+            r1(info);
+        }
+    });
+    let restore = move || {
+        let mut out = Vec::new();
+        let raw_log = l2.clone();
+        let _ = terminal::restore(
+            &mut out,
+            || {
+                raw_log.lock().unwrap().push("raw mode off".into());
+                Ok(())
+            },
+            true,
+        );
+        l2.lock()
+            .unwrap()
+            .push(String::from_utf8_lossy(&out).to_string());
+    };
+    std::panic::set_hook(terminal::panic_hook(previous, restore));
+    let caught = std::panic::catch_unwind(|| panic!("boom in a pane"));
+    std::panic::set_hook(Box::new(move |info| real(info)));
+    assert!(caught.is_err());
+    let log = log.lock().unwrap();
+    assert_eq!(log.len(), 3, "{log:?}");
+    assert_eq!(log[0], "raw mode off");
+    assert!(
+        log[1].contains("\x1b[?1049l") && log[1].contains("\x1b[?25h"),
+        "alternate screen left, cursor shown: {:?}",
+        log[1]
+    );
+    assert_eq!(log[2], "message: boom in a pane");
+}
+
+#[test]
+fn no_color_wins_over_every_theme() {
+    use std::ffi::OsStr;
+    let (_t, mut ws) = workspace(true);
+    ws.config.theme = Some("catppuccin-mocha".into());
+    let t = Theme::resolve(Some("light"), &ws, Some(OsStr::new("1"))).unwrap();
+    assert!(t.monochrome);
+    // Empty NO_COLOR is unset (no-color.org); then --theme, then the workspace's.
+    assert_eq!(
+        Theme::resolve(Some("light"), &ws, Some(OsStr::new("")))
+            .unwrap()
+            .name,
+        "light"
+    );
+    assert_eq!(
+        Theme::resolve(None, &ws, None).unwrap().name,
+        "catppuccin-mocha"
+    );
+    // A screen in the NO_COLOR theme has no colour anywhere (images aside).
+    let mut a = training_app(&ws, 30);
+    a.theme = t;
+    send(&mut a, key('?'));
+    let mut term = Terminal::new(TestBackend::new(120, 36)).unwrap();
+    term.draw(|f| view::draw(&a, &mut Images::off(), f))
+        .unwrap();
+    let coloured = term
+        .backend()
+        .buffer()
+        .content()
+        .iter()
+        .filter(|c| c.fg != ratatui::style::Color::Reset || c.bg != ratatui::style::Color::Reset)
+        .count();
+    assert_eq!(coloured, 0);
+    // The dark theme does colour it (so the check above can fail).
+    a.theme = Theme::dark();
+    term.draw(|f| view::draw(&a, &mut Images::off(), f))
+        .unwrap();
+    assert!(term
+        .backend()
+        .buffer()
+        .content()
+        .iter()
+        .any(|c| c.fg != ratatui::style::Color::Reset));
+}
+
+/// A training sample at `step` (its file need not exist: previews are off).
+fn sample_at(ws: &Workspace, step: u64) -> Msg {
+    Msg::Engine(EngineEvent::Train(TrainEvent::Sample {
+        step,
+        path: ws
+            .concept_dir("cat")
+            .join(format!("runs/20261126-120000/samples/step-{step:08}.png")),
+        prompt: "a photo of <cat>".into(),
+        seed: 1,
+    }))
+}
+
+#[test]
+fn the_grid_shows_the_latest_samples_and_follows_the_selection() {
+    use dreamartist::tui::app::ImageSlot;
+    let (_t, ws) = workspace(true);
+    let mut a = training_app(&ws, 10);
+    for step in 1..=8 {
+        send(&mut a, sample_at(&ws, step));
+    }
+    let fx = send(&mut a, key('G'));
+    let grid: Vec<(usize, Option<String>)> = fx
+        .iter()
+        .filter_map(|e| match e {
+            Effect::ShowImage(ImageSlot::Grid(i), p) => Some((
+                *i,
+                p.as_ref()
+                    .and_then(|p| p.file_name())
+                    .map(|n| n.to_string_lossy().to_string()),
+            )),
+            _ => None,
+        })
+        .collect();
+    // The latest six: steps 3..=8.
+    assert_eq!(grid.len(), 6, "{fx:?}");
+    assert_eq!(grid[0], (0, Some("step-00000003.png".into())));
+    assert_eq!(grid[5], (5, Some("step-00000008.png".into())));
+    let s = screen(&a, 120, 36);
+    assert!(s.contains("Samples 3–8 of 8 · grid"), "{s}");
+    assert!(s.contains("> step 8") && s.contains("  step 3"), "{s}");
+    insta::assert_snapshot!("grid", s);
+    // Moving left past the page shows the page before: steps 1 and 2.
+    for _ in 0..6 {
+        send(&mut a, key('h'));
+    }
+    let s = screen(&a, 120, 36);
+    assert!(
+        s.contains("Samples 1–2 of 8 · grid") && s.contains("> step 2"),
+        "{s}"
+    );
+    // G again: the single sample, the grid's slots cleared.
+    let fx = send(&mut a, key('G'));
+    assert!(fx
+        .iter()
+        .all(|e| matches!(e, Effect::ShowImage(ImageSlot::Grid(_), None))));
+    assert!(screen(&a, 120, 36).contains("Samples 2/8"));
+    // Full screen has its own slot, filled when it opens.
+    let fx = send(&mut a, key('f'));
+    assert!(
+        matches!(fx.as_slice(), [Effect::ShowImage(ImageSlot::Fullscreen, Some(p))] if p.ends_with("step-00000002.png")),
+        "{fx:?}"
+    );
+}
+
+/// The top label of the loss chart's y axis on a captured screen.
+fn chart_top(s: &str) -> f64 {
+    let line = s.lines().nth(1).unwrap();
+    line.split(['│', '┃'])
+        .find_map(|piece| piece.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no label: {line}"))
+}
+
+#[test]
+fn the_loss_chart_is_not_flattened_by_the_first_step() {
+    let (_t, ws) = workspace(true);
+    let mut a = training_app(&ws, 0);
+    let spike = |step: u64| StepMetrics {
+        loss: if step == 1 {
+            0.53
+        } else {
+            0.03 + 0.015 * ((step as f64) * 0.9).sin()
+        },
+        ..metrics(step)
+    };
+    for s in 1..=300 {
+        send(
+            &mut a,
+            Msg::Engine(EngineEvent::Train(TrainEvent::Step(spike(s)))),
+        );
+    }
+    let s = screen(&a, 120, 36);
+    let top = chart_top(&s);
+    assert!(top < 0.06, "the y axis reaches {top}:\n{s}");
+    // v: log scale; H: full history (both in the title).
+    send(&mut a, key('v'));
+    let s = screen(&a, 120, 36);
+    assert!(s.contains("· recent · log"), "{s}");
+    send(&mut a, key('H'));
+    assert!(screen(&a, 120, 36).contains("· full history · log"));
+    send(&mut a, key('v'));
+    let s = screen(&a, 120, 36);
+    assert!(s.contains("· full history") && !s.contains("· log"), "{s}");
 }

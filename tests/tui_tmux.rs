@@ -1,21 +1,38 @@
 //! The real binary in tmux on the tiny model: start training from the
-//! keyboard, watch the step counter move, open help, quit cleanly.
-//! Needs tmux (`.ci/run` installs it); set DREAMARTIST_SKIP_TMUX=1 to skip
-//! on machines without it.
+//! keyboard, watch the step counter move, open help, quit cleanly; and with
+//! default options in a detached session (nobody answers the terminal's
+//! queries there), start, show the panes, quit at the first key and leave the
+//! terminal as it was. Needs tmux (`.ci/run` installs it); without it each
+//! test says so and is skipped. Each test has its own tmux server (`-L`), so
+//! a user's sessions are never touched.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn tmux(args: &[&str]) -> String {
-    let out = Command::new("tmux").args(args).output().expect("tmux runs");
+/// Runs tmux on this test's own server.
+fn tmux(server: &str, args: &[&str]) -> String {
+    let out = Command::new("tmux")
+        .args(["-L", server])
+        .args(args)
+        .output()
+        .expect("tmux runs");
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
-fn wait_for(session: &str, what: &str, secs: u64) -> String {
+/// Whether tmux is there; if not, says why the test is skipped.
+fn have_tmux(test: &str) -> bool {
+    let ok = Command::new("tmux").arg("-V").output().is_ok();
+    if !ok {
+        eprintln!("{test}: skipped: tmux is not installed (apt-get install tmux)");
+    }
+    ok
+}
+
+fn wait_for(server: &str, what: &str, secs: u64) -> String {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
-        let screen = tmux(&["capture-pane", "-p", "-t", session]);
+        let screen = tmux(server, &["capture-pane", "-p", "-t", "wb"]);
         if screen.contains(what) {
             return screen;
         }
@@ -24,6 +41,15 @@ fn wait_for(session: &str, what: &str, secs: u64) -> String {
         }
         std::thread::sleep(Duration::from_millis(150));
     }
+}
+
+/// Waits for a file the session writes when the workbench has exited.
+fn wait_for_file(path: &Path, secs: u64) -> String {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !path.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::fs::read_to_string(path).unwrap_or_else(|_| panic!("{} never written", path.display()))
 }
 
 /// The step of the gauge label `k/N` on a captured screen.
@@ -36,11 +62,8 @@ fn gauge_step(screen: &str, total: &str) -> Option<u64> {
 
 #[test]
 fn train_from_the_keyboard_in_tmux() {
-    if Command::new("tmux").arg("-V").output().is_err() {
-        if std::env::var_os("DREAMARTIST_SKIP_TMUX").is_some() {
-            return;
-        }
-        panic!("tmux is not installed (apt-get install tmux), or set DREAMARTIST_SKIP_TMUX=1");
+    if !have_tmux("train_from_the_keyboard_in_tmux") {
+        return;
     }
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     let tmp = tempfile::tempdir().unwrap();
@@ -67,52 +90,56 @@ fn train_from_the_keyboard_in_tmux() {
         "-w",
         ws.to_str().unwrap(),
     ]);
-    let session = format!("da-{}", std::process::id());
+    let server = format!("da-train-{}", std::process::id());
+    let session = "wb";
     let done = tmp.path().join("exited");
     let cmd = format!(
         "{bin} tui -w {} --image-protocol halfblocks; echo $? > {}",
         ws.display(),
         done.display()
     );
-    tmux(&[
-        "new-session",
-        "-d",
-        "-s",
-        &session,
-        "-x",
-        "160",
-        "-y",
-        "48",
-        &cmd,
-    ]);
-    let cleanup = scopeguard(session.clone());
+    tmux(
+        &server,
+        &[
+            "new-session",
+            "-d",
+            "-s",
+            session,
+            "-x",
+            "160",
+            "-y",
+            "48",
+            &cmd,
+        ],
+    );
+    let cleanup = scopeguard(server.clone());
 
-    wait_for(&session, "loaded on cpu", 60);
-    tmux(&["send-keys", "-t", &session, "t"]);
-    let first = wait_for(&session, "running", 60);
+    wait_for(&server, "loaded on cpu", 60);
+    tmux(&server, &["send-keys", "-t", session, "t"]);
+    let first = wait_for(&server, "running", 60);
     let s1 = gauge_step(&first, "1500").unwrap_or(0);
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut s2 = s1;
     while s2 <= s1 + 2 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(300));
-        s2 = gauge_step(&tmux(&["capture-pane", "-p", "-t", &session]), "1500").unwrap_or(s2);
+        s2 = gauge_step(
+            &tmux(&server, &["capture-pane", "-p", "-t", session]),
+            "1500",
+        )
+        .unwrap_or(s2);
     }
     assert!(s2 > s1 + 2, "the step counter did not move ({s1} → {s2})");
 
-    tmux(&["send-keys", "-t", &session, "?"]);
-    wait_for(&session, "Help · keys", 10);
+    tmux(&server, &["send-keys", "-t", session, "?"]);
+    wait_for(&server, "Help · keys", 10);
     // Any key closes help. (Escape followed at once by `q` would reach the app
     // as Alt-q: terminals encode Alt as an Escape prefix.)
-    tmux(&["send-keys", "-t", &session, "Enter"]);
+    tmux(&server, &["send-keys", "-t", session, "Enter"]);
     std::thread::sleep(Duration::from_millis(200));
-    tmux(&["send-keys", "-t", &session, "q"]);
-    wait_for(&session, "keep training headless", 10);
-    tmux(&["send-keys", "-t", &session, "s"]);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !done.exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let code = std::fs::read_to_string(&done).expect("the workbench exited");
+    tmux(&server, &["send-keys", "-t", session, "q"]);
+    wait_for(&server, "keep training headless", 10);
+    tmux(&server, &["send-keys", "-t", session, "s"]);
+    let code = wait_for_file(&done, 60);
     assert_eq!(code.trim(), "0");
     let runs = ws.join("concepts/cat/runs");
     let run = std::fs::read_dir(&runs)
@@ -128,15 +155,201 @@ fn train_from_the_keyboard_in_tmux() {
     drop(cleanup);
 }
 
-/// Kills the tmux session even when an assertion fails.
-fn scopeguard(session: String) -> impl Drop {
+/// Kills the test's tmux server even when an assertion fails.
+fn scopeguard(server: String) -> impl Drop {
     struct Guard(String);
     impl Drop for Guard {
         fn drop(&mut self) {
             let _ = Command::new("tmux")
-                .args(["kill-session", "-t", &self.0])
+                .args(["-L", &self.0, "kill-server"])
                 .output();
         }
     }
-    Guard(session)
+    Guard(server)
+}
+
+/// Issue #21: with default options (`--image-protocol auto`) in a detached
+/// session, where nothing answers the terminal's queries, the workbench used to
+/// exit at once ("The cursor position could not be read within a normal
+/// duration"). It must start with half-blocks, say why in its log, act on the
+/// very first key (no query thread left reading stdin) and restore the terminal.
+#[test]
+fn default_options_start_in_a_detached_tmux() {
+    if !have_tmux("default_options_start_in_a_detached_tmux") {
+        return;
+    }
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let tmp = tempfile::tempdir().unwrap();
+    let ws: PathBuf = tmp.path().join("ws");
+    let bin = env!("CARGO_BIN_EXE_dreamartist");
+    let ok = |args: &[&str]| {
+        assert!(
+            Command::new(bin).args(args).status().unwrap().success(),
+            "{args:?}"
+        )
+    };
+    ok(&[
+        "init",
+        ws.to_str().unwrap(),
+        "--model",
+        fixtures.join("tiny-sd1/model").to_str().unwrap(),
+    ]);
+    let server = format!("da-auto-{}", std::process::id());
+    let (done, before, after, stderr) = (
+        tmp.path().join("exited"),
+        tmp.path().join("stty-before"),
+        tmp.path().join("stty-after"),
+        tmp.path().join("stderr"),
+    );
+    // No --image-protocol; the terminal's settings are saved before and after.
+    let cmd = format!(
+        "stty -g > {before}; {bin} tui -w {ws} 2> {stderr}; echo $? > {done}.tmp; \
+         stty -g > {after}; mv {done}.tmp {done}; sleep 30",
+        before = before.display(),
+        after = after.display(),
+        ws = ws.display(),
+        stderr = stderr.display(),
+        done = done.display(),
+    );
+    tmux(
+        &server,
+        &[
+            "new-session",
+            "-d",
+            "-s",
+            "wb",
+            "-x",
+            "160",
+            "-y",
+            "48",
+            &cmd,
+        ],
+    );
+    let _cleanup = scopeguard(server.clone());
+
+    let screen = wait_for(&server, "loaded on cpu", 60);
+    for pane in [
+        "References",
+        "Concepts",
+        "Training",
+        "Samples",
+        "Prompts",
+        "Logs",
+    ] {
+        assert!(screen.contains(pane), "no {pane} pane:\n{screen}");
+    }
+    assert!(screen.contains("images halfblocks"), "{screen}");
+    assert!(
+        screen.contains("images: the terminal did not answer"),
+        "the log says why: {screen}"
+    );
+    // The first key quits (nothing is training).
+    tmux(&server, &["send-keys", "-t", "wb", "q"]);
+    let code = wait_for_file(&done, 30);
+    assert_eq!(
+        code.trim(),
+        "0",
+        "stderr: {}",
+        std::fs::read_to_string(&stderr).unwrap_or_default()
+    );
+    assert_eq!(
+        std::fs::read_to_string(&before).unwrap(),
+        std::fs::read_to_string(&after).unwrap(),
+        "the terminal's settings (raw mode) were not restored"
+    );
+}
+
+/// A child process killed when the test ends, however it ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// A terminal that answers nothing at all: `script` gives the workbench a
+/// pseudo-terminal and copies its output into a pipe. Start-up must not wait
+/// for any answer (cursor position, image protocols): the workbench draws,
+/// says why images are half-blocks, and quits on `q`.
+#[test]
+fn starts_in_a_terminal_that_answers_nothing() {
+    use std::io::{Read, Write};
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("starts_in_a_terminal_that_answers_nothing: skipped: script(1) is not installed");
+        return;
+    }
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let tmp = tempfile::tempdir().unwrap();
+    let ws: PathBuf = tmp.path().join("ws");
+    let bin = env!("CARGO_BIN_EXE_dreamartist");
+    assert!(Command::new(bin)
+        .args(["init", ws.to_str().unwrap(), "--model"])
+        .arg(fixtures.join("tiny-sd1/model"))
+        .status()
+        .unwrap()
+        .success());
+    let inner = format!("stty cols 120 rows 36; exec {bin} tui -w {}", ws.display());
+    let mut child = KillOnDrop(
+        Command::new("script")
+            .args(["-qfec", &inner, "/dev/null"])
+            .env("TERM", "xterm-256color")
+            .env_remove("TMUX")
+            .env_remove("TERM_PROGRAM")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("script starts"),
+    );
+    let mut stdout = child.0.stdout.take().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+    let sink = seen.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock().unwrap().extend_from_slice(&buf[..n]);
+        }
+    });
+    let text = || String::from_utf8_lossy(&seen.lock().unwrap()).to_string();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // The panes, then the model (the status bar names its family): the
+    // output is a stream of escapes, where only unbroken runs of text can be found.
+    while !(text().contains("References") && text().contains("(SD 1.x)")) {
+        if let Ok(Some(status)) = child.0.try_wait() {
+            let mut err = String::new();
+            let _ = child.0.stderr.take().unwrap().read_to_string(&mut err);
+            panic!(
+                "the workbench exited ({status}) before drawing: {err}{}",
+                text()
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never drew its panes: {}",
+            text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        text().contains("images halfblocks") && text().contains("did not answer"),
+        "{}",
+        text()
+    );
+    child.0.stdin.as_mut().unwrap().write_all(b"q").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "q did not quit: {}", text());
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "{status}: {}", text());
 }

@@ -3,7 +3,7 @@
 
 use tracing::Level;
 
-use super::app::{clamp_sel, App, Effect, EngineState, PaneId, Popup, TrainStatus};
+use super::app::{clamp_sel, App, Effect, EngineState, ImageSlot, PaneId, Popup, TrainStatus};
 use super::keymap::Action;
 use super::popups::{AddReference, ConceptForm, ConfirmQuit, EvalPopup, Fullscreen, Help, Palette};
 use super::tasks::Task;
@@ -117,11 +117,18 @@ impl App {
                 None => self.error("no concept selected"),
             },
             Action::Fullscreen => {
-                if self.selected_sample().is_some() {
+                if let Some(s) = self.selected_sample() {
+                    let path = s.path.clone();
                     self.popup = Some(Popup::Fullscreen(Fullscreen));
+                    return vec![Effect::ShowImage(ImageSlot::Fullscreen, Some(path))];
                 }
             }
+            Action::Grid => {
+                self.sample_grid = !self.sample_grid;
+                return self.grid_effects();
+            }
             Action::History => self.show_full_history = !self.show_full_history,
+            Action::ChartScale => self.chart_scale = self.chart_scale.next(),
             Action::Eval => match self.selected_concept().map(|c| c.name.clone()) {
                 Some(concept) => {
                     self.popup = Some(Popup::Eval(EvalPopup::new(concept.clone())));

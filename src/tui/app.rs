@@ -26,8 +26,8 @@ use crate::workspace::Workspace;
 
 pub use super::popups::Popup;
 pub use super::state::{
-    clamp_sel, ConceptRow, EngineState, ImageSlot, PaneId, PromptRow, PromptStatus, SampleEntry,
-    SampleOrigin, TrainStatus, TrainingView,
+    clamp_sel, grid_window, ChartScale, ConceptRow, EngineState, ImageSlot, PaneId, PromptRow,
+    PromptStatus, SampleEntry, SampleOrigin, TrainStatus, TrainingView,
 };
 
 /// How often the folders are listed again (files added by hand, headless runs).
@@ -81,8 +81,11 @@ pub struct App {
     pub sel_concept: usize,
     pub training: Option<TrainingView>,
     pub show_full_history: bool,
+    pub chart_scale: ChartScale,
     pub samples: Vec<SampleEntry>,
     pub sel_sample: usize,
+    /// The samples pane shows a grid of the latest samples instead of one.
+    pub sample_grid: bool,
     pub prompts: Vec<PromptRow>,
     pub sel_prompt: usize,
     pub watch_on: bool,
@@ -133,8 +136,10 @@ impl App {
             sel_concept: 0,
             training: None,
             show_full_history: false,
+            chart_scale: ChartScale::Linear,
             samples: Vec::new(),
             sel_sample: 0,
+            sample_grid: false,
             prompts: Vec::new(),
             sel_prompt: 0,
             watch_on: true,
@@ -214,8 +219,9 @@ impl App {
         }
     }
 
-    /// The image effects for the current selection.
-    pub(super) fn image_effects(&self) -> Vec<Effect> {
+    /// The image effects for the current selection (and the grid's cells
+    /// while the grid is on).
+    pub fn image_effects(&self) -> Vec<Effect> {
         let reference = self.references.get(self.sel_reference).cloned();
         let sample = self.selected_sample().cloned();
         let sample_ref = match &sample {
@@ -229,11 +235,31 @@ impl App {
                 .and_then(|c| c.references.first().cloned()),
             _ => None,
         };
-        vec![
+        let sample = sample.map(|s| s.path);
+        let mut fx = vec![
             Effect::ShowImage(ImageSlot::Reference, reference),
-            Effect::ShowImage(ImageSlot::Sample, sample.map(|s| s.path)),
+            Effect::ShowImage(ImageSlot::Sample, sample.clone()),
             Effect::ShowImage(ImageSlot::SampleReference, sample_ref),
-        ]
+        ];
+        if matches!(self.popup, Some(Popup::Fullscreen(_))) {
+            fx.push(Effect::ShowImage(ImageSlot::Fullscreen, sample));
+        }
+        if self.sample_grid {
+            fx.extend(self.grid_effects());
+        }
+        fx
+    }
+
+    /// Each grid cell's image (cells past the window cleared).
+    pub(super) fn grid_effects(&self) -> Vec<Effect> {
+        let window = grid_window(self.samples.len(), self.sel_sample);
+        (0..super::state::GRID_MAX)
+            .map(|i| {
+                let path = (self.sample_grid && window.start + i < window.end)
+                    .then(|| self.samples[window.start + i].path.clone());
+                Effect::ShowImage(ImageSlot::Grid(i), path)
+            })
+            .collect()
     }
 
     /// Lists the folders again on the worker (unless a listing is under way).

@@ -1,6 +1,7 @@
 //! Training history for the chart: a recent window at full resolution and a
 //! downsampled full history (bounded memory over 15k-step runs), an
-//! exponentially smoothed series, and the run's ETA (the estimator the CLI
+//! exponentially smoothed series (bias-corrected, so it does not start out
+//! dragged towards the first step's loss), and the run's ETA (the estimator the CLI
 //! progress bar uses too, [`crate::train::eta`]).
 
 use std::collections::VecDeque;
@@ -21,6 +22,9 @@ pub struct History {
     pub full: Vec<(f64, f64)>,
     bucket: u64,
     acc: (f64, f64, u64),
+    /// The running average before bias correction, and how many steps it saw.
+    ema: f64,
+    seen: i32,
     smooth: Option<f64>,
     pub last: Option<StepMetrics>,
     pub total_steps: u64,
@@ -42,10 +46,12 @@ impl History {
     /// Records a step seen at `now`.
     pub fn push(&mut self, m: StepMetrics, now: Instant) {
         let x = m.step as f64;
-        let smooth = match self.smooth {
-            None => m.loss,
-            Some(s) => SMOOTHING * s + (1.0 - SMOOTHING) * m.loss,
-        };
+        // An average started at zero and divided by the weight it has: early
+        // values are as smooth as later ones, and the first step's loss fades
+        // as fast as any other's.
+        self.ema = SMOOTHING * self.ema + (1.0 - SMOOTHING) * m.loss;
+        self.seen = self.seen.saturating_add(1);
+        let smooth = self.ema / (1.0 - SMOOTHING.powi(self.seen));
         self.smooth = Some(smooth);
         self.recent.push_back((x, m.loss));
         self.recent_smooth.push_back((x, smooth));
@@ -92,25 +98,6 @@ impl History {
     pub fn eta(&self) -> Option<Duration> {
         self.eta.remaining(self.total_steps)
     }
-
-    /// Y range of a series with a little headroom.
-    pub fn bounds(points: &[(f64, f64)]) -> ([f64; 2], [f64; 2]) {
-        let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
-        for (x, y) in points {
-            x0 = x0.min(*x);
-            x1 = x1.max(*x);
-            y0 = y0.min(*y);
-            y1 = y1.max(*y);
-        }
-        if points.is_empty() {
-            return ([0.0, 1.0], [0.0, 1.0]);
-        }
-        if x1 <= x0 {
-            x1 = x0 + 1.0;
-        }
-        let pad = ((y1 - y0) * 0.05).max(1e-6);
-        ([x0, x1], [y0 - pad, y1 + pad])
-    }
 }
 
 #[cfg(test)]
@@ -148,5 +135,18 @@ mod tests {
         }
         assert!(h.full.len() <= FULL_MAX && h.full.len() > FULL_MAX / 2);
         assert_eq!(h.recent.len(), RECENT);
+    }
+
+    #[test]
+    fn the_smoothed_loss_forgets_the_first_step() {
+        let mut h = History::new(0, 100);
+        h.push(m(1, 0.53), Instant::now());
+        assert_eq!(h.smoothed(), Some(0.53));
+        for s in 2..=30 {
+            h.push(m(s, 0.03), Instant::now());
+        }
+        // Uncorrected (started at 0.53) it would still be 0.053 here.
+        let s = h.smoothed().unwrap();
+        assert!(s < 0.036, "{s}");
     }
 }

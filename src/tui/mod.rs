@@ -9,6 +9,7 @@
 
 mod actions;
 pub mod app;
+pub mod chart;
 mod done;
 mod events;
 pub mod images;
@@ -20,6 +21,8 @@ pub mod popups;
 pub mod scan;
 pub mod state;
 pub mod tasks;
+pub mod terminal;
+pub mod text;
 pub mod theme;
 pub mod view;
 
@@ -33,11 +36,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use ratatui::backend::CrosstermBackend;
 use ratatui::crossterm::event::{self, Event, KeyEventKind};
-use ratatui::crossterm::terminal::{
-    disable_raw_mode, enable_raw_mode, BeginSynchronizedUpdate, EndSynchronizedUpdate,
-    EnterAlternateScreen, LeaveAlternateScreen,
-};
-use ratatui::crossterm::{cursor, execute};
+use ratatui::crossterm::execute;
+use ratatui::crossterm::terminal::{BeginSynchronizedUpdate, EndSynchronizedUpdate};
 use ratatui::Terminal;
 use tracing::Level;
 use tracing_subscriber::layer::SubscriberExt;
@@ -64,27 +64,6 @@ pub struct TuiOptions {
 const FRAME: Duration = Duration::from_millis(33);
 
 type Term = Terminal<CrosstermBackend<std::io::Stdout>>;
-
-fn enter() -> Result<()> {
-    enable_raw_mode().context("cannot switch the terminal to raw mode")?;
-    execute!(std::io::stdout(), EnterAlternateScreen, cursor::Hide)
-        .context("cannot enter the alternate screen")?;
-    Ok(())
-}
-
-fn leave() {
-    let _ = disable_raw_mode();
-    let _ = execute!(std::io::stdout(), LeaveAlternateScreen, cursor::Show);
-}
-
-/// Restores the terminal before a panic message is printed.
-fn install_panic_hook() {
-    let previous = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        leave();
-        previous(info);
-    }));
-}
 
 /// Reads terminal events; pauses while an editor or the shell owns the terminal.
 fn spawn_input(tx: Sender<Msg>, paused: Arc<AtomicBool>) {
@@ -117,17 +96,11 @@ fn spawn_input(tx: Sender<Msg>, paused: Arc<AtomicBool>) {
 }
 
 fn resolve_theme(opts: &TuiOptions, ws: &Workspace, logs: &LogBuffer) -> Theme {
-    if std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty()) {
-        return Theme::plain();
-    }
-    let name = opts.theme.clone().or_else(|| ws.config.theme.clone());
-    match name {
-        None => Theme::dark(),
-        Some(n) => Theme::load(&n, &ws.root).unwrap_or_else(|e| {
-            logs.push(Level::WARN, format!("{e:#}; using the dark theme"));
-            Theme::dark()
-        }),
-    }
+    let no_color = std::env::var_os("NO_COLOR");
+    Theme::resolve(opts.theme.as_deref(), ws, no_color.as_deref()).unwrap_or_else(|e| {
+        logs.push(Level::WARN, format!("{e:#}; using the dark theme"));
+        Theme::dark()
+    })
 }
 
 /// Runs the workbench until the user quits.
@@ -142,14 +115,18 @@ pub fn run(opts: TuiOptions) -> Result<()> {
     let keymap = Keymap::load_layers(&keymap::layer_paths(home.as_deref(), &ws.root))?;
     let theme = resolve_theme(&opts, &ws, &logs);
 
-    install_panic_hook();
-    enter()?;
-    // The protocol query talks to the terminal: before the input thread starts.
-    let picker = opts.image_protocol.picker();
-    let mut images = Images::new(picker);
+    terminal::install_panic_hook();
+    terminal::enter()?;
+    // The protocol probe talks to the terminal: before the input thread starts.
+    // It never fails: no answer means half-blocks, with the reason in the log.
+    let resolved = opts.image_protocol.resolve();
+    for note in &resolved.notes {
+        logs.push(Level::INFO, format!("images: {note}"));
+    }
+    let mut images = Images::new(resolved.picker);
     let result = (|| -> Result<()> {
         let mut terminal: Term = Terminal::new(CrosstermBackend::new(std::io::stdout()))?;
-        terminal.clear()?;
+        terminal::clear(&mut terminal)?;
         let (tx, rx) = mpsc::channel::<Msg>();
         let paused = Arc::new(AtomicBool::new(false));
         spawn_input(tx.clone(), paused.clone());
@@ -200,7 +177,7 @@ pub fn run(opts: TuiOptions) -> Result<()> {
         engine.shutdown();
         outcome
     })();
-    leave();
+    terminal::leave();
     result
 }
 
@@ -276,10 +253,10 @@ fn with_terminal_released(
 ) -> Result<()> {
     paused.store(true, Ordering::SeqCst);
     std::thread::sleep(Duration::from_millis(60));
-    leave();
+    terminal::leave();
     f();
-    enter()?;
-    terminal.clear()?;
+    terminal::enter()?;
+    terminal::clear(terminal)?;
     paused.store(false, Ordering::SeqCst);
     Ok(())
 }

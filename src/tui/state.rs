@@ -29,12 +29,35 @@ impl PaneId {
     ];
 }
 
-/// Where an image preview is shown.
+/// Where an image preview is shown. Each slot is drawn in one place at one
+/// size: a slot drawn at two sizes in a frame would be re-encoded for each,
+/// every frame, and never shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ImageSlot {
     Reference,
     Sample,
     SampleReference,
+    /// One cell of the samples grid (0 = the grid's first, oldest shown).
+    Grid(usize),
+    /// The full-screen sample (its own slot: the samples pane keeps its size).
+    Fullscreen,
+}
+
+/// The loss chart's y axis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ChartScale {
+    #[default]
+    Linear,
+    Log,
+}
+
+impl ChartScale {
+    pub fn next(self) -> Self {
+        match self {
+            ChartScale::Linear => ChartScale::Log,
+            ChartScale::Log => ChartScale::Linear,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -128,5 +151,36 @@ pub fn clamp_sel(sel: usize, len: usize) -> usize {
         0
     } else {
         sel.min(len - 1)
+    }
+}
+
+/// The most samples the grid shows at once.
+pub const GRID_MAX: usize = 6;
+
+/// The samples the grid shows: pages of [`GRID_MAX`] counted from the newest
+/// (so the first page is "the latest"), the page holding the selection.
+pub fn grid_window(len: usize, sel: usize) -> std::ops::Range<usize> {
+    if len == 0 {
+        return 0..0;
+    }
+    let sel = sel.min(len - 1);
+    let page = (len - 1 - sel) / GRID_MAX;
+    let end = len - page * GRID_MAX;
+    end.saturating_sub(GRID_MAX)..end
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_grid_pages_from_the_newest_sample() {
+        assert_eq!(grid_window(0, 0), 0..0);
+        assert_eq!(grid_window(3, 2), 0..3);
+        assert_eq!(grid_window(10, 9), 4..10);
+        assert_eq!(grid_window(10, 4), 4..10);
+        assert_eq!(grid_window(10, 3), 0..4);
+        assert_eq!(grid_window(10, 0), 0..4);
+        assert_eq!(grid_window(10, 99), 4..10);
     }
 }

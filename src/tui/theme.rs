@@ -110,6 +110,23 @@ impl Theme {
         }
     }
 
+    /// The workbench's theme: none at all when `NO_COLOR` is set to anything
+    /// non-empty (<https://no-color.org>; it wins over `--theme` and the
+    /// workspace's `theme`), else `--theme`, else the workspace's, else dark.
+    pub fn resolve(
+        cli: Option<&str>,
+        ws: &crate::workspace::Workspace,
+        no_color: Option<&std::ffi::OsStr>,
+    ) -> Result<Self> {
+        if no_color.is_some_and(|v| !v.is_empty()) {
+            return Ok(Self::plain());
+        }
+        match cli.or(ws.config.theme.as_deref()) {
+            None => Ok(Self::dark()),
+            Some(n) => Self::load(n, &ws.root),
+        }
+    }
+
     pub fn dark() -> Self {
         // The built-in file is verified by a unit test.
         Self::parse(BUILTIN[0].1).unwrap_or(Self::plain())

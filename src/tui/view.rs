@@ -4,7 +4,7 @@ use ratatui::layout::{Constraint, Flex, Layout};
 use ratatui::widgets::{Block, Paragraph};
 use ratatui::Frame;
 
-use super::app::App;
+use super::app::{App, Popup};
 use super::images::Images;
 use super::keymap::Action;
 use super::panes;
@@ -30,6 +30,11 @@ pub fn draw(app: &App, images: &mut Images, f: &mut Frame) {
             Paragraph::new(msg).centered().style(app.theme.warning()),
             mid,
         );
+        return;
+    }
+    // The full-screen sample covers everything: the panes under it are not drawn.
+    if let Some(p @ Popup::Fullscreen(_)) = &app.popup {
+        p.draw(app, images, f);
         return;
     }
     let [body, status, commands] = Layout::vertical([

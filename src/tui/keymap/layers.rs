@@ -79,7 +79,9 @@ layer! {
         ToggleWatch = "toggle_watch",
         Export = "export",
         Fullscreen = "fullscreen",
+        Grid = "grid",
         History = "history",
+        ChartScale = "chart_scale",
         LogLevel = "log_level",
         Eval = "eval",
     }

@@ -23,7 +23,8 @@ pub fn render(app: &App, area: Rect, f: &mut Frame) {
                 "No concepts yet.\nSelect a reference and press {}.",
                 app.key(Action::NewConcept)
             ))
-            .style(app.theme.muted()),
+            .style(app.theme.muted())
+            .wrap(ratatui::widgets::Wrap { trim: true }),
             inner,
         );
         return;

@@ -23,7 +23,8 @@ pub fn render(app: &App, area: Rect, f: &mut Frame) {
                 "No prompt files. Press {} to create one.",
                 app.key(Action::NewPrompt)
             ))
-            .style(app.theme.muted()),
+            .style(app.theme.muted())
+            .wrap(ratatui::widgets::Wrap { trim: true }),
             inner,
         );
         return;

@@ -23,7 +23,8 @@ pub fn render(app: &App, images: &mut Images, area: Rect, f: &mut Frame) {
                 "No reference images.\nPress {} to add one.",
                 app.key(Action::AddReference)
             ))
-            .style(app.theme.muted()),
+            .style(app.theme.muted())
+            .wrap(ratatui::widgets::Wrap { trim: true }),
             inner,
         );
         return;

@@ -1,17 +1,18 @@
-//! Training: live loss chart (raw + smoothed, recent window or full history),
-//! step gauge, learning rate, gradient norms, speed and ETA.
+//! Training: live loss chart (raw + smoothed, recent window or full history,
+//! linear or log scale, its y range from robust statistics of what is shown:
+//! [`crate::tui::chart`]), step gauge, learning rate, gradient norms, speed and ETA.
 
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::symbols::Marker;
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Axis, Chart, Dataset, Gauge, GraphType, Paragraph};
+use ratatui::widgets::{Axis, Chart, Dataset, Gauge, GraphType, Paragraph, Wrap};
 use ratatui::Frame;
 
 use super::frame;
 use crate::train::eta::format_eta;
-use crate::tui::app::{App, PaneId, TrainStatus};
+use crate::tui::app::{App, ChartScale, PaneId, TrainStatus};
+use crate::tui::chart;
 use crate::tui::keymap::Action;
-use crate::tui::metrics::History;
 
 fn status_label(s: &TrainStatus) -> &'static str {
     match s {
@@ -36,14 +37,15 @@ pub fn render(app: &App, area: Rect, f: &mut Frame) {
                 app.key(Action::Train),
                 app.key(Action::Resume)
             ))
-            .style(app.theme.muted()),
+            .style(app.theme.muted())
+            .wrap(Wrap { trim: true }),
             inner,
         );
         return;
     };
     let h = &t.history;
     let title = format!(
-        "Training <{}> · run {} · {}{}",
+        "Training <{}> · run {} · {}{}{}",
         t.concept,
         if t.run_id.is_empty() {
             "…"
@@ -55,6 +57,10 @@ pub fn render(app: &App, area: Rect, f: &mut Frame) {
             " · full history"
         } else {
             " · recent"
+        },
+        match app.chart_scale {
+            ChartScale::Linear => "",
+            ChartScale::Log => " · log",
         }
     );
     let block = frame(app, PaneId::Training, title);
@@ -67,13 +73,15 @@ pub fn render(app: &App, area: Rect, f: &mut Frame) {
     ])
     .areas(inner);
 
-    type Series = Vec<(f64, f64)>;
-    let (raw, smooth): (Series, Series) = if app.show_full_history {
-        (h.full.clone(), Vec::new())
+    let scale = app.chart_scale;
+    let (raw, smooth) = if app.show_full_history {
+        (chart::plotted(&h.full, scale), Vec::new())
     } else {
+        let recent: Vec<(f64, f64)> = h.recent.iter().copied().collect();
+        let recent_smooth: Vec<(f64, f64)> = h.recent_smooth.iter().copied().collect();
         (
-            h.recent.iter().copied().collect(),
-            h.recent_smooth.iter().copied().collect(),
+            chart::plotted(&recent, scale),
+            chart::plotted(&recent_smooth, scale),
         )
     };
     if raw.is_empty() {
@@ -82,9 +90,8 @@ pub fn render(app: &App, area: Rect, f: &mut Frame) {
             chart_area,
         );
     } else {
-        let mut all = raw.clone();
-        all.extend(smooth.iter().copied());
-        let ([x0, x1], [y0, y1]) = History::bounds(&all);
+        let [x0, x1] = chart::x_range(&raw);
+        let [y0, y1] = chart::y_range(&raw, &smooth);
         let mut sets = vec![Dataset::default()
             .name("loss")
             .marker(Marker::Braille)
@@ -105,19 +112,23 @@ pub fn render(app: &App, area: Rect, f: &mut Frame) {
             .x_axis(
                 Axis::default()
                     .bounds([x0, x1])
-                    .labels(vec![
-                        Span::raw(format!("{x0:.0}")),
-                        Span::raw(format!("{x1:.0}")),
-                    ])
+                    .labels(
+                        chart::x_labels([x0, x1], chart_area.width)
+                            .into_iter()
+                            .map(Span::raw)
+                            .collect::<Vec<_>>(),
+                    )
                     .style(app.theme.muted()),
             )
             .y_axis(
                 Axis::default()
                     .bounds([y0, y1])
-                    .labels(vec![
-                        Span::raw(format!("{y0:.3}")),
-                        Span::raw(format!("{y1:.3}")),
-                    ])
+                    .labels(
+                        chart::y_labels([y0, y1], scale)
+                            .into_iter()
+                            .map(Span::raw)
+                            .collect::<Vec<_>>(),
+                    )
                     .style(app.theme.muted()),
             );
         f.render_widget(chart, chart_area);

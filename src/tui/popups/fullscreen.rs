@@ -1,7 +1,6 @@
 //! The selected sample over the whole screen, with its metadata.
 
 use ratatui::crossterm::event::KeyEvent;
-use ratatui::layout::{Constraint, Layout};
 use ratatui::widgets::{Clear, Paragraph};
 use ratatui::Frame;
 
@@ -33,11 +32,22 @@ impl Fullscreen {
         let block = popup_block(app, &title);
         let inner = block.inner(r);
         f.render_widget(block, r);
-        let [pic, meta] =
-            Layout::vertical([Constraint::Min(3), Constraint::Length(5)]).areas(inner);
-        images.render(ImageSlot::Sample, pic, f.buffer_mut(), app.theme.muted());
-        if let Some(s) = app.selected_sample() {
-            f.render_widget(Paragraph::new(panes::samples::metadata(app, s)), meta);
-        }
+        let Some(s) = app.selected_sample() else {
+            images.render(
+                ImageSlot::Fullscreen,
+                inner,
+                f.buffer_mut(),
+                app.theme.muted(),
+            );
+            return;
+        };
+        let (pic, meta, lines) = panes::samples::with_metadata(app, s, inner);
+        images.render(
+            ImageSlot::Fullscreen,
+            pic,
+            f.buffer_mut(),
+            app.theme.muted(),
+        );
+        f.render_widget(Paragraph::new(lines), meta);
     }
 }

@@ -9,6 +9,10 @@ use ratatui::Frame;
 use super::{centered, popup_block, Outcome};
 use crate::tui::app::App;
 use crate::tui::keymap::{HelpKey, Keymap};
+use crate::tui::text::hanging;
+
+/// The keys column: right-aligned keys and two spaces.
+const KEYS_WIDTH: usize = 16;
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Help {
@@ -38,32 +42,50 @@ impl Help {
 
     pub fn draw(&self, app: &App, f: &mut Frame) {
         let area = f.area();
-        let r = centered(area, 72, area.height.saturating_sub(4));
+        let sections = app.keymap.help_sections();
+        let title = format!("Help · keys ({})", Self::hints(&app.keymap));
+        // As wide as the longest row (keys column, description, borders) or the
+        // title, as far as the screen allows; longer descriptions wrap.
+        let widest = sections
+            .iter()
+            .flat_map(|s| s.rows.iter())
+            .map(|(_, desc)| KEYS_WIDTH + desc.chars().count())
+            .chain([title.chars().count() + 2])
+            .max()
+            .unwrap_or(0);
+        let w = (widest as u16 + 2)
+            .min(area.width.saturating_sub(4))
+            .max(20);
+        let r = centered(area, w, area.height.saturating_sub(4));
+        let inner_w = usize::from(w.saturating_sub(2));
         let mut lines: Vec<Line> = Vec::new();
-        for (i, section) in app.keymap.help_sections().into_iter().enumerate() {
+        for (i, section) in sections.into_iter().enumerate() {
             // The main screen's keys come first, without a heading.
             if i > 0 {
                 lines.push(Line::from(""));
                 lines.push(Line::from(Span::styled(
-                    format!("{:>14}  {}", "", section.title),
+                    format!("{:>w$}{}", "", section.title, w = KEYS_WIDTH),
                     app.theme.muted(),
                 )));
             }
             for (keys, desc) in section.rows {
-                lines.push(Line::from(vec![
-                    Span::styled(format!("{keys:>14}  "), app.theme.accent()),
-                    Span::raw(desc),
-                ]));
+                lines.extend(hanging(
+                    &format!("{keys:>w$}  ", w = KEYS_WIDTH - 2),
+                    app.theme.accent(),
+                    KEYS_WIDTH,
+                    &desc,
+                    app.theme.text(),
+                    inner_w,
+                ));
             }
         }
+        let visible = r.height.saturating_sub(2);
+        let max_scroll = (lines.len() as u16).saturating_sub(visible);
         f.render_widget(Clear, r);
         f.render_widget(
             Paragraph::new(lines)
-                .block(popup_block(
-                    app,
-                    &format!("Help · keys ({})", Self::hints(&app.keymap)),
-                ))
-                .scroll((self.scroll, 0)),
+                .block(popup_block(app, &title))
+                .scroll((self.scroll.min(max_scroll), 0)),
             r,
         );
     }
