@@ -353,3 +353,129 @@ fn starts_in_a_terminal_that_answers_nothing() {
     };
     assert!(status.success(), "{status}: {}", text());
 }
+
+/// Quit with "keep training headless": the workbench exits at once, and a
+/// detached `dreamartist train --resume` finishes the run to its last step,
+/// writing the concept's pair and the run's log.
+#[test]
+fn keep_training_headless_finishes_the_run() {
+    if !have_tmux("keep_training_headless_finishes_the_run") {
+        return;
+    }
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let tmp = tempfile::tempdir().unwrap();
+    let ws: PathBuf = tmp.path().join("ws");
+    let bin = env!("CARGO_BIN_EXE_dreamartist");
+    let ok = |args: &[&str]| {
+        assert!(
+            Command::new(bin).args(args).status().unwrap().success(),
+            "{args:?}"
+        )
+    };
+    ok(&[
+        "init",
+        ws.to_str().unwrap(),
+        "--model",
+        fixtures.join("tiny-sd1/model").to_str().unwrap(),
+    ]);
+    ok(&[
+        "concept",
+        "add",
+        "cat",
+        "--reference",
+        fixtures.join("references/chelsea.png").to_str().unwrap(),
+        "-w",
+        ws.to_str().unwrap(),
+    ]);
+    let concept_toml = ws.join("concepts/cat/concept.toml");
+    let text = std::fs::read_to_string(&concept_toml).unwrap();
+    std::fs::write(&concept_toml, text.replace("steps = 1500", "steps = 400")).unwrap();
+
+    let server = format!("da-keep-{}", std::process::id());
+    let session = "wb";
+    let done = tmp.path().join("exited");
+    let cmd = format!(
+        "{bin} tui -w {} --image-protocol halfblocks; echo $? > {}",
+        ws.display(),
+        done.display()
+    );
+    tmux(
+        &server,
+        &[
+            "new-session",
+            "-d",
+            "-s",
+            session,
+            "-x",
+            "160",
+            "-y",
+            "48",
+            &cmd,
+        ],
+    );
+    let cleanup = scopeguard(server.clone());
+    // The headless trainer runs in its own session: stop it if the test fails.
+    let headless = HeadlessGuard(ws.clone());
+
+    wait_for(&server, "loaded on cpu", 60);
+    tmux(&server, &["send-keys", "-t", session, "t"]);
+    wait_for(&server, "running", 60);
+    tmux(&server, &["send-keys", "-t", session, "q"]);
+    wait_for(&server, "keep training headless", 10);
+    tmux(&server, &["send-keys", "-t", session, "k"]);
+    let code = wait_for_file(&done, 60);
+    assert_eq!(code.trim(), "0");
+    drop(cleanup);
+
+    // The run goes on without the workbench, to its last step.
+    let runs = ws.join("concepts/cat/runs");
+    let run = std::fs::read_dir(&runs)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let log = run.join("headless.log");
+    let metrics = run.join("metrics.jsonl");
+    let last_step = || -> u64 {
+        std::fs::read_to_string(&metrics)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|v| v.get("step").and_then(|s| s.as_u64()))
+            .max()
+            .unwrap_or(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(240);
+    while last_step() < 400 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(
+        last_step(),
+        400,
+        "headless run stopped early; log:\n{log_text}"
+    );
+    let pair = ws.join("concepts/cat/cat.safetensors");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !pair.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        pair.exists(),
+        "no pair after the headless run; log:\n{log_text}"
+    );
+    assert!(ws.join("concepts/cat/cat-neg.safetensors").exists());
+    drop(headless);
+}
+
+/// Kills a headless trainer of this workspace left running by a failed test.
+struct HeadlessGuard(PathBuf);
+
+impl Drop for HeadlessGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("pkill")
+            .args(["-f", &format!("-w {}", self.0.display())])
+            .status();
+    }
+}
