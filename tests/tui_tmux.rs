@@ -60,18 +60,17 @@ fn gauge_step(screen: &str, total: &str) -> Option<u64> {
         .find_map(|w| w.strip_suffix(&suffix).and_then(|n| n.parse().ok()))
 }
 
-#[test]
-fn train_from_the_keyboard_in_tmux() {
-    if !have_tmux("train_from_the_keyboard_in_tmux") {
-        return;
-    }
+/// A workspace `<tmp>/ws` on the tiny model, with concept `cat` when asked.
+fn workspace(tmp: &Path, with_cat: bool) -> PathBuf {
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    let tmp = tempfile::tempdir().unwrap();
-    let ws: PathBuf = tmp.path().join("ws");
-    let bin = env!("CARGO_BIN_EXE_dreamartist");
+    let ws = tmp.join("ws");
     let ok = |args: &[&str]| {
         assert!(
-            Command::new(bin).args(args).status().unwrap().success(),
+            Command::new(env!("CARGO_BIN_EXE_dreamartist"))
+                .args(args)
+                .status()
+                .unwrap()
+                .success(),
             "{args:?}"
         )
     };
@@ -81,15 +80,46 @@ fn train_from_the_keyboard_in_tmux() {
         "--model",
         fixtures.join("tiny-sd1/model").to_str().unwrap(),
     ]);
-    ok(&[
-        "concept",
-        "add",
-        "cat",
-        "--reference",
-        fixtures.join("references/chelsea.png").to_str().unwrap(),
-        "-w",
-        ws.to_str().unwrap(),
-    ]);
+    if with_cat {
+        ok(&[
+            "concept",
+            "add",
+            "cat",
+            "--reference",
+            fixtures.join("references/chelsea.png").to_str().unwrap(),
+            "-w",
+            ws.to_str().unwrap(),
+        ]);
+    }
+    ws
+}
+
+/// Starts `cmd` in a detached 160×48 session `wb` of this test's server.
+fn start_session(server: &str, cmd: &str) {
+    tmux(
+        server,
+        &[
+            "new-session",
+            "-d",
+            "-s",
+            "wb",
+            "-x",
+            "160",
+            "-y",
+            "48",
+            cmd,
+        ],
+    );
+}
+
+#[test]
+fn train_from_the_keyboard_in_tmux() {
+    if !have_tmux("train_from_the_keyboard_in_tmux") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let ws = workspace(tmp.path(), true);
+    let bin = env!("CARGO_BIN_EXE_dreamartist");
     let server = format!("da-train-{}", std::process::id());
     let session = "wb";
     let done = tmp.path().join("exited");
@@ -98,20 +128,7 @@ fn train_from_the_keyboard_in_tmux() {
         ws.display(),
         done.display()
     );
-    tmux(
-        &server,
-        &[
-            "new-session",
-            "-d",
-            "-s",
-            session,
-            "-x",
-            "160",
-            "-y",
-            "48",
-            &cmd,
-        ],
-    );
+    start_session(&server, &cmd);
     let cleanup = scopeguard(server.clone());
 
     wait_for(&server, "loaded on cpu", 60);
@@ -178,22 +195,9 @@ fn default_options_start_in_a_detached_tmux() {
     if !have_tmux("default_options_start_in_a_detached_tmux") {
         return;
     }
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     let tmp = tempfile::tempdir().unwrap();
-    let ws: PathBuf = tmp.path().join("ws");
+    let ws = workspace(tmp.path(), false);
     let bin = env!("CARGO_BIN_EXE_dreamartist");
-    let ok = |args: &[&str]| {
-        assert!(
-            Command::new(bin).args(args).status().unwrap().success(),
-            "{args:?}"
-        )
-    };
-    ok(&[
-        "init",
-        ws.to_str().unwrap(),
-        "--model",
-        fixtures.join("tiny-sd1/model").to_str().unwrap(),
-    ]);
     let server = format!("da-auto-{}", std::process::id());
     let (done, before, after, stderr) = (
         tmp.path().join("exited"),
@@ -211,20 +215,7 @@ fn default_options_start_in_a_detached_tmux() {
         stderr = stderr.display(),
         done = done.display(),
     );
-    tmux(
-        &server,
-        &[
-            "new-session",
-            "-d",
-            "-s",
-            "wb",
-            "-x",
-            "160",
-            "-y",
-            "48",
-            &cmd,
-        ],
-    );
+    start_session(&server, &cmd);
     let _cleanup = scopeguard(server.clone());
 
     let screen = wait_for(&server, "loaded on cpu", 60);
@@ -362,31 +353,9 @@ fn keep_training_headless_finishes_the_run() {
     if !have_tmux("keep_training_headless_finishes_the_run") {
         return;
     }
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     let tmp = tempfile::tempdir().unwrap();
-    let ws: PathBuf = tmp.path().join("ws");
+    let ws = workspace(tmp.path(), true);
     let bin = env!("CARGO_BIN_EXE_dreamartist");
-    let ok = |args: &[&str]| {
-        assert!(
-            Command::new(bin).args(args).status().unwrap().success(),
-            "{args:?}"
-        )
-    };
-    ok(&[
-        "init",
-        ws.to_str().unwrap(),
-        "--model",
-        fixtures.join("tiny-sd1/model").to_str().unwrap(),
-    ]);
-    ok(&[
-        "concept",
-        "add",
-        "cat",
-        "--reference",
-        fixtures.join("references/chelsea.png").to_str().unwrap(),
-        "-w",
-        ws.to_str().unwrap(),
-    ]);
     let concept_toml = ws.join("concepts/cat/concept.toml");
     let text = std::fs::read_to_string(&concept_toml).unwrap();
     std::fs::write(&concept_toml, text.replace("steps = 1500", "steps = 400")).unwrap();
@@ -399,20 +368,7 @@ fn keep_training_headless_finishes_the_run() {
         ws.display(),
         done.display()
     );
-    tmux(
-        &server,
-        &[
-            "new-session",
-            "-d",
-            "-s",
-            session,
-            "-x",
-            "160",
-            "-y",
-            "48",
-            &cmd,
-        ],
-    );
+    start_session(&server, &cmd);
     let cleanup = scopeguard(server.clone());
     // The headless trainer runs in its own session: stop it if the test fails.
     let headless = HeadlessGuard(ws.clone());
