@@ -252,8 +252,8 @@ pub struct GenerateArgs {
     pub steps: Option<usize>,
     #[arg(long)]
     pub cfg: Option<f64>,
-    /// ddim, euler, dpmpp_2m, dpmpp_2m_karras.
-    #[arg(long)]
+    /// ddim, euler, dpmpp_2m, dpmpp_2m_karras (`--scheduler` is the same).
+    #[arg(long, visible_alias = "scheduler")]
     pub sampler: Option<String>,
     #[arg(long)]
     pub width: Option<usize>,
@@ -268,7 +268,7 @@ pub struct GenerateArgs {
     /// Do not add `<name-neg>` to the negative prompt automatically.
     #[arg(long)]
     pub no_auto_negative: bool,
-    /// Write the (single) image here instead of outputs/.
+    /// Write the (single) image here instead of outputs/ (missing folders are made).
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// One JSON object per image on stdout.
