@@ -422,6 +422,35 @@ fn format_utc_id(secs: u64) -> String {
     format!("{y:04}{m:02}{d:02}-{h:02}{min:02}{s:02}")
 }
 
+/// The start time (seconds since the Unix epoch) a run id names, for ids of
+/// the form [`RunDir::create`] makes; `None` for any other.
+pub fn run_id_time(id: &str) -> Option<u64> {
+    let b = id.as_bytes();
+    let digits = |r: std::ops::Range<usize>| -> Option<i64> {
+        let s = id.get(r)?;
+        s.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| s.parse().ok())
+            .flatten()
+    };
+    if b.len() < 15 || b[8] != b'-' || (b.len() > 15 && b[15] != b'-') {
+        return None;
+    }
+    let (y, m, d) = (digits(0..4)?, digits(4..6)?, digits(6..8)?);
+    let (h, min, s) = (digits(9..11)?, digits(11..13)?, digits(13..15)?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || h > 23 || min > 59 || s > 60 {
+        return None;
+    }
+    // Days from the civil date (Howard Hinnant's algorithm, inverse of `utc_parts`).
+    let yy = if m <= 2 { y - 1 } else { y };
+    let era = yy.div_euclid(400);
+    let yoe = yy - era * 400;
+    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from(days * 86400 + h * 3600 + min * 60 + s).ok()
+}
+
 /// The order of run ids: runs of digits compare as numbers, the rest as text,
 /// so `20261201-031500-10` comes after `20261201-031500-9` (as text it would
 /// come first, and "latest" would pick the wrong run).
@@ -615,5 +644,20 @@ mod tests {
         // 2026-12-01 03:15:00 UTC.
         assert_eq!(format_utc_id(1_796_094_900), "20261201-031500");
         assert_eq!(format_utc(1_796_094_900), "2026-12-01 03:15");
+        assert_eq!(run_id_time("20261201-031500"), Some(1_796_094_900));
+        assert_eq!(run_id_time("20261201-031500-12"), Some(1_796_094_900));
+        assert_eq!(
+            run_id_time("20240229-000000").map(format_utc_id).as_deref(),
+            Some("20240229-000000")
+        );
+        for bad in [
+            "latest",
+            "20261301-031500",
+            "20261201_031500",
+            "2026120-0315000",
+            "20261201-031500x",
+        ] {
+            assert_eq!(run_id_time(bad), None, "{bad}");
+        }
     }
 }

@@ -55,7 +55,7 @@ impl LockInfo {
     /// run's newest heartbeat file time, for a holder on another host.
     pub fn holder_alive(&self, heartbeat: Option<SystemTime>, now: SystemTime) -> bool {
         if self.host == host_name() {
-            if !process_alive(self.pid) {
+            if !process_alive(self.pid) || is_zombie(self.pid) {
                 return false;
             }
             return match (self.proc_start, process_start(self.pid)) {
@@ -235,14 +235,26 @@ pub fn host_name() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
-/// When process `pid` started, in clock ticks since boot (Linux's
-/// `/proc/<pid>/stat`, field 22); `None` elsewhere.
-pub fn process_start(pid: u32) -> Option<u64> {
+/// Fields 3 onwards of `/proc/<pid>/stat` (Linux); `None` elsewhere.
+fn proc_stat(pid: u32) -> Option<Vec<String>> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) is in parentheses and may hold spaces.
     let rest = &stat[stat.rfind(')')? + 1..];
-    // `rest` starts at field 3 (state); the start time is field 22.
-    rest.split_whitespace().nth(19)?.parse().ok()
+    Some(rest.split_whitespace().map(String::from).collect())
+}
+
+/// When process `pid` started, in clock ticks since boot (field 22 of
+/// `/proc/<pid>/stat`); `None` where that cannot be read.
+pub fn process_start(pid: u32) -> Option<u64> {
+    proc_stat(pid)?.get(19)?.parse().ok()
+}
+
+/// A killed process its parent has not reaped yet: it answers signal 0 but
+/// runs no more (`Z`, or `X` while it goes).
+fn is_zombie(pid: u32) -> bool {
+    proc_stat(pid)
+        .and_then(|f| f.first().cloned())
+        .is_some_and(|s| s == "Z" || s == "X")
 }
 
 #[cfg(test)]
@@ -275,6 +287,29 @@ mod tests {
         run.set_paused(true).unwrap();
         drop(lock);
         assert!(!run.lock_path().exists() && !run.paused_path().exists());
+
+        // A killed process not yet reaped by its parent is not alive either.
+        #[cfg(target_os = "linux")]
+        {
+            let mut child = std::process::Command::new("sleep")
+                .arg("60")
+                .spawn()
+                .unwrap();
+            let zombie = LockInfo {
+                pid: child.id(),
+                host: host_name(),
+                started: 0,
+                proc_start: process_start(child.id()),
+            };
+            assert!(zombie.holder_alive(None, SystemTime::now()));
+            child.kill().unwrap();
+            // Not reaped yet: wait for the kernel to show it dead (nothing timed).
+            while !is_zombie(child.id()) {
+                std::thread::yield_now();
+            }
+            assert!(!zombie.holder_alive(None, SystemTime::now()));
+            child.wait().unwrap();
+        }
 
         // A lock left by a dead process does not block.
         let stale = LockInfo {
