@@ -8,6 +8,7 @@ use serde::Serialize;
 use super::spec::SweepPlan;
 use super::state::SweepDir;
 use super::SweepError;
+use crate::concept::RunState;
 use crate::fsutil::write_atomic;
 use crate::runs::table::markdown_table;
 use crate::runs::RunSummary;
@@ -75,18 +76,17 @@ pub fn gather(plan: &SweepPlan, dir: &SweepDir) -> SweepResults {
 }
 
 impl SweepResults {
-    /// How many runs are in each status, e.g. `3 finished, 1 pending`.
+    /// How many runs are in each status, e.g. `3 finished, 1 pending`
+    /// (statuses in [`RunState::ALL`]'s order, pending last).
     pub fn counts(&self) -> String {
-        let mut counts: Vec<(String, usize)> = Vec::new();
-        for r in &self.runs {
-            match counts.iter_mut().find(|(s, _)| *s == r.status) {
-                Some((_, n)) => *n += 1,
-                None => counts.push((r.status.clone(), 1)),
-            }
-        }
-        counts
+        RunState::ALL
             .iter()
-            .map(|(s, n)| format!("{n} {s}"))
+            .map(|s| s.label())
+            .chain(["pending"])
+            .filter_map(|label| {
+                let n = self.runs.iter().filter(|r| r.status == label).count();
+                (n > 0).then(|| format!("{n} {label}"))
+            })
             .collect::<Vec<_>>()
             .join(", ")
     }
