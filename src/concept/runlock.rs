@@ -150,11 +150,10 @@ impl RunLock {
         })();
         let _ = std::fs::remove_file(&tmp);
         result?;
-        Ok(Self {
-            path,
-            paused: run.path().join(PAUSED_FILE),
-            info,
-        })
+        // A mark left by a session that died paused does not describe this one.
+        let paused = run.paused_path();
+        let _ = std::fs::remove_file(&paused);
+        Ok(Self { path, paused, info })
     }
 
     pub fn info(&self) -> &LockInfo {
@@ -287,6 +286,11 @@ mod tests {
         run.set_paused(true).unwrap();
         drop(lock);
         assert!(!run.lock_path().exists() && !run.paused_path().exists());
+        // A paused mark left behind by a dead session goes with the next lock.
+        run.set_paused(true).unwrap();
+        let lock = RunLock::acquire(&run).unwrap();
+        assert!(!run.paused_path().exists());
+        drop(lock);
 
         // A killed process not yet reaped by its parent is not alive either.
         #[cfg(target_os = "linux")]
