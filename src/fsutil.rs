@@ -41,8 +41,8 @@ fn temp_owner(name: &str) -> Option<u32> {
 }
 
 /// Whether process `pid` still runs (a temporary file of a live process may
-/// be in the middle of its write).
-fn process_alive(pid: u32) -> bool {
+/// be in the middle of its write; a run's lock of a live process holds).
+pub fn process_alive(pid: u32) -> bool {
     #[cfg(unix)]
     {
         // SAFETY: signal 0 only checks that the process exists.

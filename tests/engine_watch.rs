@@ -182,17 +182,30 @@ fn engine_training_pause_generate_save_and_stop() {
         resume: None,
     })));
     let mut steps = 0;
+    let mut run = None;
     while steps < 2 {
-        if let EngineEvent::Train(TrainEvent::Step(_)) = next("steps") {
-            steps += 1;
+        match next("steps") {
+            EngineEvent::Train(TrainEvent::Step(_)) => steps += 1,
+            EngineEvent::Train(TrainEvent::Started { run_id, .. }) => {
+                run = Some(dreamartist::train::RunDir::at(
+                    &ws.concept_dir("cat"),
+                    &run_id,
+                ))
+            }
+            _ => {}
         }
     }
+    let run = run.expect("a started event");
+    use dreamartist::concept::RunState;
+    assert_eq!(run.state(), RunState::Running);
     engine.send(EngineCommand::Pause);
     loop {
         if let EngineEvent::Paused = next("paused") {
             break;
         }
     }
+    // Anyone reading the run folder sees it paused.
+    assert_eq!(run.state(), RunState::Paused);
     // While paused, generation jobs are still served.
     engine.send(EngineCommand::Generate(Box::new(GenerateJob {
         id: 7,
@@ -217,6 +230,12 @@ fn engine_training_pause_generate_save_and_stop() {
         }
     }
     engine.send(EngineCommand::Resume);
+    loop {
+        if let EngineEvent::Resumed = next("resumed") {
+            break;
+        }
+    }
+    assert_eq!(run.state(), RunState::Running);
     engine.send(EngineCommand::SaveNow);
     loop {
         match next("checkpoint") {
@@ -233,6 +252,7 @@ fn engine_training_pause_generate_save_and_stop() {
         if let EngineEvent::Train(TrainEvent::Finished(outcome)) = next("finished") {
             assert!(outcome.interrupted);
             assert!(outcome.positive.is_file());
+            assert_eq!(run.state(), RunState::Stopped);
             break;
         }
     }

@@ -364,6 +364,50 @@ fn prompt_file_writes_png_with_parameters_and_never_overwrites() {
     );
 }
 
+/// `--scheduler` is `--sampler` (prompt files say `scheduler`), and `--out`
+/// makes the folders it names.
+#[test]
+fn scheduler_flag_and_out_into_a_new_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ws = tmp.path().join("ws");
+    let model = fixtures().join("tiny-sd1/model");
+    common::ok(&[
+        "init",
+        ws.to_str().unwrap(),
+        "--model",
+        model.to_str().unwrap(),
+    ]);
+    let out = tmp.path().join("new/deeper/x.png");
+    common::ok(&[
+        "generate",
+        "-w",
+        ws.to_str().unwrap(),
+        "--prompt",
+        "a red square",
+        "--steps",
+        "2",
+        "--seed",
+        "5",
+        "--scheduler",
+        "ddim",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let text = read_png_text(&out).unwrap();
+    let params = &text.iter().find(|(k, _)| k == "parameters").unwrap().1;
+    assert!(params.contains("Sampler: DDIM"), "{params}");
+    let err = common::fails(&[
+        "generate",
+        "-w",
+        ws.to_str().unwrap(),
+        "--prompt",
+        "x",
+        "--scheduler",
+        "plms",
+    ]);
+    assert!(err.contains("unknown sampler `plms`"), "{err}");
+}
+
 #[test]
 fn chunking_follows_a1111() {
     use dreamartist::generate::conditioning::prepare;

@@ -368,6 +368,12 @@ fn non_finite_loss_stops_with_a_clear_error() {
         "{err}"
     );
     assert!(!ws.join("concepts/cat/cat.safetensors").exists());
+    // The run says it diverged, and why.
+    let run = dreamartist::train::RunDir::latest(&ws.join("concepts/cat")).unwrap();
+    assert_eq!(run.state(), dreamartist::concept::RunState::Diverged);
+    let end = run.read_end().unwrap();
+    assert!(end.message.unwrap().contains("diverged"));
+    assert!(!run.lock_path().exists());
 }
 
 #[test]
@@ -424,6 +430,68 @@ fn interrupt_saves_a_checkpoint(signal: &str) {
     assert!(run_dir
         .join(format!("checkpoints/step-{step:08}.safetensors"))
         .is_file());
+    let run = run_dir_of(&run_dir);
+    assert_eq!(run.state(), dreamartist::concept::RunState::Stopped);
+    assert_eq!(run.read_end().unwrap().step, step);
+    assert!(!run.lock_path().exists(), "the lock goes with the process");
+}
+
+fn run_dir_of(path: &Path) -> dreamartist::train::RunDir {
+    let id = path.file_name().unwrap().to_str().unwrap();
+    dreamartist::train::RunDir::at(path.parent().unwrap().parent().unwrap(), id)
+}
+
+/// Running while the process lives, crashed once it is killed (never
+/// "running"), and finished after a resume to its total.
+#[cfg(unix)]
+#[test]
+fn run_status_follows_the_process() {
+    use dreamartist::concept::RunState;
+    use std::time::Duration;
+    let tmp = cat_workspace();
+    let ws = tmp.path().join("ws");
+    let child = common::Spawned::start(bin().args([
+        "train",
+        "cat",
+        "-w",
+        ws.to_str().unwrap(),
+        "--json",
+        "--steps",
+        "100000",
+        "--checkpoint-every",
+        "1",
+    ]));
+    let started = child.wait_for_line(Duration::from_secs(60), |l| l.contains("\"started\""));
+    let started: serde_json::Value = serde_json::from_str(&started).unwrap();
+    let run = run_dir_of(Path::new(started["run_dir"].as_str().unwrap()));
+    child.wait_for_line(Duration::from_secs(60), |l| l.contains("\"checkpoint\""));
+    assert_eq!(run.state(), RunState::Running);
+    let lock: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.lock_path()).unwrap()).unwrap();
+    assert_eq!(lock["pid"], child.id());
+    // A second trainer may not take the live run.
+    let out = bin()
+        .args([
+            "train",
+            "cat",
+            "-w",
+            ws.to_str().unwrap(),
+            "--resume",
+            run.id(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is being trained by process"));
+    child.signal("-KILL");
+    let _ = child.finish(Duration::from_secs(60));
+    assert_eq!(run.state(), RunState::Crashed);
+    // Resumed to a total: finished, the dead process's lock replaced, then gone.
+    let step = run.latest_checkpoint().unwrap().0;
+    let total = (step + 2).to_string();
+    train(&ws, &["--resume", run.id(), "--steps", &total]);
+    assert_eq!(run.state(), RunState::Finished);
+    assert!(!run.lock_path().exists());
 }
 
 fn first_step(events: &[serde_json::Value]) -> serde_json::Value {

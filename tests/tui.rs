@@ -427,6 +427,12 @@ fn attaches_to_a_headless_run_and_follows_its_metrics() {
         (1..=10).map(line).collect::<String>(),
     )
     .unwrap();
+    // The headless process holds the run's lock (here: this test process).
+    let lock = dreamartist::concept::RunLock::acquire(&dreamartist::train::RunDir::at(
+        &ws.concept_dir("cat"),
+        "20261126-090000",
+    ))
+    .unwrap();
     let mut a = app(&ws);
     let t0 = Instant::now();
     send(&mut a, Msg::Tick(t0));
@@ -446,6 +452,46 @@ fn attaches_to_a_headless_run_and_follows_its_metrics() {
     assert_eq!(a.training.as_ref().unwrap().history.step(), 14);
     let s = screen(&a, 120, 36);
     assert!(s.contains("attached") && s.contains("14/100"), "{s}");
+    drop(lock);
+}
+
+/// A run stopped from the quit dialog at 226/400, seen by a later workbench:
+/// stopped (not attached, no "ETA 0:00"), and its concept is not "new".
+#[test]
+fn a_stopped_run_shows_as_stopped_not_attached() {
+    use dreamartist::concept::{EndKind, EndRecord};
+    let (_t, ws) = workspace(true);
+    let run = dreamartist::train::RunDir::at(&ws.concept_dir("cat"), "20261126-090000");
+    std::fs::create_dir_all(run.checkpoints_dir()).unwrap();
+    std::fs::write(
+        run.config_path(),
+        "concept = \"cat\"\n[train]\nsteps = 400\n",
+    )
+    .unwrap();
+    let line = |s: u64| format!("{}\n", serde_json::to_string(&metrics(s)).unwrap());
+    std::fs::write(run.metrics_path(), (1..=226).map(line).collect::<String>()).unwrap();
+    std::fs::write(run.checkpoint_path(226), b"x").unwrap();
+    run.write_end(&EndRecord {
+        outcome: EndKind::Stopped,
+        step: 226,
+        total_steps: 400,
+        loss: Some(0.1),
+        ended: 1,
+        message: None,
+    })
+    .unwrap();
+    let mut a = app(&ws);
+    assert_eq!(a.concepts[0].status.label(), "stopped");
+    send(&mut a, Msg::Tick(Instant::now()));
+    let view = a.training.as_ref().expect("the latest run is shown");
+    assert_eq!(
+        view.status,
+        TrainStatus::Ended(dreamartist::concept::RunState::Stopped)
+    );
+    let s = screen(&a, 120, 36);
+    assert!(s.contains("stopped") && s.contains("226/400"), "{s}");
+    assert!(s.contains("ETA --:--") && !s.contains("ETA 0:00"), "{s}");
+    assert!(!s.contains("attached") && !s.contains("3+3 new"), "{s}");
 }
 
 #[test]

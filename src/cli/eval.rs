@@ -48,8 +48,8 @@ pub struct EvalArgs {
     /// Guidance scale (default 7).
     #[arg(long)]
     pub cfg: Option<f64>,
-    /// ddim, euler, dpmpp_2m, dpmpp_2m_karras.
-    #[arg(long)]
+    /// ddim, euler, dpmpp_2m, dpmpp_2m_karras (`--scheduler` is the same).
+    #[arg(long, visible_alias = "scheduler")]
     pub sampler: Option<String>,
     /// CLIP model: a Hugging Face CLIP folder or hf:org/name (offline cache).
     #[arg(long, default_value = DEFAULT_CLIP)]

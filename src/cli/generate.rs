@@ -92,6 +92,13 @@ pub fn run(args: GenerateArgs) -> Result<ExitCode> {
             req.count
         );
     }
+    // Before the model loads: a folder that cannot be made fails fast.
+    if let Some(parent) = args.out.as_deref().and_then(std::path::Path::parent) {
+        if !parent.as_os_str().is_empty() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("--out: cannot create {}", parent.display()))?;
+        }
+    }
     let bank = word_bank(&ws)?;
     let sd = ws.load_model()?;
     let hash = sd.model_hash();

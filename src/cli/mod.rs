@@ -5,6 +5,8 @@ mod concept;
 mod eval;
 mod generate;
 mod interop;
+mod runs;
+mod sweep;
 mod train;
 mod watch;
 
@@ -112,6 +114,10 @@ pub enum Command {
     Inspect(self::interop::InspectArgs),
     /// Score a concept's runs with CLIP: fidelity, text alignment, diversity.
     Eval(self::eval::EvalArgs),
+    /// A concept's runs: the table (`runs CONCEPT`), notes, tags, promote, export.
+    Runs(self::runs::RunsArgs),
+    /// Train a sweep file's grid of options × seeds as runs of one concept.
+    Sweep(self::sweep::SweepArgs),
     /// Check this build against a golden fixture folder (cases.toml + goldens.safetensors + model/).
     Selftest {
         /// Fixture folder, e.g. tests/fixtures/tiny-sd1.
@@ -252,8 +258,8 @@ pub struct GenerateArgs {
     pub steps: Option<usize>,
     #[arg(long)]
     pub cfg: Option<f64>,
-    /// ddim, euler, dpmpp_2m, dpmpp_2m_karras.
-    #[arg(long)]
+    /// ddim, euler, dpmpp_2m, dpmpp_2m_karras (`--scheduler` is the same).
+    #[arg(long, visible_alias = "scheduler")]
     pub sampler: Option<String>,
     #[arg(long)]
     pub width: Option<usize>,
@@ -268,7 +274,7 @@ pub struct GenerateArgs {
     /// Do not add `<name-neg>` to the negative prompt automatically.
     #[arg(long)]
     pub no_auto_negative: bool,
-    /// Write the (single) image here instead of outputs/.
+    /// Write the (single) image here instead of outputs/ (missing folders are made).
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// One JSON object per image on stdout.
@@ -415,6 +421,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Convert(args) => self::interop::run_convert(args),
         Command::Inspect(args) => self::interop::run_inspect(args),
         Command::Eval(args) => self::eval::run(args),
+        Command::Runs(args) => self::runs::run(args),
+        Command::Sweep(args) => self::sweep::run(args),
         Command::Selftest {
             fixture,
             kinds,

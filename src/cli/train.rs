@@ -11,8 +11,25 @@ use anyhow::Result;
 use super::TrainArgs;
 use crate::concept::Concept;
 use crate::train::eta::{format_eta, Eta};
-use crate::train::{train, TrainControl, TrainEvent, TrainRequest};
+use crate::train::{train, StepMetrics, TrainControl, TrainEvent, TrainRequest};
 use crate::workspace::Workspace;
+
+/// `[#####-----] 12/40 loss 0.1234 3.20 it/s ETA 0:09`: the terminal's
+/// progress bar (`train`, and each run of a sweep).
+pub(super) fn progress_line(m: &StepMetrics, total: u64, eta: &Eta) -> String {
+    let width = 24usize;
+    let filled = ((m.step as f64 / total.max(1) as f64) * width as f64) as usize;
+    format!(
+        "[{}{}] {}/{} loss {:.4} {:.2} it/s ETA {}",
+        "#".repeat(filled.min(width)),
+        "-".repeat(width - filled.min(width)),
+        m.step,
+        total,
+        m.loss,
+        m.it_s,
+        format_eta(eta.remaining(total))
+    )
+}
 
 pub fn run(args: TrainArgs) -> Result<ExitCode> {
     let ws = Workspace::open(&args.workspace)?;
@@ -108,18 +125,7 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
             TrainEvent::Step(m) if !json && tty => {
                 // The same estimate as the workbench's: warm-up steps left out.
                 eta.observe(m.step, Instant::now());
-                let width = 24usize;
-                let filled = ((m.step as f64 / total.max(1) as f64) * width as f64) as usize;
-                eprint!(
-                    "\r[{}{}] {}/{} loss {:.4} {:.2} it/s ETA {}   ",
-                    "#".repeat(filled.min(width)),
-                    "-".repeat(width - filled.min(width)),
-                    m.step,
-                    total,
-                    m.loss,
-                    m.it_s,
-                    format_eta(eta.remaining(total))
-                );
+                eprint!("\r{}   ", progress_line(m, total, &eta));
                 let _ = std::io::stderr().flush();
             }
             TrainEvent::Checkpoint { step, path } if !json && !tty => {

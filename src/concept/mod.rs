@@ -8,6 +8,9 @@ pub mod name;
 pub mod preset;
 pub mod reference;
 pub mod rundir;
+pub mod runlock;
+pub mod runnotes;
+pub mod runstate;
 pub mod train_config;
 
 use std::path::{Path, PathBuf};
@@ -20,7 +23,9 @@ pub use create::{add, add_configured, NewConcept};
 pub use embedding::{load_embedding, save_embedding, EmbeddingMeta};
 pub use name::{NameError, WordName};
 pub use preset::Preset;
-pub use rundir::{MetricsTail, RunDir, RunLookupError, StepMetrics};
+pub use rundir::{compare_run_ids, MetricsTail, RunDir, RunLookupError, StepMetrics};
+pub use runlock::{RunLock, RunLockError};
+pub use runstate::{concept_status, ConceptStatus, EndKind, EndRecord, RunState};
 pub use train_config::{TrainConfig, TrainSize};
 
 pub const CONCEPT_FILE: &str = "concept.toml";

@@ -10,8 +10,15 @@
 //! <name>.safetensors, <name>-neg.safetensors   the run's pair, when it ended
 //! evals/                             CLIP evaluations (see eval::report)
 //! headless.log                       output of a run handed to a headless process
+//! lock, paused, end.json             liveness and how it ended (see [`super::runstate`])
+//! note.md, tags                      the user's note and tags (see [`super::runnotes`])
 //! ```
+//!
+//! Run ids are the UTC start time, `20261201-031500`, with `-2`, `-3`… for
+//! runs started in the same second; they order by [`compare_run_ids`] (numbers
+//! as numbers, so `…-10` comes after `…-9`), never as plain text.
 
+use std::cmp::Ordering;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
@@ -73,7 +80,7 @@ impl RunDir {
         }
     }
 
-    /// Run ids of a concept that have a `config.toml`, oldest first (ids sort by time).
+    /// Run ids of a concept that have a `config.toml`, oldest first ([`compare_run_ids`]).
     pub fn ids(concept_dir: &Path) -> Vec<String> {
         let mut ids: Vec<String> = std::fs::read_dir(Self::root(concept_dir))
             .into_iter()
@@ -82,7 +89,7 @@ impl RunDir {
             .filter(|e| e.path().join("config.toml").is_file())
             .map(|e| e.file_name().to_string_lossy().to_string())
             .collect();
-        ids.sort();
+        ids.sort_by(|a, b| compare_run_ids(a, b));
         ids
     }
 
@@ -105,7 +112,7 @@ impl RunDir {
                 .flatten()
                 .filter(|e| e.path().is_dir())
                 .map(|e| e.file_name().to_string_lossy().to_string())
-                .max();
+                .max_by(|a, b| compare_run_ids(a, b));
             if let Some(n) = newest.filter(|n| !ids.contains(n)) {
                 return Err(RunLookupError::Unstarted {
                     concept: concept.to_string(),
@@ -135,11 +142,37 @@ impl RunDir {
 
     /// A new run named after the current UTC time (`20261201-031500`, with a
     /// `-2`, `-3`… suffix when that exists), its folder and `checkpoints/` made.
+    /// The folder is claimed with one `create_dir`, so two processes starting
+    /// runs in the same second (a sweep's jobs) never share one.
     pub fn create(concept_dir: &Path) -> std::io::Result<Self> {
+        Self::create_at(concept_dir, unix_now())
+    }
+
+    /// [`RunDir::create`] for a run started at `secs` since the Unix epoch.
+    fn create_at(concept_dir: &Path, secs: u64) -> std::io::Result<Self> {
         let root = Self::root(concept_dir);
-        let run = Self::at(concept_dir, &new_run_id(&root));
-        std::fs::create_dir_all(run.checkpoints_dir())?;
-        Ok(run)
+        std::fs::create_dir_all(&root)?;
+        let base = format_utc_id(secs);
+        for n in 1..=MAX_SAME_SECOND {
+            let id = if n == 1 {
+                base.clone()
+            } else {
+                format!("{base}-{n}")
+            };
+            match std::fs::create_dir(root.join(&id)) {
+                Ok(()) => {
+                    let run = Self::at(concept_dir, &id);
+                    std::fs::create_dir_all(run.checkpoints_dir())?;
+                    return Ok(run);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(std::io::Error::other(format!(
+            "{}: {MAX_SAME_SECOND} runs already started at {base}",
+            root.display()
+        )))
     }
 
     pub fn id(&self) -> &str {
@@ -230,6 +263,33 @@ impl RunDir {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// The last complete metrics line, read from the end of the file (a
+    /// 15k-step run's whole history is not read to know where it stands).
+    pub fn last_metrics(&self) -> Option<StepMetrics> {
+        let mut f = std::fs::File::open(self.metrics_path()).ok()?;
+        let len = f.metadata().ok()?.len();
+        let mut window = 4096u64;
+        loop {
+            let start = len.saturating_sub(window);
+            f.seek(SeekFrom::Start(start)).ok()?;
+            let mut buf = Vec::new();
+            f.read_to_end(&mut buf).ok()?;
+            let text = String::from_utf8_lossy(&buf);
+            // The first line of a window may be cut; a last one without its
+            // newline is still being written.
+            let complete = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
+            let found = complete
+                .lines()
+                .rev()
+                .skip_while(|l| serde_json::from_str::<StepMetrics>(l).is_err())
+                .find_map(|l| serde_json::from_str(l).ok());
+            if found.is_some() || start == 0 {
+                return found;
+            }
+            window *= 4;
+        }
     }
 
     /// Keeps the metrics of steps up to `step` (a resumed run rewrites the rest).
@@ -323,12 +383,19 @@ impl MetricsTail {
     }
 }
 
-/// A sortable, readable run id from the current UTC time.
-fn new_run_id(runs: &Path) -> String {
-    let secs = std::time::SystemTime::now()
+/// Runs one concept may start within one second.
+const MAX_SAME_SECOND: u32 = 100_000;
+
+/// Seconds since the Unix epoch now (0 if the clock is before it).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
-        .unwrap_or(0);
+        .unwrap_or(0)
+}
+
+/// `(year, month, day, hour, minute, second)` in UTC of `secs` since the epoch.
+pub fn utc_parts(secs: u64) -> (i64, u64, u64, u64, u64, u64) {
     let (days, rem) = (secs / 86400, secs % 86400);
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
     let z = days as i64 + 719_468;
@@ -337,22 +404,92 @@ fn new_run_id(runs: &Path) -> String {
     let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
     let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
     let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u64;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u64;
     let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
-    let base = format!(
-        "{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    );
-    let mut id = base.clone();
-    let mut n = 2;
-    while runs.join(&id).exists() {
-        id = format!("{base}-{n}");
-        n += 1;
+    (y, m, d, rem / 3600, (rem % 3600) / 60, rem % 60)
+}
+
+/// `2026-12-01 03:15` (UTC), for tables.
+pub fn format_utc(secs: u64) -> String {
+    let (y, m, d, h, min, _) = utc_parts(secs);
+    format!("{y:04}-{m:02}-{d:02} {h:02}:{min:02}")
+}
+
+/// The run id of `secs`: `20261201-031500`.
+fn format_utc_id(secs: u64) -> String {
+    let (y, m, d, h, min, s) = utc_parts(secs);
+    format!("{y:04}{m:02}{d:02}-{h:02}{min:02}{s:02}")
+}
+
+/// The start time (seconds since the Unix epoch) a run id names, for ids of
+/// the form [`RunDir::create`] makes; `None` for any other.
+pub fn run_id_time(id: &str) -> Option<u64> {
+    let b = id.as_bytes();
+    let digits = |r: std::ops::Range<usize>| -> Option<i64> {
+        let s = id.get(r)?;
+        s.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| s.parse().ok())
+            .flatten()
+    };
+    if b.len() < 15 || b[8] != b'-' || (b.len() > 15 && b[15] != b'-') {
+        return None;
     }
-    id
+    let (y, m, d) = (digits(0..4)?, digits(4..6)?, digits(6..8)?);
+    let (h, min, s) = (digits(9..11)?, digits(11..13)?, digits(13..15)?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || h > 23 || min > 59 || s > 60 {
+        return None;
+    }
+    // Days from the civil date (Howard Hinnant's algorithm, inverse of `utc_parts`).
+    let yy = if m <= 2 { y - 1 } else { y };
+    let era = yy.div_euclid(400);
+    let yoe = yy - era * 400;
+    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from(days * 86400 + h * 3600 + min * 60 + s).ok()
+}
+
+/// The order of run ids: runs of digits compare as numbers, the rest as text,
+/// so `20261201-031500-10` comes after `20261201-031500-9` (as text it would
+/// come first, and "latest" would pick the wrong run).
+pub fn compare_run_ids(a: &str, b: &str) -> Ordering {
+    let (mut a, mut b) = (a, b);
+    loop {
+        match (a.is_empty(), b.is_empty()) {
+            (true, true) => return Ordering::Equal,
+            (true, false) => return Ordering::Less,
+            (false, true) => return Ordering::Greater,
+            _ => {}
+        }
+        let (ca, ra) = split_chunk(a);
+        let (cb, rb) = split_chunk(b);
+        let da = ca.starts_with(|c: char| c.is_ascii_digit());
+        let db = cb.starts_with(|c: char| c.is_ascii_digit());
+        let ord = if da && db {
+            let (ta, tb) = (ca.trim_start_matches('0'), cb.trim_start_matches('0'));
+            ta.len()
+                .cmp(&tb.len())
+                .then_with(|| ta.cmp(tb))
+                .then_with(|| ca.len().cmp(&cb.len()))
+        } else {
+            ca.cmp(cb)
+        };
+        if ord != Ordering::Equal {
+            return ord;
+        }
+        (a, b) = (ra, rb);
+    }
+}
+
+/// The leading run of digits, or of non-digits, and the rest.
+fn split_chunk(s: &str) -> (&str, &str) {
+    let digits = s.starts_with(|c: char| c.is_ascii_digit());
+    let end = s
+        .find(|c: char| c.is_ascii_digit() != digits)
+        .unwrap_or(s.len());
+    s.split_at(end)
 }
 
 #[cfg(test)]
@@ -426,8 +563,101 @@ mod tests {
             .write_all(b"{\"step\":4")
             .unwrap();
         assert!(tail.poll().is_empty());
+        assert_eq!(run.last_metrics().map(|m| m.step), Some(3));
         run.truncate_metrics(2).unwrap();
         let kept: Vec<u64> = run.read_metrics().iter().map(|m| m.step).collect();
         assert_eq!(kept, vec![1, 2]);
+        assert_eq!(run.last_metrics().map(|m| m.step), Some(2));
+    }
+
+    #[test]
+    fn run_ids_order_numbers_as_numbers() {
+        let mut ids = vec![
+            "20261201-031500-10",
+            "20261201-031500",
+            "20261201-031500-2",
+            "20261201-031459",
+            "20261201-031500-9",
+        ];
+        ids.sort_by(|a, b| compare_run_ids(a, b));
+        assert_eq!(
+            ids,
+            vec![
+                "20261201-031459",
+                "20261201-031500",
+                "20261201-031500-2",
+                "20261201-031500-9",
+                "20261201-031500-10",
+            ]
+        );
+        assert_eq!(compare_run_ids("a01", "a1"), Ordering::Greater);
+        assert_eq!(compare_run_ids("x", "x"), Ordering::Equal);
+    }
+
+    #[test]
+    fn latest_is_the_newest_by_number_not_by_text() {
+        let tmp = tempfile::tempdir().unwrap();
+        let concept = tmp.path().join("cat");
+        let secs = 1_796_000_000;
+        let runs: Vec<RunDir> = (0..11)
+            .map(|_| RunDir::create_at(&concept, secs).unwrap())
+            .collect();
+        for r in &runs {
+            std::fs::write(r.config_path(), "[train]\nsteps = 1\n").unwrap();
+        }
+        let last = runs.last().unwrap();
+        assert!(last.id().ends_with("-11"), "{}", last.id());
+        assert_eq!(
+            RunDir::ids(&concept).last().map(String::as_str),
+            Some(last.id())
+        );
+        assert_eq!(RunDir::latest(&concept).as_ref(), Some(last));
+        assert_eq!(&RunDir::find("cat", &concept, "latest").unwrap(), last);
+    }
+
+    /// Runs created at once (a sweep's jobs in one second) each get their own folder.
+    #[test]
+    fn concurrent_creates_never_share_a_folder() {
+        let tmp = tempfile::tempdir().unwrap();
+        let concept = tmp.path().join("cat");
+        let secs = 1_796_000_000;
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(8));
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                let (concept, barrier) = (concept.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    RunDir::create_at(&concept, secs).unwrap().id().to_string()
+                })
+            })
+            .collect();
+        let mut ids: Vec<String> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        ids.sort_by(|a, b| compare_run_ids(a, b));
+        ids.dedup();
+        assert_eq!(ids.len(), 8, "{ids:?}");
+        assert_eq!(ids[0], format_utc_id(secs));
+        assert_eq!(ids[7], format!("{}-8", format_utc_id(secs)));
+    }
+
+    #[test]
+    fn utc_formatting() {
+        // 2026-12-01 03:15:00 UTC.
+        assert_eq!(format_utc_id(1_796_094_900), "20261201-031500");
+        assert_eq!(format_utc(1_796_094_900), "2026-12-01 03:15");
+        assert_eq!(run_id_time("20261201-031500"), Some(1_796_094_900));
+        assert_eq!(run_id_time("20261201-031500-12"), Some(1_796_094_900));
+        assert_eq!(
+            run_id_time("20240229-000000").map(format_utc_id).as_deref(),
+            Some("20240229-000000")
+        );
+        for bad in [
+            "latest",
+            "20261301-031500",
+            "20261201_031500",
+            "2026120-0315000",
+            "20261201-031500x",
+        ] {
+            assert_eq!(run_id_time(bad), None, "{bad}");
+        }
     }
 }

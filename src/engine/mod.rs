@@ -17,7 +17,7 @@ use crate::generate::output::{save_sample, Destination};
 use crate::generate::word_bank;
 use crate::generate::{generate_each, GenerateError, GenerateRequest, StepControl};
 use crate::sd::StableDiffusion;
-use crate::train::{train, TrainControl, TrainEvent, TrainRequest};
+use crate::train::{train, RunDir, TrainControl, TrainEvent, TrainRequest};
 use crate::workspace::Workspace;
 
 /// A generation job: where it came from (a prompt file, for latest-wins), what
@@ -514,12 +514,22 @@ impl Worker<'_> {
         let mut paused = false;
         let mut stop = false;
         let mut save = false;
+        // The run's folder, to mark it paused for anyone reading it.
+        let mut run: Option<RunDir> = None;
         // Commands arriving during training: controls act at the next step;
         // generation jobs are served between steps.
         let result = {
             let this = &mut *self;
             train(sd, ws, &req, |ev| {
                 let _ = tx.send(EngineEvent::Train(ev.clone()));
+                if let TrainEvent::Started {
+                    run_id, run_dir, ..
+                } = ev
+                {
+                    if let Some(concept_dir) = run_dir.parent().and_then(Path::parent) {
+                        run = Some(RunDir::at(concept_dir, run_id));
+                    }
+                }
                 if !matches!(ev, TrainEvent::Step(_)) {
                     return TrainControl::Continue;
                 }
@@ -537,15 +547,18 @@ impl Worker<'_> {
                         match this.inbox.handle(cmd, Phase::Training { paused }) {
                             Reaction::Pause => {
                                 paused = true;
+                                mark_paused(run.as_ref(), true);
                                 let _ = tx.send(EngineEvent::Paused);
                             }
                             Reaction::Resume => {
                                 paused = false;
+                                mark_paused(run.as_ref(), false);
                                 let _ = tx.send(EngineEvent::Resumed);
                             }
                             Reaction::Stop => {
                                 stop = true;
                                 paused = false;
+                                mark_paused(run.as_ref(), false);
                             }
                             Reaction::Save => save = true,
                             Reaction::Continue | Reaction::Cancel => {}
@@ -579,6 +592,14 @@ impl Worker<'_> {
         if let Err(e) = result {
             self.emit(EngineEvent::TrainFailed(e.to_string()));
         }
+    }
+}
+
+/// Marks the run paused or running in its folder (best effort: the session
+/// removes the mark when it ends anyway).
+fn mark_paused(run: Option<&RunDir>, paused: bool) {
+    if let Some(r) = run {
+        let _ = r.set_paused(paused);
     }
 }
 

@@ -31,7 +31,10 @@ struct PromptFile {
     count: Option<usize>,
     steps: Option<usize>,
     cfg: Option<f64>,
+    /// The sampler; `sampler` and `scheduler` are the same key (the command
+    /// line's `--sampler` / `--scheduler` too).
     scheduler: Option<String>,
+    sampler: Option<String>,
     width: Option<usize>,
     height: Option<usize>,
     init_image: Option<PathBuf>,
@@ -54,10 +57,20 @@ pub fn parse_prompt_file(
     let f: PromptFile =
         toml::from_str(text).map_err(|e| invalid(e.to_string().trim().to_string()))?;
     let d = GenerateRequest::default();
-    let sampler = match &f.scheduler {
+    let (key, name) = match (&f.sampler, &f.scheduler) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                "both `sampler` and `scheduler` are given; they are the same setting, keep one"
+                    .into(),
+            ))
+        }
+        (Some(s), None) => ("sampler", Some(s)),
+        (None, s) => ("scheduler", s.as_ref()),
+    };
+    let sampler = match name {
         Some(s) => SamplerKind::parse(s).ok_or_else(|| {
             invalid(format!(
-                "unknown scheduler `{s}` (known: {})",
+                "unknown {key} `{s}` (known: {})",
                 SamplerKind::known_names()
             ))
         })?,
@@ -126,5 +139,26 @@ mod tests {
         )
         .is_err());
         assert!(parse_prompt_file("negative = \"x\"", Path::new("p"), Path::new(".")).is_err());
+    }
+
+    /// `sampler` and `scheduler` name one setting, as `--sampler` / `--scheduler` do.
+    #[test]
+    fn sampler_and_scheduler_are_one_key() {
+        let parse = |t: &str| parse_prompt_file(t, Path::new("p.toml"), Path::new("."));
+        let r = parse("prompt = \"x\"\nsampler = \"ddim\"\n").unwrap();
+        assert_eq!(r.sampler, SamplerKind::Ddim);
+        let r = parse("prompt = \"x\"\nscheduler = \"ddim\"\n").unwrap();
+        assert_eq!(r.sampler, SamplerKind::Ddim);
+        let err = parse("prompt = \"x\"\nsampler = \"plms\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("unknown sampler `plms`") && err.contains("p.toml"),
+            "{err}"
+        );
+        let err = parse("prompt = \"x\"\nsampler = \"ddim\"\nscheduler = \"euler\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("keep one"), "{err}");
     }
 }

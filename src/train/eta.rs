@@ -39,11 +39,13 @@ impl Eta {
     }
 
     /// Time left to reach `total_steps` at the rate since warm-up; `None` until
-    /// there are two steps after warm-up to measure it from.
+    /// there are two steps after warm-up to measure it from, and for steps
+    /// seen all at once (a finished or stopped run's history read from its
+    /// file says nothing about a rate: it is not "0:00 left").
     pub fn remaining(&self, total_steps: u64) -> Option<Duration> {
         let (t0, s0) = self.origin?;
         let (t1, s1) = self.last?;
-        if s1 <= s0 {
+        if s1 <= s0 || t1 <= t0 {
             return None;
         }
         let per_step = t1.duration_since(t0).as_secs_f64() / (s1 - s0) as f64;
@@ -105,5 +107,17 @@ mod tests {
         assert_eq!(format_eta(None), "--:--");
         assert_eq!(format_duration(Duration::from_secs(3725)), "1:02:05");
         assert_eq!(format_duration(Duration::from_secs(125)), "2:05");
+    }
+
+    /// A history read in one go (a run followed after it ended) has no rate.
+    #[test]
+    fn steps_seen_at_one_instant_give_no_estimate() {
+        let t0 = Instant::now();
+        let mut eta = Eta::new(0);
+        for step in 1..=226 {
+            eta.observe(step, t0);
+        }
+        assert_eq!(eta.remaining(400), None);
+        assert_eq!(format_eta(eta.remaining(400)), "--:--");
     }
 }

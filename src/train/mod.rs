@@ -44,6 +44,9 @@ pub enum TrainError {
     Checkpoint { path: PathBuf, message: String },
     #[error(transparent)]
     Run(#[from] RunLookupError),
+    /// Another live process trains the run.
+    #[error(transparent)]
+    Locked(#[from] crate::concept::RunLockError),
     #[error("run `{run}` has no checkpoint to resume from")]
     NoCheckpoint { run: String },
     #[error("step {step}: the preview sample failed: {message}")]

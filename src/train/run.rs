@@ -8,6 +8,11 @@
 //! (also copied to the concept folder). Every random draw comes from one
 //! seeded [`Rng`] whose state is in the checkpoint, so a resumed run continues
 //! bit for bit.
+//!
+//! A session holds the run's `lock` while it trains and writes `end.json`
+//! (finished, stopped, diverged or failed) as it ends, so anyone reading the
+//! folder can tell a live run from one whose process is gone
+//! ([`crate::concept::runstate`]).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -25,8 +30,8 @@ use super::{
     TrainConfig, TrainError,
 };
 pub use crate::concept::rundir::StepMetrics;
-use crate::concept::rundir::{MetricsWriter, RunDir};
-use crate::concept::{save_embedding, Concept, EmbeddingMeta};
+use crate::concept::rundir::{unix_now, MetricsWriter, RunDir};
+use crate::concept::{save_embedding, Concept, EmbeddingMeta, EndKind, EndRecord, RunLock};
 use crate::rng::Rng;
 use crate::sd::{PseudoWord, StableDiffusion, Tokens};
 use crate::workspace::fsutil::save_safetensors_atomic;
@@ -95,6 +100,10 @@ pub struct TrainRequest {
 struct RunConfig {
     concept: String,
     model: String,
+    /// The concept's preset when the run started (runs from before it was
+    /// recorded have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    preset: Option<String>,
     pos_vectors: usize,
     neg_vectors: usize,
     init_text: String,
@@ -136,7 +145,23 @@ pub fn train(
         start_step: session.st.step,
         total_steps: session.cfg.steps,
     });
-    let mut interrupted = false;
+    let interrupted = match drive(&mut session, &mut on_event) {
+        Ok(i) => i,
+        Err(e) => {
+            session.record_end(ended_by(&e), Some(e.to_string()));
+            return Err(e);
+        }
+    };
+    let outcome = session.finish(interrupted)?;
+    on_event(&TrainEvent::Finished(outcome.clone()));
+    Ok(outcome)
+}
+
+/// Steps until the total or a stop; whether it was stopped before the total.
+fn drive(
+    session: &mut Session<'_>,
+    on_event: &mut impl FnMut(&TrainEvent) -> TrainControl,
+) -> Result<bool, TrainError> {
     while !session.done() {
         let m = session.step()?;
         let step = m.step;
@@ -158,13 +183,18 @@ pub fn train(
             on_event(&TrainEvent::Checkpoint { step, path });
         }
         if control == TrainControl::Stop && !session.done() {
-            interrupted = true;
-            break;
+            return Ok(true);
         }
     }
-    let outcome = session.finish(interrupted)?;
-    on_event(&TrainEvent::Finished(outcome.clone()));
-    Ok(outcome)
+    Ok(false)
+}
+
+/// How an error ends a session in `end.json`.
+fn ended_by(e: &TrainError) -> EndKind {
+    match e {
+        TrainError::NonFinite { .. } => EndKind::Diverged,
+        _ => EndKind::Failed,
+    }
 }
 
 /// The run `req` asks for: a new one, or the resumed one with its recorded
@@ -207,6 +237,8 @@ struct Session<'a> {
     refs: Vec<Reference>,
     words: [PseudoWord; 2],
     run: RunDir,
+    /// Held while the session lives (dropped with it).
+    _lock: RunLock,
     metrics: MetricsWriter,
     st: State,
     base_model_hash: String,
@@ -225,7 +257,12 @@ impl<'a> Session<'a> {
         let (run, cfg, resume_from) = open_run(&concept_dir, req)?;
         let fresh = resume_from.is_none();
         let folder = run.clone();
-        Self::prepare(sd, ws, req, run, cfg, resume_from).inspect_err(|_| {
+        let lock = RunLock::acquire(&run).inspect_err(|_| {
+            if fresh {
+                let _ = std::fs::remove_dir_all(folder.path());
+            }
+        })?;
+        Self::prepare(sd, ws, req, run, lock, cfg, resume_from).inspect_err(|_| {
             // A new run refused before its config.toml: leave no empty folder
             // for `--resume latest` to trip over.
             if fresh && !folder.config_path().exists() {
@@ -239,6 +276,7 @@ impl<'a> Session<'a> {
         ws: &Workspace,
         req: &'a TrainRequest,
         run: RunDir,
+        lock: RunLock,
         cfg: TrainConfig,
         resume_from: Option<PathBuf>,
     ) -> Result<Self, TrainError> {
@@ -288,6 +326,7 @@ impl<'a> Session<'a> {
                 let rc = RunConfig {
                     concept: concept.name.clone(),
                     model: ws.config.model.clone(),
+                    preset: Some(concept.preset.clone()),
                     pos_vectors: concept.pos_vectors,
                     neg_vectors: concept.neg_vectors,
                     init_text: concept.init_text.clone(),
@@ -318,6 +357,8 @@ impl<'a> Session<'a> {
                 .map_err(io_err(&run.metrics_path()))?;
         }
         let metrics = run.metrics_writer().map_err(io_err(&run.metrics_path()))?;
+        // Live again: how an earlier session ended no longer describes it.
+        run.clear_end().map_err(io_err(&run.end_path()))?;
         Ok(Self {
             sd,
             concept,
@@ -330,6 +371,7 @@ impl<'a> Session<'a> {
             refs,
             words,
             run,
+            _lock: lock,
             metrics,
             st,
             base_model_hash: sd.model_hash(),
@@ -528,9 +570,34 @@ impl<'a> Session<'a> {
         }
     }
 
+    /// Writes `end.json` (best effort: a run without one reads as crashed,
+    /// which is still not live).
+    fn record_end(&self, outcome: EndKind, message: Option<String>) {
+        let _ = self.run.write_end(&EndRecord {
+            outcome,
+            step: self.st.step,
+            total_steps: self.cfg.steps,
+            loss: self.last_loss,
+            ended: unix_now(),
+            message,
+        });
+    }
+
+    /// Writes the run's pair and the concept's ([`Session::write_pairs`]),
+    /// then records how the session ended.
+    fn finish(mut self, interrupted: bool) -> Result<TrainOutcome, TrainError> {
+        let result = self.write_pairs(interrupted);
+        match &result {
+            Ok(_) if interrupted => self.record_end(EndKind::Stopped, None),
+            Ok(_) => self.record_end(EndKind::Finished, None),
+            Err(e) => self.record_end(EndKind::Failed, Some(e.to_string())),
+        }
+        result
+    }
+
     /// Writes the run's pair (EMA weights when EMA is on) and, unless the run
     /// was interrupted, the concept's current pair.
-    fn finish(mut self, interrupted: bool) -> Result<TrainOutcome, TrainError> {
+    fn write_pairs(&mut self, interrupted: bool) -> Result<TrainOutcome, TrainError> {
         self.metrics
             .flush()
             .map_err(io_err(&self.run.metrics_path()))?;

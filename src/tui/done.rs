@@ -82,6 +82,7 @@ impl App {
                 tail,
                 lines,
                 at,
+                state,
             } => {
                 self.polling = false;
                 if self.is_training() || !self.follows(&concept, &run) {
@@ -89,7 +90,7 @@ impl App {
                 }
                 let view = match self.training.as_mut() {
                     // A run this dashboard drove has its history from events.
-                    Some(t) if t.run_dir == run.path() && t.status != TrainStatus::Attached => {
+                    Some(t) if t.run_dir == run.path() && !t.status.is_followed() => {
                         return Vec::new()
                     }
                     // The tail read on from where it was: add its lines.
@@ -104,6 +105,13 @@ impl App {
                         last_checkpoint: None,
                         follow: None,
                     }),
+                };
+                // Attached only while a process trains it; otherwise what
+                // its files say became of it (stopped, crashed, …).
+                view.status = if state.is_live() {
+                    TrainStatus::Attached
+                } else {
+                    TrainStatus::Ended(state)
                 };
                 view.follow = Some(tail);
                 for m in lines {
@@ -211,9 +219,7 @@ impl App {
         let run = RunDir::at(&self.ws.concept_dir(&concept), run_id);
         let tail = match self.training.as_mut() {
             // A run this dashboard drove already has its history from events.
-            Some(t) if t.run_dir == run.path() && t.status != TrainStatus::Attached => {
-                return Vec::new()
-            }
+            Some(t) if t.run_dir == run.path() && !t.status.is_followed() => return Vec::new(),
             Some(t) if t.run_dir == run.path() => t.follow.take(),
             _ => None,
         };

@@ -26,7 +26,7 @@ impl Scan {
             if let Ok(c) = Concept::load(ws, &name) {
                 let dir = ws.concept_dir(&name);
                 concepts.push(ConceptRow {
-                    trained: dir.join(format!("{name}.safetensors")).is_file(),
+                    status: concept::concept_status(&dir, &name),
                     last_run: RunDir::ids(&dir).pop(),
                     references: c.reference_paths(ws),
                     name,

@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use super::metrics::History;
+use crate::concept::{ConceptStatus, RunState};
 use crate::train::MetricsTail;
 
 /// The panes, in focus order.
@@ -81,6 +82,15 @@ pub enum TrainStatus {
     Failed(String),
     /// Following a run started elsewhere (a headless `dreamartist train`).
     Attached,
+    /// A followed run whose process is gone: how it ended (its files say).
+    Ended(RunState),
+}
+
+impl TrainStatus {
+    /// A run this dashboard follows rather than drives.
+    pub fn is_followed(&self) -> bool {
+        matches!(self, TrainStatus::Attached | TrainStatus::Ended(_))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -140,7 +150,8 @@ pub struct ConceptRow {
     pub preset: String,
     /// `train.steps` of its concept.toml when listed (the engine gets a fresh read).
     pub steps: u64,
-    pub trained: bool,
+    /// From its latest run's files (`new` only without runs or a pair).
+    pub status: ConceptStatus,
     pub last_run: Option<String>,
     pub references: Vec<PathBuf>,
 }

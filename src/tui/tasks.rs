@@ -15,7 +15,7 @@ use std::time::Instant;
 use super::app::Msg;
 use super::scan::Scan;
 use crate::concept::reference::{open_image, ReferenceError};
-use crate::concept::{self, Concept, ConceptError, NewConcept};
+use crate::concept::{self, Concept, ConceptError, NewConcept, RunState};
 use crate::engine::GenerateJob;
 use crate::generate::promptfile::PromptFileError;
 use crate::interop::export::ExportFormat;
@@ -98,6 +98,8 @@ pub enum Done {
         tail: MetricsTail,
         lines: Vec<StepMetrics>,
         at: Instant,
+        /// The run's status from its files (live, or how it ended).
+        state: RunState,
     },
     /// Nothing to report (a watched prompt file that is gone).
     Nothing,
@@ -184,6 +186,7 @@ impl Task {
                 let mut tail = tail.unwrap_or_else(|| run.tail());
                 let lines = tail.poll();
                 Done::RunPolled {
+                    state: run.state(),
                     concept,
                     run,
                     total_steps,

@@ -6,6 +6,7 @@ use ratatui::widgets::{List, ListItem, ListState, Paragraph};
 use ratatui::Frame;
 
 use super::frame;
+use crate::concept::ConceptStatus;
 use crate::tui::app::{App, PaneId, TrainStatus};
 use crate::tui::keymap::Action;
 
@@ -40,8 +41,14 @@ pub fn render(app: &App, area: Rect, f: &mut Frame) {
             let (status, style) = match live.map(|t| &t.status) {
                 Some(TrainStatus::Paused) => ("paused".to_string(), app.theme.warning()),
                 Some(_) => ("training".to_string(), app.theme.accent()),
-                None if c.trained => ("trained".to_string(), app.theme.ok()),
-                None => ("new".to_string(), app.theme.muted()),
+                None => (
+                    c.status.label().to_string(),
+                    match c.status {
+                        ConceptStatus::Trained => app.theme.ok(),
+                        ConceptStatus::New => app.theme.muted(),
+                        _ => app.theme.warning(),
+                    },
+                ),
             };
             let run = c
                 .last_run

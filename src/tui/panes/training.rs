@@ -23,6 +23,7 @@ fn status_label(s: &TrainStatus) -> &'static str {
         TrainStatus::Finished => "finished",
         TrainStatus::Failed(_) => "failed",
         TrainStatus::Attached => "attached",
+        TrainStatus::Ended(s) => s.label(),
     }
 }
 
