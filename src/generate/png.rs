@@ -1,7 +1,7 @@
 //! PNG output with an A1111-compatible `parameters` text chunk, so other tools'
 //! "PNG info" reads prompt, seed and settings back.
 
-use std::io::BufWriter;
+use std::io::{BufRead, BufReader, BufWriter, Cursor, Seek};
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context, Result};
@@ -36,10 +36,17 @@ pub fn encode_png(img: &image::RgbImage, text: &[(&str, &str)]) -> Result<Vec<u8
 pub fn read_png_text(path: &Path) -> Result<Vec<(String, String)>> {
     let file =
         std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
-    let decoder = png::Decoder::new(std::io::BufReader::new(file));
-    let reader = decoder
-        .read_info()
-        .with_context(|| format!("{}: not a PNG", path.display()))?;
+    png_text(BufReader::new(file)).with_context(|| format!("{}: not a PNG", path.display()))
+}
+
+/// [`read_png_text`] of PNG bytes in memory.
+pub fn read_png_text_bytes(bytes: &[u8]) -> Result<Vec<(String, String)>> {
+    png_text(Cursor::new(bytes)).context("not a PNG")
+}
+
+/// The text chunks before the image data: `tEXt` first, then `iTXt`.
+fn png_text<R: BufRead + Seek>(r: R) -> Result<Vec<(String, String)>, png::DecodingError> {
+    let reader = png::Decoder::new(r).read_info()?;
     let info = reader.info();
     let mut out: Vec<(String, String)> = info
         .uncompressed_latin1_text
@@ -112,6 +119,10 @@ mod tests {
             .collect();
         want.sort();
         assert_eq!(read, want);
+        let mut in_memory = read_png_text_bytes(&bytes).unwrap();
+        in_memory.sort();
+        assert_eq!(in_memory, want);
+        assert!(read_png_text_bytes(b"not a png").is_err());
         // Latin-1 stays in tEXt, which every PNG reader takes.
         let decoder = png::Decoder::new(std::io::Cursor::new(&bytes));
         let info = decoder.read_info().unwrap().info().clone();
