@@ -5,6 +5,7 @@ pub mod bench;
 pub mod cli;
 pub mod concept;
 pub mod engine;
+pub mod errtext;
 pub mod eval;
 pub mod fsutil;
 pub mod generate;

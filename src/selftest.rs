@@ -11,11 +11,13 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::{DType, Device, Tensor, Var};
 
-use crate::generate::{denoise, GuidedContext, StepControl};
+use crate::generate::{
+    decode_latents, generate_given, GenerateRequest, GivenTensors, StepControl, WordBank,
+};
 use crate::sd::single_file::SingleFileSpec;
 use crate::sd::{
-    AddedCond, Conditioning, Family, LoadOptions, MicroConditioning, Piece, PseudoWord, Sampler,
-    SamplerKind, StableDiffusion,
+    AddedCond, Family, LoadOptions, MicroConditioning, Piece, PseudoWord, Sampler, SamplerKind,
+    StableDiffusion,
 };
 use crate::train::{
     clip_grad_norm_blocks, cpt_loss, AdamW, AdamWConfig, CfgSpec, ConceptPrompts, CptBatch,
@@ -507,19 +509,6 @@ impl CaseRunner<'_> {
         Ok(MicroConditioning::for_size(h, w))
     }
 
-    /// A prompt tokenized literally (the fixtures' convention) and encoded
-    /// into the UNet's conditioning.
-    fn condition(
-        &self,
-        prompt: &str,
-        words: &[PseudoWord],
-        vectors: Option<&Tensor>,
-    ) -> Result<Conditioning> {
-        let tokens = self.sd.tokenize(prompt, words);
-        let enc = self.sd.text.encode(&[tokens], vectors)?;
-        Ok(self.sd.conditioning(&enc, &self.micro()?)?)
-    }
-
     fn run(&self, kind: &str) -> Result<Outcome> {
         match kind {
             "tokenize" => {
@@ -798,50 +787,69 @@ impl CaseRunner<'_> {
         SamplerKind::parse(&s).ok_or_else(|| anyhow!("unknown scheduler `{s}`"))
     }
 
+    /// A sampling case through the real generation pipeline
+    /// ([`generate_given`]): the golden's noise and init latents stand in for
+    /// the seeded generator and the VAE-encoded init image; everything else
+    /// (word bank, prompt preparation, step skipping, guidance, latent dtypes,
+    /// decoding) is what `generate` runs for users.
     fn sample(&self, kind: &str) -> Result<Outcome> {
         let words = self.words()?;
-        let vectors = self.vectors(&words)?;
-        let cond = self.condition(&self.str_field("prompt")?, &words, vectors.as_ref())?;
-        let negative = self.str_field("negative_prompt").unwrap_or_default();
-        let uncond = self.condition(&negative, &words, vectors.as_ref())?;
-        let steps = self.num_field("steps")? as usize;
-        let mut sampler = Sampler::new(&self.sd.schedule, self.sampler_kind()?, steps)?;
-        // Latents stay f32 whatever the compute dtype, as in generation: the
-        // samplers' updates lose too much in bf16.
-        let noise = self.master("noise")?;
-        let (latents, start) = if kind == "img2img" {
-            let strength = self.num_field("strength")?;
-            let init_steps = ((steps as f64 * strength) as usize).min(steps);
-            let start = steps - init_steps;
-            if start >= steps {
-                bail!("strength {strength} leaves no steps to run");
+        let mut bank = WordBank::new();
+        if let Some(matrix) = self.vectors(&words)? {
+            let mut row = 0;
+            for w in &words {
+                bank.insert(&w.name, matrix.narrow(0, row, w.vectors)?, "golden");
+                row += w.vectors;
             }
-            let init = self.master("init_latents")?;
-            (sampler.add_noise(&init, &noise, start)?, start)
-        } else {
-            ((noise * sampler.init_noise_sigma())?, 0)
-        };
-        let ctx = GuidedContext {
-            cond: &cond,
-            uncond: &uncond,
+        }
+        let micro = self.micro()?;
+        let img2img = kind == "img2img";
+        let req = GenerateRequest {
+            prompt: self.str_field("prompt")?,
+            negative: self.str_field("negative_prompt").unwrap_or_default(),
+            seed: 0,
+            count: 1,
+            steps: self.num_field("steps")? as usize,
             cfg: self.num_field("cfg")?,
+            sampler: self.sampler_kind()?,
+            width: micro.target.1,
+            height: micro.target.0,
+            init_image: None,
+            strength: if img2img {
+                self.num_field("strength")?
+            } else {
+                1.0
+            },
+            mask: None,
+            // The goldens' negative prompts name their negative words.
+            auto_negative: false,
         };
-        let latents = denoise(&self.sd.unet, &mut sampler, latents, start, &ctx, |_, _| {
-            StepControl::Continue
-        })?
-        .ok_or_else(|| anyhow!("sampling was cancelled"))?;
-        let lat = compare(&latents, &self.golden("latents")?, self.tol.looped)?;
-        if kind == "img2img" {
+        let given = GivenTensors {
+            noise: Some(self.master("noise")?),
+            init_latents: if img2img {
+                Some(self.master("init_latents")?)
+            } else {
+                None
+            },
+        };
+        let mut made = None;
+        generate_given(
+            self.sd,
+            &bank,
+            &req,
+            &given,
+            |_| StepControl::Continue,
+            |g| {
+                made = Some(g);
+                Ok(())
+            },
+        )?;
+        let made = made.ok_or_else(|| anyhow!("the pipeline returned no image"))?;
+        let lat = compare(&made.latents, &self.golden("latents")?, self.tol.looped)?;
+        if img2img {
             return Ok(lat);
         }
-        let image = self.sd.vae.decode(
-            &self
-                .sd
-                .vae
-                .unscale_latents(&latents)?
-                .to_dtype(self.sd.dtype)?,
-        )?;
-        let image = ((image / 2.0)? + 0.5)?.clamp(0f32, 1f32)?;
+        let image = decode_latents(self.sd, &made.latents)?;
         let img = compare(&image, &self.golden("image")?, self.tol.looped)?;
         Ok(worst(lat, img))
     }

@@ -402,6 +402,28 @@ fn chunking_follows_a1111() {
             .len(),
         2
     );
+    // A weighted pseudo-word that does not fit moves whole, weight and all;
+    // the chunk it left is padded with weight 1.
+    let prompt = format!("{}(<cat>:1.4)", "word ".repeat(74));
+    let p = prepare(&sd, &prompt, &b).unwrap();
+    assert_eq!(p.chunks().len(), 2);
+    assert!(p.chunks()[0].weights.iter().all(|w| *w == 1.0));
+    assert_eq!(
+        &p.chunks()[1].pieces[1..4],
+        &[Piece::Slot(0), Piece::Slot(1), Piece::Slot(2)]
+    );
+    assert_eq!(&p.chunks()[1].weights[..5], &[1.0, 1.4, 1.4, 1.4, 1.0]);
+    // Two BREAKs leave an empty chunk between them, as in A1111; a BREAK in
+    // brackets still breaks, and the brackets weigh both sides.
+    let p = prepare(&sd, "a BREAK BREAK b", &b).unwrap();
+    assert_eq!(p.chunks().len(), 3);
+    let bos_eos = sd.tokenize("", &[]).0[0].clone();
+    assert_eq!(p.chunks()[1].pieces, bos_eos);
+    let p = prepare(&sd, "(cat BREAK dog)", &b).unwrap();
+    assert_eq!(p.chunks().len(), 2);
+    for c in p.chunks() {
+        assert_eq!(&c.weights[..3], &[1.0, 1.1, 1.0]);
+    }
 }
 
 /// Each cause of a non-finite result is named for what it is, before sampling.

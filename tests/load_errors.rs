@@ -274,3 +274,179 @@ fn sdxl_unet_that_does_not_fit_the_text_encoders_names_both_widths() {
     let msg = err.to_string();
     assert!(msg.contains(&cfg.display().to_string()), "{msg}");
 }
+
+/// A vocabulary with ids past the text encoder's embedding rows would fail in
+/// the middle of a prompt (with a tensor error); it is refused at load, named.
+#[test]
+fn a_vocabulary_larger_than_the_encoder_is_refused_at_load() {
+    let (_tmp, model) = scratch_model();
+    let vocab = model.join("tokenizer/vocab.json");
+    let mut v: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(&vocab).unwrap()).unwrap();
+    v.insert("zzzzzz</w>".into(), serde_json::json!(49408));
+    std::fs::write(&vocab, serde_json::to_string(&v).unwrap()).unwrap();
+    let err = load_err(&model);
+    assert!(matches!(err, LoadError::BadTokenizer { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&vocab.display().to_string())
+            && msg.contains("49409")
+            && msg.contains("49408"),
+        "{msg}"
+    );
+}
+
+/// A cache laid out as `huggingface_hub` leaves it after
+/// `snapshot_download(repo, revision=<commit>)`: the snapshot folder, and no
+/// `refs/<commit>` file (only branches get refs).
+fn cache_with_commit(commit: &str) -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("models--tiny--sd1");
+    let snap = repo.join("snapshots").join(commit);
+    copy_dir(&fixture_model(), &snap);
+    (tmp, snap)
+}
+
+const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
+
+#[test]
+fn hf_revisions_resolve_by_commit_and_by_branch() {
+    let (tmp, snap) = cache_with_commit(COMMIT);
+    let cache = hf_hub::Cache::new(tmp.path().to_path_buf());
+    let resolve = |spec: &str| {
+        dreamartist::sd::ModelSpec::parse(spec)
+            .resolve_with_cache(&cache)
+            .map_err(Box::new)
+    };
+    // A commit is its own snapshot folder.
+    assert_eq!(resolve(&format!("hf:tiny/sd1@{COMMIT}")).unwrap(), snap);
+    // No branch points there yet: neither the default one nor a named one.
+    for spec in ["hf:tiny/sd1", "hf:tiny/sd1@fp16"] {
+        let e = resolve(spec).unwrap_err();
+        assert!(matches!(*e, LoadError::NotInHfCache { .. }), "{e:?}");
+        let msg = e.to_string();
+        assert!(msg.contains(&format!("`{spec}`")), "{msg}");
+        if spec.contains('@') {
+            assert!(msg.contains("--revision fp16"), "{msg}");
+        }
+    }
+    // Branches go through refs/<branch>.
+    let refs = tmp.path().join("models--tiny--sd1/refs");
+    std::fs::create_dir_all(&refs).unwrap();
+    std::fs::write(refs.join("fp16"), COMMIT).unwrap();
+    assert_eq!(resolve("hf:tiny/sd1@fp16").unwrap(), snap);
+    // A commit that is not there, and a revision shaped like a path, find nothing.
+    let other = "f".repeat(40);
+    assert!(resolve(&format!("hf:tiny/sd1@{other}")).is_err());
+    assert!(resolve("hf:tiny/sd1@../../..").is_err());
+}
+
+#[test]
+fn hf_cache_location_follows_huggingface_hub() {
+    use dreamartist::sd::model::hf_cache_from;
+    let env = |pairs: &'static [(&'static str, &'static str)]| {
+        move |k: &str| {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| std::ffi::OsString::from(v))
+        }
+    };
+    let all: &[(&str, &str)] = &[
+        ("HF_HUB_CACHE", "/a"),
+        ("HUGGINGFACE_HUB_CACHE", "/b"),
+        ("HF_HOME", "/c"),
+        ("XDG_CACHE_HOME", "/d"),
+        ("HOME", "/e"),
+    ];
+    assert_eq!(hf_cache_from(env(all)).path(), Path::new("/a"));
+    assert_eq!(hf_cache_from(env(&all[1..])).path(), Path::new("/b"));
+    assert_eq!(hf_cache_from(env(&all[2..])).path(), Path::new("/c/hub"));
+    assert_eq!(
+        hf_cache_from(env(&all[3..])).path(),
+        Path::new("/d/huggingface/hub")
+    );
+    assert_eq!(
+        hf_cache_from(env(&all[4..])).path(),
+        Path::new("/e/.cache/huggingface/hub")
+    );
+    // Empty values count as unset; no home at all does not panic.
+    assert_eq!(
+        hf_cache_from(env(&[("HF_HUB_CACHE", ""), ("HF_HOME", "/c")])).path(),
+        Path::new("/c/hub")
+    );
+    assert_eq!(
+        hf_cache_from(env(&[])).path(),
+        Path::new(".cache/huggingface/hub")
+    );
+}
+
+/// `hf:` end to end: a workspace on `hf:org/name@<commit>` generates through
+/// the binary with the cache given by `$HF_HUB_CACHE`.
+#[test]
+fn binary_generates_from_an_hf_commit_in_the_cache() {
+    let (cache, _snap) = cache_with_commit(COMMIT);
+    let tmp = tempfile::tempdir().unwrap();
+    let ws = tmp.path().join("ws");
+    let spec = format!("hf:tiny/sd1@{COMMIT}");
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_dreamartist"))
+            .args(args)
+            .env("HF_HUB_CACHE", cache.path())
+            .env_remove("HF_HOME")
+            .output()
+            .unwrap()
+    };
+    let out = run(&["init", ws.to_str().unwrap(), "--model", &spec]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let png = tmp.path().join("x.png");
+    let out = run(&[
+        "generate",
+        "-w",
+        ws.to_str().unwrap(),
+        "--prompt",
+        "a photo of a cat",
+        "--seed",
+        "3",
+        "--steps",
+        "2",
+        "--out",
+        png.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let img = image::open(&png).unwrap();
+    assert_eq!((img.width(), img.height()), (64, 64));
+    // The image names the repository, not the snapshot's commit.
+    let text = dreamartist::generate::png::read_png_text(&png).unwrap();
+    let params = &text.iter().find(|(k, _)| k == "parameters").unwrap().1;
+    assert!(params.contains("Model: sd1,"), "{params}");
+    // Another cache: the same workspace names what is missing and how to get it.
+    let empty = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_dreamartist"))
+        .args([
+            "generate",
+            "-w",
+            ws.to_str().unwrap(),
+            "--prompt",
+            "x",
+            "--steps",
+            "1",
+        ])
+        .env("HF_HUB_CACHE", empty.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&spec) && err.contains(&format!("--revision {COMMIT}")),
+        "{err}"
+    );
+}

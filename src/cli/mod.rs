@@ -11,7 +11,7 @@ mod watch;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device};
 use clap::{Parser, Subcommand};
 
@@ -307,7 +307,7 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", crate::errtext::chain(&e));
             ExitCode::from(2)
         }
     }
@@ -378,10 +378,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Show { image, width } => {
-            let img = crate::train::data::open_image(&image)?;
+            let img = image::ImageReader::open(&image)
+                .and_then(|r| r.with_guessed_format())
+                .with_context(|| format!("{}: cannot open", image.display()))?
+                .decode()
+                .with_context(|| format!("{}: not a readable image", image.display()))?;
+            // Into a file or pipe: plain half-blocks, and no terminal queries
+            // (nothing would answer them; their bytes would land in the output).
+            let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
             let config = viuer::Config {
                 width,
                 absolute_offset: false,
+                use_kitty: terminal,
+                use_iterm: terminal,
                 ..Default::default()
             };
             viuer::print(&img, &config)

@@ -415,7 +415,7 @@ impl Worker<'_> {
                 self.emit(EngineEvent::GenerateFailed {
                     id: job.id,
                     source: job.source.clone(),
-                    error: format!("{e:#}"),
+                    error: crate::errtext::chain(&e),
                 });
                 return;
             }

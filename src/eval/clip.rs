@@ -33,7 +33,10 @@ pub fn resolve_clip(spec: &str, cache: &hf_hub::Cache) -> Result<PathBuf, ClipEr
             crate::sd::model::find_in_hf_cache(cache, &repo, revision.as_deref(), "config.json")
                 .ok_or_else(|| ClipError::NotInHfCache {
                     spec: spec.to_string(),
-                    repo,
+                    download: match &revision {
+                        Some(rev) => format!("{repo} --revision {rev}"),
+                        None => repo.clone(),
+                    },
                     cache: cache.path().clone(),
                 })
         }

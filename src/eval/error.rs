@@ -24,11 +24,12 @@ pub enum ClipError {
     Unsupported { path: PathBuf, message: String },
     #[error(
         "`{spec}` is not in the Hugging Face cache at {cache}; download it there first \
-         (for example `huggingface-cli download {repo}`) or pass --clip <FOLDER>"
+         (for example `huggingface-cli download {download}`) or pass --clip <FOLDER>"
     )]
     NotInHfCache {
         spec: String,
-        repo: String,
+        /// The arguments of `huggingface-cli download` that fetch it.
+        download: String,
         cache: PathBuf,
     },
     #[error("{path}: {message}")]

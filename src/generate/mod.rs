@@ -14,4 +14,7 @@ pub mod promptfile;
 pub use bank::{load_pair, word_bank};
 pub use conditioning::{PromptError, WordBank};
 pub use denoise::{denoise, denoise_with, Extras, GuidedContext, LatentBlend, StepControl};
-pub use pipeline::{generate, generate_each, GenerateError, GenerateRequest, Generated, Progress};
+pub use pipeline::{
+    decode_latents, generate, generate_each, generate_given, GenerateError, GenerateRequest,
+    Generated, GivenTensors, Progress,
+};

@@ -185,16 +185,21 @@ fn rgb_to_tensor(img: &image::RgbImage, sd: &StableDiffusion) -> candle_core::Re
         .contiguous()
 }
 
+/// Decodes scaled latents to `[1, 3, H, W]` f32 pixels in `[0, 1]` (what the
+/// reference pipelines return before quantizing).
+pub fn decode_latents(sd: &StableDiffusion, latents: &Tensor) -> candle_core::Result<Tensor> {
+    let img = sd
+        .vae
+        .decode(&sd.vae.unscale_latents(latents)?.to_dtype(sd.dtype)?)?;
+    ((img.to_dtype(DType::F32)? / 2.0)? + 0.5)?.clamp(0f32, 1f32)
+}
+
 /// Decodes scaled latents to an 8-bit RGB image.
 pub fn latents_to_image(
     sd: &StableDiffusion,
     latents: &Tensor,
 ) -> candle_core::Result<image::RgbImage> {
-    let img = sd
-        .vae
-        .decode(&sd.vae.unscale_latents(latents)?.to_dtype(sd.dtype)?)?;
-    let img = ((img.to_dtype(DType::F32)? / 2.0)? + 0.5)?.clamp(0f32, 1f32)?;
-    let img = (img * 255.0)?
+    let img = (decode_latents(sd, latents)? * 255.0)?
         .round()?
         .squeeze(0)?
         .permute((1, 2, 0))?
@@ -233,6 +238,32 @@ pub fn generate_each(
     sd: &StableDiffusion,
     bank: &WordBank,
     req: &GenerateRequest,
+    progress: impl FnMut(Progress) -> StepControl,
+    on_image: impl FnMut(Generated) -> Result<(), GenerateError>,
+) -> Result<(), GenerateError> {
+    generate_given(sd, bank, req, &GivenTensors::default(), progress, on_image)
+}
+
+/// Tensors given in place of what a request derives itself: the starting
+/// noise (else the seeded generator's) and the scaled init latents (else the
+/// VAE's encoding of `init_image`). The reference goldens are made from given
+/// tensors; with this they check the very pipeline users run (strength, step
+/// skipping, guidance, latent dtypes, decoding) instead of a re-implementation.
+#[derive(Debug, Clone, Default)]
+pub struct GivenTensors {
+    /// `[1, C, H/8, W/8]`, used for every image of the request.
+    pub noise: Option<Tensor>,
+    /// Scaled latents of the init image, `[1, C, H/8, W/8]`: img2img without
+    /// an image file (a 9-channel model still needs the pixels).
+    pub init_latents: Option<Tensor>,
+}
+
+/// [`generate_each`] with [`GivenTensors`].
+pub fn generate_given(
+    sd: &StableDiffusion,
+    bank: &WordBank,
+    req: &GenerateRequest,
+    given: &GivenTensors,
     mut progress: impl FnMut(Progress) -> StepControl,
     mut on_image: impl FnMut(Generated) -> Result<(), GenerateError>,
 ) -> Result<(), GenerateError> {
@@ -261,7 +292,7 @@ pub fn generate_each(
             sd.schedule.num_train_timesteps()
         )));
     }
-    if req.mask.is_some() && req.init_image.is_none() {
+    if req.mask.is_some() && req.init_image.is_none() && given.init_latents.is_none() {
         return Err(GenerateError::Invalid(
             "a mask needs an init_image to inpaint".into(),
         ));
@@ -303,18 +334,30 @@ pub fn generate_each(
         )));
     }
 
-    // Init image / mask, shared by all images of the request.
-    let init = match &req.init_image {
-        Some(p) => {
+    let latent_shape = [1, lc, lh, lw];
+    let given_latents = |t: &Tensor, what: &str| -> Result<Tensor, GenerateError> {
+        if t.dims() != latent_shape {
+            return Err(GenerateError::Invalid(format!(
+                "given {what} have shape {:?}; a {width}×{height} image needs {latent_shape:?}",
+                t.dims()
+            )));
+        }
+        Ok(t.to_dtype(DType::F32)?.to_device(&sd.device)?)
+    };
+    // Init image (pixels when read from a file, and latents) and mask,
+    // shared by all images of the request.
+    let init: Option<(Option<Tensor>, Tensor)> = match (&given.init_latents, &req.init_image) {
+        (Some(lat), _) => Some((None, given_latents(lat, "init latents")?)),
+        (None, Some(p)) => {
             let rgb = load_rgb(p, width, height)?;
             let t = rgb_to_tensor(&rgb, sd)?;
             let lat = sd
                 .vae
                 .scale_latents(&sd.vae.encode(&t.to_dtype(sd.dtype)?)?.mean)?
                 .to_dtype(DType::F32)?;
-            Some((t, lat))
+            Some((Some(t), lat))
         }
-        None => None,
+        (None, None) => None,
     };
     let mask = match &req.mask {
         Some(p) => {
@@ -371,7 +414,13 @@ pub fn generate_each(
     }
     // 9-channel models see the mask and the masked image's latents.
     let concat = match (nine_channel, &init, &mask) {
-        (true, Some((img, _)), Some((pix_mask, lat_mask))) => {
+        (true, Some((None, _)), Some(_)) => {
+            return Err(GenerateError::Invalid(
+                "an inpainting model (9 input channels) needs the init image itself, not only its latents"
+                    .into(),
+            ))
+        }
+        (true, Some((Some(img), _)), Some((pix_mask, lat_mask))) => {
             let keep = (1.0 - pix_mask)?;
             let masked = img.broadcast_mul(&keep)?;
             let masked_lat = sd
@@ -391,7 +440,10 @@ pub fn generate_each(
     for index in 0..req.count {
         let seed = base_seed.wrapping_add(index as u64);
         let mut rng = Rng::seed(seed);
-        let noise = rng.randn((1, lc, lh, lw), &sd.device)?;
+        let noise = match &given.noise {
+            Some(n) => given_latents(n, "noise")?,
+            None => rng.randn((1, lc, lh, lw), &sd.device)?,
+        };
         let mut sampler = Sampler::new(&sd.schedule, req.sampler, req.steps)?;
         let (latents, start) = match &init {
             Some((_, init_lat)) if !(nine_channel && req.strength >= 1.0) => {
@@ -465,7 +517,10 @@ pub fn generate_each(
     Ok(())
 }
 
-/// A1111's `parameters` text for an image.
+/// A1111's `parameters` text for an image: the prompt, `Negative prompt:`,
+/// then one line of `Key: value` fields, each value quoted as A1111's
+/// `quote()` does (JSON string when it holds `,`, `:` or a newline), so its
+/// `parse_generation_parameters` and the tools that copy it read every field back.
 pub fn a1111_parameters(
     req: &GenerateRequest,
     g: &Generated,
@@ -480,26 +535,39 @@ pub fn a1111_parameters(
         s.push_str(&format!("Negative prompt: {}\n", g.negative));
     }
     let mut fields = vec![
-        format!("Steps: {}", req.steps),
-        format!("Sampler: {}", req.sampler.a1111_name()),
-        format!("CFG scale: {}", req.cfg),
-        format!("Seed: {}", g.seed),
-        format!("Size: {}x{}", g.width, g.height),
+        ("Steps", req.steps.to_string()),
+        ("Sampler", req.sampler.a1111_name().to_string()),
+        ("CFG scale", req.cfg.to_string()),
+        ("Seed", g.seed.to_string()),
+        ("Size", format!("{}x{}", g.width, g.height)),
     ];
     if !model_hash.is_empty() {
-        fields.push(format!("Model hash: {model_hash}"));
+        fields.push(("Model hash", model_hash.to_string()));
     }
-    fields.push(format!("Model: {model_name}"));
+    fields.push(("Model", model_name.to_string()));
     if req.init_image.is_some() {
-        fields.push(format!("Denoising strength: {}", req.strength));
+        fields.push(("Denoising strength", req.strength.to_string()));
     }
     if !words.is_empty() {
-        fields.push(format!("Pseudo-words: \"{}\"", words.join(", ")));
+        fields.push(("Pseudo-words", words.join(", ")));
     }
-    fields.push(format!(
-        "Version: dreamartist {}",
-        env!("CARGO_PKG_VERSION")
+    fields.push((
+        "Version",
+        format!("dreamartist {}", env!("CARGO_PKG_VERSION")),
     ));
-    s.push_str(&fields.join(", "));
+    let line: Vec<String> = fields
+        .into_iter()
+        .map(|(k, v)| format!("{k}: {}", a1111_quote(&v)))
+        .collect();
+    s.push_str(&line.join(", "));
     s
+}
+
+/// A1111's `quote()`: a value with `,`, `:` or a newline becomes a JSON string.
+fn a1111_quote(v: &str) -> String {
+    if v.contains([',', ':', '\n']) {
+        serde_json::to_string(v).unwrap_or_else(|_| format!("\"{v}\""))
+    } else {
+        v.to_string()
+    }
 }

@@ -1,7 +1,10 @@
 //! A1111 prompt syntax: emphasis `(word)` ×1.1, `((word))` ×1.21, `[word]` ÷1.1,
 //! `(word:1.5)` ×1.5, `\(` escapes, and `BREAK` to start a new 75-token chunk.
 //! The parser follows A1111's `parse_prompt_attention` exactly, so prompts
-//! copied from other tools weigh the same here.
+//! copied from other tools weigh the same here, with one deliberate
+//! difference: `BREAK` inside brackets still breaks. A1111 multiplies its
+//! internal marker weight (-1) by the brackets, so `(a BREAK b)` there encodes
+//! the word "BREAK" with weight -1.1 instead of breaking, which no prompt means.
 
 /// A run of prompt text with one weight; `Break` forces a new chunk.
 #[derive(Debug, Clone, PartialEq)]
@@ -46,8 +49,12 @@ fn weight_suffix(s: &str) -> Option<(f64, usize)> {
     }
 }
 
+/// A parsed run before merging: its text and weight, or a `BREAK` (which
+/// brackets do not weigh).
+type Run = (String, f64, bool);
+
 /// Splits plain text on the `BREAK` keyword (a whole word, surrounding spaces eaten).
-fn push_text(out: &mut Vec<(String, f64)>, text: &str) {
+fn push_text(out: &mut Vec<Run>, text: &str) {
     let mut rest = text;
     let mut first = true;
     loop {
@@ -58,16 +65,16 @@ fn push_text(out: &mut Vec<(String, f64)>, text: &str) {
             !word(before) && !word(after)
         });
         if !first {
-            out.push(("BREAK".into(), -1.0));
+            out.push(("BREAK".into(), 1.0, true));
         }
         first = false;
         match found {
             Some((i, _)) => {
-                out.push((rest[..i].trim_end().to_string(), 1.0));
+                out.push((rest[..i].trim_end().to_string(), 1.0, false));
                 rest = rest[i + 5..].trim_start();
             }
             None => {
-                out.push((rest.to_string(), 1.0));
+                out.push((rest.to_string(), 1.0, false));
                 break;
             }
         }
@@ -76,11 +83,11 @@ fn push_text(out: &mut Vec<(String, f64)>, text: &str) {
 
 /// Parses a prompt into weighted fragments.
 pub fn parse(prompt: &str) -> Vec<Fragment> {
-    let mut res: Vec<(String, f64)> = Vec::new();
+    let mut res: Vec<Run> = Vec::new();
     let mut round: Vec<usize> = Vec::new();
     let mut square: Vec<usize> = Vec::new();
-    let multiply = |res: &mut Vec<(String, f64)>, from: usize, m: f64| {
-        for r in res.iter_mut().skip(from) {
+    let multiply = |res: &mut Vec<Run>, from: usize, m: f64| {
+        for r in res.iter_mut().skip(from).filter(|r| !r.2) {
             r.1 *= m;
         }
     };
@@ -92,11 +99,11 @@ pub fn parse(prompt: &str) -> Vec<Fragment> {
             let next = rest[1..].chars().next();
             match next {
                 Some(n @ ('(' | ')' | '[' | ']' | '\\')) => {
-                    res.push((n.to_string(), 1.0));
+                    res.push((n.to_string(), 1.0, false));
                     i += 1 + n.len_utf8();
                 }
                 _ => {
-                    res.push((String::new(), 1.0));
+                    res.push((String::new(), 1.0, false));
                     i += 1;
                 }
             }
@@ -145,26 +152,18 @@ pub fn parse(prompt: &str) -> Vec<Fragment> {
         multiply(&mut res, p, SQUARE);
     }
     if res.is_empty() {
-        res.push((String::new(), 1.0));
+        res.push((String::new(), 1.0, false));
     }
-    // Merge neighbours with equal weights.
-    let mut merged: Vec<(String, f64)> = Vec::new();
-    for (t, w) in res {
+    // Merge neighbours with equal weights (never across a BREAK).
+    let mut merged: Vec<Fragment> = Vec::new();
+    for (t, w, brk) in res {
         match merged.last_mut() {
-            Some(last) if last.1 == w && w != -1.0 => last.0.push_str(&t),
-            _ => merged.push((t, w)),
+            _ if brk => merged.push(Fragment::Break),
+            Some(Fragment::Text { text, weight }) if *weight == w => text.push_str(&t),
+            _ => merged.push(Fragment::Text { text: t, weight: w }),
         }
     }
     merged
-        .into_iter()
-        .map(|(text, weight)| {
-            if weight == -1.0 && text == "BREAK" {
-                Fragment::Break
-            } else {
-                Fragment::Text { text, weight }
-            }
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -242,5 +241,79 @@ mod tests {
             &[t("a cat", 1.0), Fragment::Break, t("a dog", 1.0)]
         ));
         assert!(close(&parse(""), &[t("", 1.0)]));
+    }
+
+    /// Edge cases, each expected value computed by A1111's own
+    /// `parse_prompt_attention` (modules/prompt_parser.py).
+    #[test]
+    fn a1111_edge_cases() {
+        let cases: Vec<(&str, Vec<Fragment>)> = vec![
+            ("(a:b:1.2)", vec![t("a:b", 1.2)]),
+            ("(x:abc)", vec![t("x:abc", 1.1)]),
+            ("\\\\(", vec![t("\\", 1.0)]),
+            ("\\\\(x)", vec![t("\\", 1.0), t("x", 1.1)]),
+            (
+                "a BREAK BREAK b",
+                vec![
+                    t("a", 1.0),
+                    Fragment::Break,
+                    t("", 1.0),
+                    Fragment::Break,
+                    t("b", 1.0),
+                ],
+            ),
+            ("(a:1.2:1.3)", vec![t("a:1.2", 1.3)]),
+            ("x:1.5)", vec![t("x:1.5)", 1.0)]),
+            ("((a:0.5) b)", vec![t("a", 0.55), t(" b", 1.1)]),
+            ("[a:1.5]", vec![t("a:1.5", 0.9090909090909091)]),
+            ("(a: 1.5 )", vec![t("a", 1.5)]),
+            ("(a:-0.5)", vec![t("a", -0.5)]),
+            ("(a:.5)", vec![t("a", 0.5)]),
+            ("\\x", vec![t("x", 1.0)]),
+            ("a\\", vec![t("a", 1.0)]),
+            ("]x[", vec![t("]x", 1.0)]),
+            (
+                "BREAKfast BREAK",
+                vec![t("BREAKfast", 1.0), Fragment::Break, t("", 1.0)],
+            ),
+            (
+                "a ( b [c] ) d",
+                vec![
+                    t("a ", 1.0),
+                    t(" b ", 1.1),
+                    t("c", 1.0),
+                    t(" ", 1.1),
+                    t(" d", 1.0),
+                ],
+            ),
+            (
+                "(<cat>:1.3), on a beach",
+                vec![t("<cat>", 1.3), t(", on a beach", 1.0)],
+            ),
+            ("((a)", vec![t("a", 1.2100000000000002)]),
+            ("(a))", vec![t("a", 1.1), t(")", 1.0)]),
+            ("[[a]", vec![t("a", 0.8264462809917354)]),
+            ("(a:+2)", vec![t("a", 2.0)]),
+        ];
+        for (prompt, expected) in cases {
+            let got = parse(prompt);
+            assert!(close(&got, &expected), "{prompt}: {got:?}");
+        }
+    }
+
+    /// Where A1111 differs on purpose: a BREAK inside brackets breaks (A1111
+    /// would weigh the word "BREAK" by -1.1), and a malformed weight is text
+    /// under the bracket's ×1.1 (A1111 raises a ValueError).
+    #[test]
+    fn break_in_brackets_and_malformed_weights() {
+        assert!(close(
+            &parse("(a BREAK b)"),
+            &[t("a", 1.1), Fragment::Break, t("b", 1.1)]
+        ));
+        assert!(close(
+            &parse("(BREAK)"),
+            &[t("", 1.1), Fragment::Break, t("", 1.1)]
+        ));
+        assert!(close(&parse("(a:1.2.3)"), &[t("a:1.2.3", 1.1)]));
     }
 }

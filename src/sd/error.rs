@@ -56,11 +56,12 @@ pub enum LoadError {
     BadTokenizer { path: PathBuf, message: String },
     #[error(
         "`{spec}` is not in the Hugging Face cache at {cache}; download it there first \
-         (for example `huggingface-cli download {repo}`) or give a local folder"
+         (for example `huggingface-cli download {download}`) or give a local folder"
     )]
     NotInHfCache {
         spec: String,
-        repo: String,
+        /// The arguments of `huggingface-cli download` that fetch it.
+        download: String,
         cache: PathBuf,
     },
     #[error("{path}: {source}")]

@@ -98,8 +98,14 @@ impl ModelSpec {
                 match find_in_hf_cache(cache, repo, revision.as_deref(), "model_index.json") {
                     Some(dir) => Ok(dir),
                     None => Err(LoadError::NotInHfCache {
-                        spec: format!("hf:{repo}"),
-                        repo: repo.clone(),
+                        spec: match revision {
+                            Some(rev) => format!("hf:{repo}@{rev}"),
+                            None => format!("hf:{repo}"),
+                        },
+                        download: match revision {
+                            Some(rev) => format!("{repo} --revision {rev}"),
+                            None => repo.clone(),
+                        },
                         cache: cache.path().clone(),
                     }),
                 }
@@ -120,6 +126,10 @@ pub fn parse_hf(spec: &str) -> Option<(String, Option<String>)> {
 
 /// The snapshot folder of `repo` (at `revision`) in the offline cache that
 /// holds `marker` (`model_index.json` for pipelines, `config.json` for CLIP).
+///
+/// A branch or tag is looked up through `refs/<name>`; a full commit hash is a
+/// snapshot folder of its own (`huggingface_hub` writes no `refs/<sha>` when
+/// asked for a commit), so it is found there directly.
 pub fn find_in_hf_cache(
     cache: &hf_hub::Cache,
     repo: &str,
@@ -132,18 +142,67 @@ pub fn find_in_hf_cache(
         }
         None => hf_hub::Repo::model(repo.to_string()),
     };
-    cache
-        .repo(r)
+    let by_ref = cache
+        .repo(r.clone())
         .get(marker)
-        .and_then(|p| p.parent().map(Path::to_path_buf))
+        .and_then(|p| p.parent().map(Path::to_path_buf));
+    by_ref.or_else(|| {
+        let rev = revision.filter(|r| is_commit_hash(r))?;
+        let snap = cache
+            .path()
+            .join(r.folder_name())
+            .join("snapshots")
+            .join(rev);
+        snap.join(marker).is_file().then_some(snap)
+    })
 }
 
-/// The offline Hugging Face cache: `$HF_HUB_CACHE`, else `$HF_HOME/hub`, else `~/.cache/huggingface/hub`.
+/// A full 40-hex-digit git commit hash (never a path: no separators).
+fn is_commit_hash(rev: &str) -> bool {
+    rev.len() == 40 && rev.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// The offline Hugging Face cache, found as `huggingface_hub` finds it:
+/// `$HF_HUB_CACHE`, `$HUGGINGFACE_HUB_CACHE` (its older name), `$HF_HOME/hub`,
+/// `$XDG_CACHE_HOME/huggingface/hub`, then `~/.cache/huggingface/hub`.
 pub fn hf_cache() -> hf_hub::Cache {
-    match std::env::var_os("HF_HUB_CACHE") {
-        Some(p) => hf_hub::Cache::new(PathBuf::from(p)),
-        None => hf_hub::Cache::from_env(),
+    hf_cache_from(|k| std::env::var_os(k))
+}
+
+/// [`hf_cache`] with the environment given (tests, and callers that have
+/// their own). Without a home folder it falls back to a relative
+/// `.cache/huggingface/hub`, which then simply holds nothing.
+pub fn hf_cache_from(env: impl Fn(&str) -> Option<std::ffi::OsString>) -> hf_hub::Cache {
+    let set = |k: &str| env(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let path = set("HF_HUB_CACHE")
+        .or_else(|| set("HUGGINGFACE_HUB_CACHE"))
+        .or_else(|| set("HF_HOME").map(|h| h.join("hub")))
+        .or_else(|| set("XDG_CACHE_HOME").map(|x| x.join("huggingface/hub")))
+        .unwrap_or_else(|| {
+            set("HOME")
+                .unwrap_or_default()
+                .join(".cache/huggingface/hub")
+        });
+    hf_hub::Cache::new(path)
+}
+
+/// The name a folder model goes by (A1111's `Model:` field, the status bar):
+/// its folder's name, or for a Hugging Face cache snapshot
+/// (`models--org--name/snapshots/<commit>`) the repository's name.
+pub fn folder_model_name(root: &Path) -> String {
+    let file_name = |p: &Path| p.file_name().map(|n| n.to_string_lossy().to_string());
+    let parent = root.parent();
+    if parent.and_then(file_name).as_deref() == Some("snapshots") {
+        if let Some(repo) = parent.and_then(Path::parent).and_then(file_name) {
+            if let Some(name) = repo.strip_prefix("models--") {
+                if let Some((_, last)) = name.rsplit_once("--") {
+                    return last.to_string();
+                }
+                return name.to_string();
+            }
+        }
     }
+    file_name(root).unwrap_or_else(|| "model".into())
 }
 
 /// Finds a component's weights: plain, sharded, or `.fp16` variant safetensors.
@@ -211,10 +270,7 @@ impl StableDiffusion {
         let unet = load_unet(root, opts)?;
         let vae = load_vae(root, opts)?;
         let schedule = load_schedule(root)?;
-        let name = root
-            .file_name()
-            .map(|n| n.to_string_lossy().to_string())
-            .unwrap_or_else(|| "model".into());
+        let name = folder_model_name(root);
         let sd = Self {
             root: root.to_path_buf(),
             name,
@@ -227,6 +283,10 @@ impl StableDiffusion {
             device: opts.device.clone(),
         };
         sd.check_text_fits_unet(&root.join("unet").join("config.json"))?;
+        sd.check_vocabularies(&[
+            root.join("tokenizer").join("vocab.json"),
+            root.join("tokenizer_2").join("vocab.json"),
+        ])?;
         Ok(sd)
     }
 }

@@ -634,6 +634,13 @@ impl SingleFile {
             device: opts.device.clone(),
         };
         sd.check_text_fits_unet(&unet_cfg)?;
+        let vocab = |folder: &str| match &self.spec.config {
+            Some(dir) if dir.join(folder).join("vocab.json").is_file() => {
+                dir.join(folder).join("vocab.json")
+            }
+            _ => PathBuf::from("<the shipped CLIP vocabulary>"),
+        };
+        sd.check_vocabularies(&[vocab("tokenizer"), vocab("tokenizer_2")])?;
         Ok(sd)
     }
 }

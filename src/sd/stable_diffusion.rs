@@ -163,6 +163,26 @@ impl StableDiffusion {
 
     /// Checks the text side against the UNet's cross-attention and pooled
     /// widths, so a mismatched folder fails at load, naming the config.
+    /// Every id a tokenizer can produce must have a row in its encoder's
+    /// token embedding (a larger `vocab.json` would fail mid-prompt); `files`
+    /// names each tower's vocabulary for the message.
+    pub(crate) fn check_vocabularies(&self, files: &[PathBuf]) -> Result<(), LoadError> {
+        for (i, tower) in self.text.towers().iter().enumerate() {
+            let ids = tower.tokenizer.id_limit();
+            let rows = tower.encoder.config.vocab_size;
+            if ids > rows {
+                return Err(LoadError::BadTokenizer {
+                    path: files.get(i).cloned().unwrap_or_default(),
+                    message: format!(
+                        "the vocabulary has {ids} tokens but the text encoder embeds only {rows} \
+                         (vocab_size); the tokenizer belongs to another model"
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
     pub(crate) fn check_text_fits_unet(&self, unet_config: &Path) -> Result<(), LoadError> {
         let bad = |message: String| LoadError::BadConfig {
             path: unet_config.to_path_buf(),

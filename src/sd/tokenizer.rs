@@ -205,6 +205,11 @@ impl ClipTokenizer {
         }
     }
 
+    /// One past the largest id the tokenizer can produce (special tokens included).
+    pub fn id_limit(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
         self.inner.token_to_id(token)
     }

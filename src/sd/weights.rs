@@ -108,11 +108,26 @@ impl SafetensorsFiles {
                 message: "no `weight_map` object".into(),
             })?;
         let dir = index.parent().unwrap_or(Path::new("."));
-        let files: BTreeSet<PathBuf> = map
-            .values()
-            .filter_map(|v| v.as_str())
-            .map(|f| dir.join(f))
-            .collect();
+        let mut files: BTreeSet<PathBuf> = BTreeSet::new();
+        for v in map.values() {
+            // Shards sit beside their index; a name with a path in it would
+            // read whatever file it points at.
+            let plain = v.as_str().filter(|f| {
+                let p = Path::new(f);
+                !f.is_empty()
+                    && p.components().count() == 1
+                    && matches!(p.components().next(), Some(std::path::Component::Normal(_)))
+            });
+            let Some(f) = plain else {
+                return Err(LoadError::BadConfig {
+                    path: index.to_path_buf(),
+                    message: format!(
+                        "weight_map names the shard {v}; shards must be file names in the index's folder"
+                    ),
+                });
+            };
+            files.insert(dir.join(f));
+        }
         for f in &files {
             if !f.exists() {
                 return Err(LoadError::MissingFile {

@@ -239,12 +239,11 @@ impl<'a> Session<'a> {
         ws: &Workspace,
         req: &'a TrainRequest,
         run: RunDir,
-        mut cfg: TrainConfig,
+        cfg: TrainConfig,
         resume_from: Option<PathBuf>,
     ) -> Result<Self, TrainError> {
         let concept = &req.concept;
         let concept_dir = ws.concept_dir(&concept.name);
-        cfg.steps = cfg.steps.max(1);
 
         let cfg_spec: CfgSpec = cfg.train_cfg.parse().map_err(TrainError::Config)?;
         let lowest = match cfg_spec {
@@ -596,6 +595,9 @@ fn check_limits(
     cfg: &TrainConfig,
 ) -> Result<(), TrainError> {
     let bad = |m: String| Err(TrainError::Config(m));
+    if cfg.steps == 0 {
+        return bad("steps 0: a run needs at least 1 step".into());
+    }
     if cfg.batch_size == 0 || cfg.batch_size > MAX_BATCH {
         return bad(format!(
             "batch_size {} must be between 1 and {MAX_BATCH}",

@@ -107,7 +107,11 @@ impl Workspace {
     }
 
     /// Creates a workspace in `dir` (which may exist but must not hold one).
+    /// A relative model path is read the way the user typed it: from the
+    /// current folder (stored absolute), unless it names something from the
+    /// workspace folder (stored as given, since the file reads it from there).
     pub fn init(dir: &Path, model: &str) -> Result<Self, WorkspaceError> {
+        let model = &anchor_model_path(dir, model);
         let file = dir.join(WORKSPACE_FILE);
         if file.exists() {
             return Err(WorkspaceError::Invalid {
@@ -190,5 +194,29 @@ impl Workspace {
     }
     pub fn concept_dir(&self, name: &str) -> PathBuf {
         self.concepts_dir().join(name)
+    }
+}
+
+/// See [`Workspace::init`]: `hf:` specs and absolute paths stay; a relative
+/// path (a single file's `?options` kept) that exists from the current folder
+/// but not from the workspace folder becomes absolute.
+fn anchor_model_path(dir: &Path, model: &str) -> String {
+    if model.starts_with("hf:") {
+        return model.to_string();
+    }
+    let (path, options) = match model.split_once('?') {
+        Some((p, o)) if crate::sd::single_file::is_single_file(p) => (p, Some(o)),
+        _ => (model, None),
+    };
+    let p = Path::new(path);
+    if p.is_absolute() || dir.join(p).exists() || !p.exists() {
+        return model.to_string();
+    }
+    match std::path::absolute(p) {
+        Ok(abs) => match options {
+            Some(o) => format!("{}?{o}", abs.display()),
+            None => abs.display().to_string(),
+        },
+        Err(_) => model.to_string(),
     }
 }
