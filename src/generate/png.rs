@@ -6,10 +6,30 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context, Result};
 
+/// Whether `key` is a PNG text keyword: 1 to 79 printable Latin-1 characters,
+/// no leading, trailing or consecutive spaces (PNG 1.2, 11.3.4.2). The png
+/// crate writes any Latin-1 key, but a NUL in one moves the split between
+/// key and text, so the pair read back is another one (or none).
+pub fn is_keyword(key: &str) -> bool {
+    let printable = |c: char| matches!(c, ' '..='~' | '\u{a1}'..='\u{ff}');
+    (1..=79).contains(&key.chars().count())
+        && key.chars().all(printable)
+        && !key.starts_with(' ')
+        && !key.ends_with(' ')
+        && !key.contains("  ")
+}
+
 /// Encodes an RGB image as PNG bytes with text chunks: `tEXt` when the text is
 /// Latin-1 (what every reader takes), else UTF-8 `iTXt` (emoji, CJK), as
-/// A1111 (through Pillow) writes them.
+/// A1111 (through Pillow) writes them. A key that is no PNG keyword
+/// ([`is_keyword`]) is refused.
 pub fn encode_png(img: &image::RgbImage, text: &[(&str, &str)]) -> Result<Vec<u8>> {
+    if let Some((k, _)) = text.iter().find(|(k, _)| !is_keyword(k)) {
+        return Err(anyhow!(
+            "PNG text chunk {k:?}: a key is 1 to 79 printable Latin-1 characters without \
+             leading, trailing or double spaces"
+        ));
+    }
     let mut bytes = Vec::new();
     {
         let w = BufWriter::new(&mut bytes);
@@ -128,5 +148,36 @@ mod tests {
         let info = decoder.read_info().unwrap().info().clone();
         assert_eq!(info.uncompressed_latin1_text.len(), 1);
         assert_eq!(info.utf8_text.len(), 1);
+    }
+
+    /// Fuzzing (fuzz/src/png.rs, the writer → reader round trip): a key with
+    /// a NUL was written as is, so the reader split key and text elsewhere
+    /// (`k\0\x01` + `\02` read back as `k` + `\x01\0\02`) or dropped the
+    /// chunk (an empty key). Keys that are no PNG keyword are refused now.
+    #[test]
+    fn keys_must_be_png_keywords() {
+        let img = image::RgbImage::new(1, 1);
+        let long = "k".repeat(80);
+        for key in [
+            "\0", "k\0\u{1}", "", " k", "k ", "a  b", "tab\t", "猫", &long,
+        ] {
+            let err = encode_png(&img, &[("parameters", "x"), (key, "\02")]).unwrap_err();
+            assert!(err.to_string().contains(&format!("{key:?}")), "{err}");
+        }
+        // Values keep their NULs, in tEXt and iTXt alike.
+        let text = [
+            ("parameters", "a\0b"),
+            ("Comment", "猫\0"),
+            (&long[..79], ""),
+        ];
+        let mut read = read_png_text_bytes(&encode_png(&img, &text).unwrap()).unwrap();
+        read.sort();
+        let mut want: Vec<(String, String)> = text
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        want.sort();
+        assert_eq!(read, want);
+        assert!(is_keyword("Software") && is_keyword("a b ÿ") && !is_keyword("\u{a0}"));
     }
 }
