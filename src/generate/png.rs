@@ -152,7 +152,7 @@ mod tests {
 
     /// Fuzzing (fuzz/src/png.rs, the writer → reader round trip): a key with
     /// a NUL was written as is, so the reader split key and text elsewhere
-    /// (`k\0\x01` + `\02` read back as `k` + `\x01\0\02`) or dropped the
+    /// (`k\0\x01` + `\0\x32` read back as `k` + `\x01\0\0\x32`) or dropped the
     /// chunk (an empty key). Keys that are no PNG keyword are refused now.
     #[test]
     fn keys_must_be_png_keywords() {
@@ -161,7 +161,7 @@ mod tests {
         for key in [
             "\0", "k\0\u{1}", "", " k", "k ", "a  b", "tab\t", "猫", &long,
         ] {
-            let err = encode_png(&img, &[("parameters", "x"), (key, "\02")]).unwrap_err();
+            let err = encode_png(&img, &[("parameters", "x"), (key, "\0\x32")]).unwrap_err();
             assert!(err.to_string().contains(&format!("{key:?}")), "{err}");
         }
         // Values keep their NULs, in tEXt and iTXt alike.
