@@ -10,7 +10,7 @@ use candle_core::{DType, Tensor};
 
 use super::prompt::{parse, Fragment};
 use crate::sd::text::{concat_towers, describe_widths, TextTower};
-use crate::sd::{Piece, PseudoWord, StableDiffusion, TextEncoding, Tokens};
+use crate::sd::{ClipTokenizer, Piece, PseudoWord, StableDiffusion, TextEncoding, Tokens};
 
 /// Why a prompt cannot be encoded.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +27,12 @@ pub enum PromptError {
     },
     #[error("pseudo-word `{word}` has NaN or infinite values ({origin}); retrain it (a lower learning rate) or re-import a good file")]
     NonFinite { word: String, origin: String },
+    #[error("pseudo-word `{word}` has {vectors} vectors ({origin}); a word takes 1 to {MAX_WORD_VECTORS}, as its vectors must fit one 75-token chunk of the prompt")]
+    VectorCount {
+        word: String,
+        vectors: usize,
+        origin: String,
+    },
     #[error("emphasis weight {weight} is out of range (at most {MAX_EMPHASIS}; too many nested brackets?)")]
     Emphasis { weight: f64 },
     #[error("the text encoder produced NaN or infinite values for `{prompt}`; the model's text encoder weights may be broken (or, in f16, overflow: try dtype f32)")]
@@ -34,6 +40,10 @@ pub enum PromptError {
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }
+
+/// The most vectors one pseudo-word may have: its slots must fit one chunk
+/// (a chunk holds 75 tokens between BOS and EOS), as they are never split.
+pub const MAX_WORD_VECTORS: usize = CHUNK;
 
 /// The largest emphasis weight a prompt may reach (A1111 multiplies by 1.1 a
 /// bracket: this is ~70 nested brackets).
@@ -219,16 +229,7 @@ pub fn prepare(
         }
         match bank.get(&w) {
             Some(v) => {
-                if !all_finite(&v.vectors)? {
-                    return Err(PromptError::NonFinite {
-                        word: w,
-                        origin: v.origin.clone(),
-                    });
-                }
-                words.push(PseudoWord {
-                    name: w.clone(),
-                    vectors: v.vectors.dim(0)?,
-                });
+                words.push(pseudo_word(&w, v)?);
                 mats.push(v.vectors.to_dtype(DType::F32)?);
             }
             None => {
@@ -243,7 +244,7 @@ pub fn prepare(
         .text
         .towers()
         .iter()
-        .map(|t| chunk_prompt(t, prompt, &words))
+        .map(|t| chunk_prompt(&t.tokenizer, prompt, &words))
         .collect();
     let weights = towers.iter().flatten().flat_map(|c| c.weights.iter());
     if let Some(&weight) = weights
@@ -270,6 +271,31 @@ pub fn prepare(
     })
 }
 
+/// A word of the bank as the tokenizer sees it, refused when its vectors
+/// cannot be used: NaN or infinite values, or a count no chunk can hold (an
+/// imported file can have any number; more than a chunk's 75 would be cut off
+/// silently, and none would drop the word from the prompt).
+fn pseudo_word(name: &str, v: &WordVectors) -> Result<PseudoWord, PromptError> {
+    if !all_finite(&v.vectors)? {
+        return Err(PromptError::NonFinite {
+            word: name.to_string(),
+            origin: v.origin.clone(),
+        });
+    }
+    let vectors = v.vectors.dim(0)?;
+    if !(1..=MAX_WORD_VECTORS).contains(&vectors) {
+        return Err(PromptError::VectorCount {
+            word: name.to_string(),
+            vectors,
+            origin: v.origin.clone(),
+        });
+    }
+    Ok(PseudoWord {
+        name: name.to_string(),
+        vectors,
+    })
+}
+
 fn empty_chunk(tower: &TextTower) -> Chunk {
     let pieces = tower.tokenizer.frame(&[]);
     Chunk {
@@ -278,9 +304,11 @@ fn empty_chunk(tower: &TextTower) -> Chunk {
     }
 }
 
-/// One text encoder's chunks of a prompt.
-fn chunk_prompt(tower: &TextTower, prompt: &str, words: &[PseudoWord]) -> Vec<Chunk> {
-    let tok = &tower.tokenizer;
+/// One text encoder's chunks of a prompt, with its tokenizer: each chunk
+/// framed (BOS, at most 75 pieces, EOS, padding) with one weight per position.
+/// Every word has 1 to [`MAX_WORD_VECTORS`] vectors ([`prepare`] refuses
+/// others); a longer one would lose its last slots to the framing.
+pub fn chunk_prompt(tok: &ClipTokenizer, prompt: &str, words: &[PseudoWord]) -> Vec<Chunk> {
     let comma = tok.token_to_id(",</w>");
     let mut chunks: Vec<Chunk> = Vec::new();
     let mut cur = Chunk {
@@ -470,5 +498,50 @@ mod tests {
             "<cat-neg>, x"
         );
         assert_eq!(auto_negative("a dog", "x", &bank), "x");
+    }
+
+    fn word(rows: usize) -> WordVectors {
+        WordVectors {
+            vectors: Tensor::zeros((rows, 4), DType::F32, &candle_core::Device::Cpu).unwrap(),
+            origin: "big.safetensors".into(),
+        }
+    }
+
+    /// Fuzzing (fuzz/src/prompt.rs, "the chunks hold the prompt's pieces"):
+    /// a word of more vectors than a chunk holds lost its last slots to the
+    /// framing, silently (an imported file can have any number of vectors).
+    #[test]
+    fn words_must_fit_a_chunk() {
+        assert_eq!(
+            pseudo_word("<w>", &word(MAX_WORD_VECTORS)).unwrap().vectors,
+            75
+        );
+        for rows in [0, MAX_WORD_VECTORS + 1] {
+            let err = pseudo_word("<w>", &word(rows)).unwrap_err();
+            assert!(
+                matches!(err, PromptError::VectorCount { vectors, .. } if vectors == rows),
+                "{err}"
+            );
+            let msg = err.to_string();
+            assert!(
+                msg.contains("<w>") && msg.contains("big.safetensors"),
+                "{msg}"
+            );
+        }
+        // The largest word fits one chunk whole, after text or not.
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/tiny-sd1/model/tokenizer");
+        let tok = ClipTokenizer::from_dir(&dir).unwrap();
+        let words = [PseudoWord {
+            name: "<w>".into(),
+            vectors: MAX_WORD_VECTORS,
+        }];
+        let slots: Vec<Piece> = (0..MAX_WORD_VECTORS).map(Piece::Slot).collect();
+        for (prompt, chunks) in [("<w>", 1), ("a cat, <w>", 2)] {
+            let got = chunk_prompt(&tok, prompt, &words);
+            assert_eq!(got.len(), chunks, "{prompt}");
+            let last = &got[chunks - 1].pieces;
+            assert_eq!(&last[1..=MAX_WORD_VECTORS], slots.as_slice(), "{prompt}");
+        }
     }
 }

@@ -23,7 +23,7 @@ use candle_core::{DType, Device, Tensor};
 
 use super::safetensors_header::{self, Header, TensorInfo};
 use super::InteropError;
-use crate::torchfile::pickle::{GlobalPolicy, TensorRef, Value};
+use crate::torchfile::pickle::{GlobalPolicy, Limits, TensorRef, Value};
 use crate::torchfile::{self, TorchFile};
 
 /// The layout an embedding was found in.
@@ -216,6 +216,13 @@ pub fn pair_up(words: Vec<Embedding>) -> Vec<Group> {
 
 /// Loads an embedding from any supported file.
 pub fn load_embedding_file(path: &Path) -> Result<Embedding, InteropError> {
+    load_embedding_file_with(path, &Limits::DEFAULT)
+}
+
+/// [`load_embedding_file`] with a torch file's pickle held to `limits` (the
+/// fuzz target uses small ones, so that a pickle bomb is refused in
+/// microseconds rather than a second).
+pub fn load_embedding_file_with(path: &Path, limits: &Limits) -> Result<Embedding, InteropError> {
     let mut head = [0u8; 16];
     let n = {
         use std::io::Read;
@@ -237,7 +244,7 @@ pub fn load_embedding_file(path: &Path) -> Result<Embedding, InteropError> {
         });
     }
     if torchfile::sniff(&head[..n]).is_some() {
-        from_torch(path)
+        from_torch(path, limits)
     } else if safetensors_header::sniff(&head[..n]) {
         from_safetensors(path)
     } else {
@@ -521,8 +528,8 @@ fn token_name(key: &str) -> String {
         .to_string()
 }
 
-fn from_torch(path: &Path) -> Result<Embedding, InteropError> {
-    let file = TorchFile::open(path, GlobalPolicy::Strict)?;
+fn from_torch(path: &Path, limits: &Limits) -> Result<Embedding, InteropError> {
+    let file = TorchFile::open_with(path, GlobalPolicy::Strict, limits)?;
     let root = file.root();
     let unrecognised = |message: String| InteropError::Unrecognised {
         path: path.to_path_buf(),

@@ -13,7 +13,7 @@ pub mod workspace;
 
 use std::path::{Path, PathBuf};
 
-pub use embeddings::{load_embedding_file, Embedding, EmbeddingFormat};
+pub use embeddings::{load_embedding_file, load_embedding_file_with, Embedding, EmbeddingFormat};
 pub use export::{ExportFormat, ExportWord};
 
 use crate::torchfile::TorchFileError;

@@ -470,7 +470,15 @@ pub struct SingleFile {
 
 impl SingleFile {
     pub fn open(spec: &SingleFileSpec) -> Result<Self, LoadError> {
-        let source = open_checkpoint(&spec.path)?;
+        Self::with_source(spec, open_checkpoint(&spec.path)?)
+    }
+
+    /// [`SingleFile::open`] of a checkpoint already opened as `source` (the
+    /// fuzz target opens torch files with small pickle limits).
+    pub fn with_source(
+        spec: &SingleFileSpec,
+        source: Arc<dyn TensorSource>,
+    ) -> Result<Self, LoadError> {
         let layout = Layout::detect(source.as_ref())?;
         let configs = Configs::resolve(spec, source.as_ref(), &layout)?;
         Ok(Self {
