@@ -220,14 +220,20 @@ fn snapshot_help_and_palette() {
     insta::assert_snapshot!("help", screen(&a, 120, 36));
     // Below the main screen's keys, each popup's layer of the keymap (scrolling
     // stops at the last line).
-    for _ in 0..60 {
+    let mut seen = String::new();
+    for _ in 0..80 {
         send(&mut a, key('j'));
+        seen.push_str(&screen(&a, 120, 36));
     }
-    let s = screen(&a, 120, 36);
-    assert!(
-        s.contains("Quit while training") && s.contains("Full-screen sample"),
-        "{s}"
-    );
+    for title in [
+        "Quit while training",
+        "Full-screen sample",
+        "Runs browser",
+        "Run comparison",
+        "Sort by the next column",
+    ] {
+        assert!(seen.contains(title), "{title} never shown in help");
+    }
     send(&mut a, code(KeyCode::Esc));
     send(
         &mut a,
@@ -1112,4 +1118,266 @@ fn the_loss_chart_is_not_flattened_by_the_first_step() {
     send(&mut a, key('v'));
     let s = screen(&a, 120, 36);
     assert!(s.contains("· full history") && !s.contains("· log"), "{s}");
+}
+
+/// Writes run `id` of concept `cat` by hand: its config (the concept's
+/// `[train]` with `changes`), metrics with these losses, an end record, and a
+/// preview sample every 10 steps.
+fn write_run(
+    ws: &Workspace,
+    id: &str,
+    changes: &[(&str, toml::Value)],
+    losses: &[f64],
+    end: dreamartist::concept::EndKind,
+) {
+    use dreamartist::concept::{Concept, EndRecord, RunDir};
+    let concept = Concept::load(ws, "cat").unwrap();
+    let run = RunDir::at(&ws.concept_dir("cat"), id);
+    std::fs::create_dir_all(run.samples_dir()).unwrap();
+    let mut train = toml::Table::try_from(&concept.train).unwrap();
+    for (k, v) in changes {
+        train.insert(k.to_string(), v.clone());
+    }
+    let steps = train["steps"].as_integer().unwrap() as u64;
+    let mut cfg = toml::Table::new();
+    cfg.insert("concept".into(), "cat".into());
+    cfg.insert("preset".into(), "photo".into());
+    cfg.insert("train".into(), toml::Value::Table(train));
+    std::fs::write(run.config_path(), toml::to_string(&cfg).unwrap()).unwrap();
+    let mut w = run.metrics_writer().unwrap();
+    for (i, l) in losses.iter().enumerate() {
+        w.append(&StepMetrics {
+            loss: *l,
+            mse: *l,
+            ..metrics(i as u64 + 1)
+        })
+        .unwrap();
+        if (i + 1) % 10 == 0 {
+            std::fs::write(run.sample_path(i as u64 + 1), b"png").unwrap();
+        }
+    }
+    w.flush().unwrap();
+    run.write_end(&EndRecord {
+        outcome: end,
+        step: losses.len() as u64,
+        total_steps: steps,
+        loss: losses.last().copied(),
+        ended: 1_800_000_000,
+        message: None,
+    })
+    .unwrap();
+}
+
+/// Concept `cat` with three runs: two of a cfg sweep (finished) and one
+/// stopped, tagged `best`.
+fn runs_workspace() -> (tempfile::TempDir, Workspace) {
+    use dreamartist::concept::EndKind;
+    let (t, ws) = workspace(true);
+    let curve = |scale: f64, n: usize| -> Vec<f64> {
+        (0..n)
+            .map(|i| scale * (0.5 + 0.3 * (-(i as f64) / 8.0).exp() + 0.02 * (i as f64).sin()))
+            .collect()
+    };
+    write_run(
+        &ws,
+        "20260301-100000",
+        &[("train_cfg", "1".into()), ("steps", 30.into())],
+        &curve(1.0, 30),
+        EndKind::Finished,
+    );
+    write_run(
+        &ws,
+        "20260301-110000",
+        &[("train_cfg", "3".into()), ("steps", 30.into())],
+        &curve(0.6, 30),
+        EndKind::Finished,
+    );
+    write_run(
+        &ws,
+        "20260302-090000",
+        &[("steps", 40.into()), ("seed", 7.into())],
+        &curve(0.8, 12),
+        EndKind::Stopped,
+    );
+    dreamartist::concept::RunDir::at(&ws.concept_dir("cat"), "20260302-090000")
+        .set_tags(&["best".into()])
+        .unwrap();
+    (t, ws)
+}
+
+fn browser(a: &App) -> &dreamartist::tui::popups::RunsBrowser {
+    match &a.popup {
+        Some(Popup::Runs(b)) => b,
+        other => panic!("no runs browser: {other:?}"),
+    }
+}
+
+fn visible_ids(a: &App) -> Vec<String> {
+    browser(a).visible().iter().map(|r| r.id.clone()).collect()
+}
+
+#[test]
+fn snapshot_runs_browser_sorted_and_filtered() {
+    let (_t, ws) = runs_workspace();
+    let mut a = app(&ws);
+    send(&mut a, key('B'));
+    assert_eq!(
+        visible_ids(&a),
+        ["20260301-100000", "20260301-110000", "20260302-090000"]
+    );
+    let s = screen(&a, 160, 24);
+    assert!(
+        s.contains("stopped") && s.contains("train_cfg=\"3\""),
+        "{s}"
+    );
+    insta::assert_snapshot!("runs_browser", s);
+
+    // o cycles the sort column (id → status → step → loss), O flips the order.
+    for _ in 0..3 {
+        send(&mut a, key('o'));
+    }
+    assert_eq!(browser(&a).column(), dreamartist::runs::RunColumn::Loss);
+    send(&mut a, key('O'));
+    assert_eq!(
+        visible_ids(&a),
+        ["20260301-100000", "20260302-090000", "20260301-110000"],
+        "largest final loss first"
+    );
+    // A filter over status/tags/note/options.
+    send(&mut a, key('/'));
+    for c in "finished cfg=\"3".chars() {
+        send(&mut a, key(c));
+    }
+    send(&mut a, code(KeyCode::Enter));
+    assert_eq!(visible_ids(&a), ["20260301-110000"]);
+    insta::assert_snapshot!("runs_sorted_filtered", screen(&a, 160, 24));
+    send(&mut a, key('/'));
+    send(&mut a, code(KeyCode::Esc));
+    assert_eq!(visible_ids(&a).len(), 3, "Esc clears the filter");
+    send(&mut a, key('/'));
+    for c in "BEST".chars() {
+        send(&mut a, key(c));
+    }
+    send(&mut a, code(KeyCode::Enter));
+    assert_eq!(visible_ids(&a), ["20260302-090000"], "tags, any case");
+    // Esc leaves for the workbench.
+    send(&mut a, code(KeyCode::Esc));
+    assert!(a.popup.is_none());
+}
+
+#[test]
+fn the_note_form_writes_the_runs_note_and_tags() {
+    let (_t, ws) = runs_workspace();
+    let mut a = app(&ws);
+    send(&mut a, key('B'));
+    send(&mut a, key('j'));
+    send(&mut a, key('n'));
+    for c in "cfg 3 looks sharper".chars() {
+        send(&mut a, key(c));
+    }
+    send(&mut a, code(KeyCode::Tab));
+    for c in "keep, cfg3".chars() {
+        send(&mut a, key(c));
+    }
+    insta::assert_snapshot!("runs_note_form", screen(&a, 160, 24));
+    send(&mut a, code(KeyCode::Enter));
+    let run = dreamartist::concept::RunDir::at(&ws.concept_dir("cat"), "20260301-110000");
+    assert_eq!(run.note().trim(), "cfg 3 looks sharper");
+    assert_eq!(run.tags(), ["keep", "cfg3"]);
+    // The browser re-read the run: the table shows them.
+    let r = browser(&a)
+        .runs
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|r| r.id == "20260301-110000")
+        .unwrap();
+    assert_eq!(r.tags, ["keep", "cfg3"]);
+    // An emptied note removes note.md; the tags stay.
+    send(&mut a, key('n'));
+    for _ in 0.."cfg 3 looks sharper".len() {
+        send(&mut a, code(KeyCode::Backspace));
+    }
+    send(&mut a, code(KeyCode::Enter));
+    assert!(!run.note_path().exists());
+    assert_eq!(run.tags(), ["keep", "cfg3"]);
+    assert!(browser(&a).status.starts_with("saved"));
+}
+
+#[test]
+fn promoting_a_run_asks_first_and_reports_failures_in_the_browser() {
+    let (_t, ws) = runs_workspace();
+    let mut a = app(&ws);
+    send(&mut a, key('B'));
+    send(&mut a, key('P'));
+    assert!(screen(&a, 160, 24).contains("active pair? y yes / n no"));
+    send(&mut a, key('n'));
+    assert_eq!(browser(&a).status, "promote cancelled");
+    // These hand-written runs have no vectors: the library says so, and the
+    // workbench stays up with the browser open.
+    send(&mut a, key('P'));
+    send(&mut a, key('y'));
+    let b = browser(&a);
+    assert!(b.status.starts_with("error"), "{}", b.status);
+    assert!(!ws.concept_dir("cat").join("cat.safetensors").exists());
+    // Export asks for a format, then fails the same way.
+    send(&mut a, key('x'));
+    send(&mut a, code(KeyCode::Tab));
+    send(&mut a, code(KeyCode::Tab));
+    assert!(screen(&a, 160, 24).contains("[kohya]"));
+    send(&mut a, code(KeyCode::Enter));
+    assert!(browser(&a).status.starts_with("error"));
+}
+
+#[test]
+fn snapshot_compare_two_runs() {
+    let (_t, ws) = runs_workspace();
+    let mut a = app(&ws);
+    send(&mut a, key('B'));
+    send(&mut a, key('c'));
+    assert!(browser(&a).status.contains("mark 2"), "needs two marks");
+    send(&mut a, key(' '));
+    send(&mut a, key(' '));
+    assert_eq!(browser(&a).marked, ["20260301-100000", "20260301-110000"]);
+    send(&mut a, key('c'));
+    let Some(Popup::Compare(c)) = &a.popup else {
+        panic!("no compare view: {:?}", a.popup);
+    };
+    let curves = c.curves.as_ref().expect("curves read on the worker");
+    assert_eq!(curves.len(), 2);
+    assert_eq!(curves[1].raw.len(), 30);
+    assert_eq!(c.steps(), [10, 20, 30]);
+    let s = screen(&a, 160, 40);
+    assert!(
+        s.contains("━ A 20260301-100000") && s.contains("━ B 20260301-110000"),
+        "{s}"
+    );
+    // Samples at the latest matching step (placeholders with previews off),
+    // and the options that differ.
+    assert!(
+        s.contains("[step-00000030.png]") && s.contains("train_cfg"),
+        "{s}"
+    );
+    insta::assert_snapshot!("compare_two_runs", s);
+    send(&mut a, key('h'));
+    assert!(screen(&a, 160, 40).contains("step 20"));
+    // Esc goes back to the browser, marks kept.
+    send(&mut a, code(KeyCode::Esc));
+    assert_eq!(browser(&a).marked.len(), 2);
+}
+
+#[test]
+fn a_sweep_file_that_does_not_exist_is_an_error_not_a_crash() {
+    let (_t, ws) = runs_workspace();
+    let mut a = app(&ws);
+    send(&mut a, key('W'));
+    assert!(matches!(a.popup, Some(Popup::Sweep(_))));
+    for c in "nope.toml".chars() {
+        send(&mut a, key(c));
+    }
+    send(&mut a, code(KeyCode::Enter));
+    match &a.popup {
+        Some(Popup::Error(e)) => assert!(format!("{e:?}").contains("no such sweep file")),
+        other => panic!("{other:?}"),
+    }
 }

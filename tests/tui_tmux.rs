@@ -435,3 +435,130 @@ impl Drop for HeadlessGuard {
             .status();
     }
 }
+
+/// Runs `dreamartist ARGS` to the end, killed after `secs` (a hung child
+/// fails the test instead of hanging it).
+fn run_bounded(args: &[&str], secs: u64) -> std::process::Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dreamartist"))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("dreamartist starts");
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while child.try_wait().ok().flatten().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{args:?} ran past {secs}s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child.wait_with_output().expect("output")
+}
+
+/// Issue #21: a 2-run sweep on the tiny model through the CLI, then the
+/// workbench's runs browser lists both runs, marks them, and the compare view
+/// overlays both curves (its legend names both run ids). Set
+/// `DA_COMPARE_CAPTURE=FILE` to keep the compare screen (the README's capture).
+#[test]
+fn sweep_then_compare_both_runs_in_the_runs_browser() {
+    if !have_tmux("sweep_then_compare_both_runs_in_the_runs_browser") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let ws = workspace(tmp.path(), true);
+    let sweep = tmp.path().join("cfg.toml");
+    std::fs::write(
+        &sweep,
+        "concept = \"cat\"\nseeds = [0]\n[train]\nsample_every = 10\n[grid]\ntrain_cfg = [\"1\", \"3\"]\nsteps = [20]\n",
+    )
+    .unwrap();
+    let out = run_bounded(
+        &["sweep", sweep.to_str().unwrap(), "-w", ws.to_str().unwrap()],
+        300,
+    );
+    assert!(
+        out.status.success(),
+        "sweep failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let list = run_bounded(&["runs", "cat", "-w", ws.to_str().unwrap(), "--json"], 60);
+    let ids: Vec<String> = String::from_utf8_lossy(&list.stdout)
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(ids.len(), 2, "{ids:?}");
+
+    let bin = env!("CARGO_BIN_EXE_dreamartist");
+    let server = format!("da-compare-{}", std::process::id());
+    let done = tmp.path().join("exited");
+    start_session(
+        &server,
+        &format!(
+            "{bin} tui -w {} --image-protocol halfblocks; echo $? > {}",
+            ws.display(),
+            done.display()
+        ),
+    );
+    let _cleanup = scopeguard(server.clone());
+    wait_for(&server, "loaded on cpu", 60);
+    tmux(&server, &["send-keys", "-t", "wb", "B"]);
+    let table = wait_for(&server, "sorted by id", 20);
+    let table = if table.contains(&ids[1]) {
+        table
+    } else {
+        wait_for(&server, &ids[1], 20)
+    };
+    assert!(
+        table.contains(&ids[0]) && table.contains("finished"),
+        "{table}"
+    );
+    assert!(table.contains("sweep cfg: 2 finished"), "{table}");
+    tmux(&server, &["send-keys", "-t", "wb", "Space"]);
+    std::thread::sleep(Duration::from_millis(200));
+    tmux(&server, &["send-keys", "-t", "wb", "Space"]);
+    std::thread::sleep(Duration::from_millis(200));
+    tmux(&server, &["send-keys", "-t", "wb", "c"]);
+    let screen = wait_for(&server, "legend:", 20);
+    let screen = if screen.contains("smoothed loss") && !screen.contains("reading the runs") {
+        screen
+    } else {
+        std::thread::sleep(Duration::from_secs(1));
+        tmux(&server, &["capture-pane", "-p", "-t", "wb"])
+    };
+    let legend = screen
+        .lines()
+        .find(|l| l.contains("legend:"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        legend.contains(&format!("━ A {}", ids[0])) && legend.contains(&format!("━ B {}", ids[1])),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("train_cfg") && screen.contains("step 20"),
+        "{screen}"
+    );
+    // The curves are drawn (braille dots on the chart).
+    assert!(
+        screen
+            .chars()
+            .filter(|c| ('\u{2801}'..='\u{28ff}').contains(c))
+            .count()
+            > 20,
+        "{screen}"
+    );
+    if let Ok(path) = std::env::var("DA_COMPARE_CAPTURE") {
+        let _ = std::fs::write(path, &screen);
+    }
+    tmux(&server, &["send-keys", "-t", "wb", "Escape"]);
+    wait_for(&server, "sorted by id", 10);
+    tmux(&server, &["send-keys", "-t", "wb", "q"]);
+    std::thread::sleep(Duration::from_millis(300));
+    tmux(&server, &["send-keys", "-t", "wb", "q"]);
+    assert_eq!(wait_for_file(&done, 30).trim(), "0");
+}

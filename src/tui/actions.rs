@@ -5,7 +5,10 @@ use tracing::Level;
 
 use super::app::{clamp_sel, App, Effect, EngineState, ImageSlot, PaneId, Popup, TrainStatus};
 use super::keymap::Action;
-use super::popups::{AddReference, ConceptForm, ConfirmQuit, EvalPopup, Fullscreen, Help, Palette};
+use super::popups::{
+    AddReference, ConceptForm, ConfirmQuit, EvalPopup, Fullscreen, Help, Palette, RunsBrowser,
+    SweepForm,
+};
 use super::tasks::Task;
 use crate::engine::EngineCommand;
 
@@ -136,6 +139,14 @@ impl App {
                 }
                 None => self.error("no concept selected"),
             },
+            Action::Runs => match self.selected_concept().map(|c| c.name.clone()) {
+                Some(concept) => {
+                    self.popup = Some(Popup::Runs(RunsBrowser::new(concept.clone())));
+                    return self.load_runs(concept);
+                }
+                None => self.error("no concept selected"),
+            },
+            Action::Sweep => self.popup = Some(Popup::Sweep(SweepForm::default())),
             Action::LogLevel => {
                 self.log_level = match self.log_level {
                     Level::ERROR => Level::WARN,

@@ -100,6 +100,8 @@ pub struct App {
     pub(super) scanning: bool,
     /// A [`Task::PollRun`] is on the worker (it holds the run's tail).
     pub(super) polling: bool,
+    /// A [`Task::LoadRuns`] is on the worker: the browser's refresh waits.
+    pub(super) loading_runs: bool,
 }
 
 impl App {
@@ -151,6 +153,7 @@ impl App {
             last_refresh: None,
             scanning: false,
             polling: false,
+            loading_runs: false,
         };
         app.apply_scan(scan);
         app
@@ -247,7 +250,37 @@ impl App {
         if self.sample_grid {
             fx.extend(self.grid_effects());
         }
+        fx.extend(self.compare_effects());
         fx
+    }
+
+    /// The compared runs' samples at the comparison's step (all slots cleared
+    /// when no comparison is open).
+    pub(super) fn compare_effects(&self) -> Vec<Effect> {
+        let paths = match &self.popup {
+            Some(Popup::Compare(c)) => c.sample_paths(),
+            _ => Vec::new(),
+        };
+        (0..super::popups::runs::MAX_COMPARE)
+            .map(|i| Effect::ShowImage(ImageSlot::Compare(i), paths.get(i).cloned().flatten()))
+            .collect()
+    }
+
+    /// Reads the concept's runs on the worker (unless a listing is under way).
+    pub(super) fn load_runs(&mut self, concept: String) -> Vec<Effect> {
+        if std::mem::replace(&mut self.loading_runs, true) {
+            return Vec::new();
+        }
+        vec![Effect::Task(Task::LoadRuns { concept })]
+    }
+
+    /// Sets the runs browser's status line (it stays open on errors).
+    pub(super) fn runs_status(&mut self, text: String) {
+        match self.popup.as_mut() {
+            Some(Popup::Runs(b)) => b.status = text,
+            Some(Popup::Compare(c)) => c.back.status = text,
+            _ => {}
+        }
     }
 
     /// Each grid cell's image (cells past the window cleared).
@@ -304,6 +337,11 @@ impl App {
         {
             self.last_refresh = Some(now);
             fx.extend(self.rescan());
+            // The browser follows runs that change (a sweep's queue, a live run).
+            if let Some(Popup::Runs(b)) = &self.popup {
+                let concept = b.concept.clone();
+                fx.extend(self.load_runs(concept));
+            }
         }
         if first {
             fx.extend(self.image_effects());
@@ -318,6 +356,20 @@ impl App {
                 None => Vec::new(),
             };
         };
+        if let Popup::Compare(c) = popup {
+            let (outcome, moved) = c.on_key(&self.keymap, &k);
+            if matches!(outcome, Outcome::Close) {
+                if let Some(Popup::Compare(c)) = self.popup.take() {
+                    self.popup = Some(Popup::Runs(*c.back));
+                }
+                return self.compare_effects();
+            }
+            return if moved {
+                self.compare_effects()
+            } else {
+                Vec::new()
+            };
+        }
         match popup.on_key(&self.keymap, &k) {
             Outcome::Stay => Vec::new(),
             Outcome::Close => {
@@ -357,6 +409,60 @@ impl App {
                     clip,
                     settings: crate::eval::EvalSettings::default(),
                 })];
+            }
+            Request::RefreshRuns(concept) => {
+                self.runs_status("reading runs…".into());
+                return self.load_runs(concept);
+            }
+            Request::SaveRunNote {
+                concept,
+                run,
+                note,
+                tags,
+            } => {
+                return vec![Effect::Task(Task::SaveRunNote {
+                    concept,
+                    run,
+                    note,
+                    tags,
+                })]
+            }
+            Request::PromoteRun { .. } if self.is_training() => {
+                self.runs_status("stop the training first: it writes the concept's pair".into());
+            }
+            Request::PromoteRun { concept, run, step } => {
+                return vec![Effect::Task(Task::PromoteRun { concept, run, step })]
+            }
+            Request::ExportRun {
+                concept,
+                run,
+                step,
+                format,
+            } => {
+                return vec![Effect::Task(Task::ExportRun {
+                    concept,
+                    run,
+                    step,
+                    format,
+                })]
+            }
+            Request::CompareRuns { concept, runs } => {
+                if let Some(Popup::Runs(b)) = self.popup.take() {
+                    let ids = runs.iter().map(|r| r.id.clone()).collect();
+                    self.popup = Some(Popup::Compare(super::popups::ComparePopup::new(
+                        concept.clone(),
+                        runs,
+                        b,
+                    )));
+                    return vec![Effect::Task(Task::LoadCompare { concept, runs: ids })];
+                }
+            }
+            Request::OpenSweepForm => {
+                self.popup = Some(Popup::Sweep(super::popups::SweepForm::default()));
+            }
+            Request::StartSweep(typed) => {
+                self.log(Level::INFO, format!("starting sweep {typed}…"));
+                return vec![Effect::Task(Task::StartSweep { typed })];
             }
             Request::Quit { keep_training } => {
                 self.quit_after_stop = Some(keep_training);

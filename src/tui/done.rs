@@ -118,6 +118,64 @@ impl App {
                     view.history.push(m, at);
                 }
             }
+            Done::RunsLoaded { concept, result } => {
+                self.loading_runs = false;
+                let browser = match self.popup.as_mut() {
+                    Some(Popup::Runs(b)) if b.concept == concept => b,
+                    _ => return Vec::new(),
+                };
+                match result {
+                    Ok((runs, sweeps)) => {
+                        if browser.status == "reading runs…" {
+                            browser.status.clear();
+                        }
+                        browser.set_runs(runs, sweeps);
+                    }
+                    Err(e) => {
+                        browser.status = e.to_string();
+                        self.log(Level::ERROR, e.to_string());
+                    }
+                }
+            }
+            Done::RunsAction {
+                concept,
+                result,
+                rescan,
+            } => {
+                let text = match result {
+                    Ok(text) => {
+                        self.log(Level::INFO, text.clone());
+                        text
+                    }
+                    Err(e) => {
+                        self.log(Level::ERROR, e.to_string());
+                        format!("error: {e}")
+                    }
+                };
+                self.runs_status(text);
+                let mut fx = if rescan { self.rescan() } else { Vec::new() };
+                if matches!(&self.popup, Some(Popup::Runs(b)) if b.concept == concept) {
+                    fx.extend(self.load_runs(concept));
+                }
+                return fx;
+            }
+            Done::CompareLoaded { concept, curves } => {
+                if let Some(Popup::Compare(c)) = self.popup.as_mut() {
+                    if c.concept == concept && c.curves.is_none() {
+                        c.set_curves(curves);
+                        return self.compare_effects();
+                    }
+                }
+            }
+            Done::SweepStarted(Ok((concept, text))) => {
+                // The sweep's queue shows in its concept's runs browser.
+                self.log(Level::INFO, text.clone());
+                let mut b = super::popups::RunsBrowser::new(concept.clone());
+                b.status = text;
+                self.popup = Some(Popup::Runs(b));
+                return self.load_runs(concept);
+            }
+            Done::SweepStarted(Err(e)) => self.error(e.to_string()),
             Done::Nothing => {}
         }
         Vec::new()

@@ -10,6 +10,7 @@
 mod actions;
 pub mod app;
 pub mod chart;
+pub mod compare;
 mod done;
 mod events;
 pub mod images;
@@ -20,6 +21,7 @@ pub mod panes;
 pub mod popups;
 pub mod scan;
 pub mod state;
+pub mod sweeps;
 pub mod tasks;
 pub mod terminal;
 pub mod text;

@@ -42,6 +42,8 @@ pub enum ImageSlot {
     Grid(usize),
     /// The full-screen sample (its own slot: the samples pane keeps its size).
     Fullscreen,
+    /// One compared run's sample (0..4, in marking order).
+    Compare(usize),
 }
 
 /// The loss chart's y axis.

@@ -13,6 +13,7 @@ use std::sync::mpsc::{self, Sender};
 use std::time::Instant;
 
 use super::app::Msg;
+use super::compare::RunCurve;
 use super::scan::Scan;
 use crate::concept::reference::{open_image, ReferenceError};
 use crate::concept::{self, Concept, ConceptError, NewConcept, RunState};
@@ -20,6 +21,7 @@ use crate::engine::GenerateJob;
 use crate::generate::promptfile::PromptFileError;
 use crate::interop::export::ExportFormat;
 use crate::interop::InteropError;
+use crate::runs::RunSummary;
 use crate::train::{MetricsTail, RunDir, StepMetrics};
 use crate::workspace::Workspace;
 
@@ -63,6 +65,40 @@ pub enum Task {
         run: RunDir,
         tail: Option<MetricsTail>,
     },
+    /// Every run of a concept ([`crate::runs::list_runs`]) and its sweeps' queue lines.
+    LoadRuns {
+        concept: String,
+    },
+    /// Replaces a run's note and tags (the run folder's own note/tag files).
+    SaveRunNote {
+        concept: String,
+        run: String,
+        note: String,
+        tags: Vec<String>,
+    },
+    /// A run's pair (or checkpoint `step`) becomes the concept's active pair.
+    PromoteRun {
+        concept: String,
+        run: String,
+        step: Option<u64>,
+    },
+    /// A run's pair (or checkpoint `step`) in `format` into
+    /// `exports/<format>/<run>[-step-N]`, as `dreamartist runs export` writes it.
+    ExportRun {
+        concept: String,
+        run: String,
+        step: Option<u64>,
+        format: String,
+    },
+    /// The compared runs' loss curves and samples.
+    LoadCompare {
+        concept: String,
+        runs: Vec<String>,
+    },
+    /// Checks a sweep file and starts it in a background process.
+    StartSweep {
+        typed: String,
+    },
 }
 
 /// A task's result.
@@ -101,6 +137,23 @@ pub enum Done {
         /// The run's status from its files (live, or how it ended).
         state: RunState,
     },
+    RunsLoaded {
+        concept: String,
+        result: Result<(Vec<RunSummary>, Vec<String>), TaskError>,
+    },
+    /// A note saved, a run promoted or exported: what to tell the user.
+    RunsAction {
+        concept: String,
+        result: Result<String, TaskError>,
+        /// The concept's pair changed: list the folders again.
+        rescan: bool,
+    },
+    CompareLoaded {
+        concept: String,
+        curves: Vec<RunCurve>,
+    },
+    /// The sweep's concept and what to tell the user.
+    SweepStarted(Result<(String, String), TaskError>),
     /// Nothing to report (a watched prompt file that is gone).
     Nothing,
 }
@@ -119,6 +172,12 @@ pub enum TaskError {
     Export(#[from] InteropError),
     #[error(transparent)]
     PromptFile(#[from] PromptFileError),
+    #[error(transparent)]
+    Runs(#[from] crate::runs::RunsError),
+    #[error(transparent)]
+    Tags(#[from] crate::concept::runnotes::TagsError),
+    #[error(transparent)]
+    Sweep(#[from] super::sweeps::SweepStartError),
     #[error("{path}: {error}")]
     Write {
         path: PathBuf,
@@ -195,8 +254,110 @@ impl Task {
                     at: Instant::now(),
                 }
             }
+            Task::LoadRuns { concept } => {
+                let result = Concept::load(ws, &concept)
+                    .map(|c| {
+                        let dir = c.dir(ws);
+                        (
+                            crate::runs::list_runs(&c, &dir),
+                            super::sweeps::queue_lines(ws, &dir),
+                        )
+                    })
+                    .map_err(TaskError::from);
+                Done::RunsLoaded { concept, result }
+            }
+            Task::SaveRunNote {
+                concept,
+                run,
+                note,
+                tags,
+            } => {
+                let dir = RunDir::at(&ws.concept_dir(&concept), &run);
+                let result = dir
+                    .set_note(&note)
+                    .map_err(|error| TaskError::Write {
+                        path: dir.note_path(),
+                        error,
+                    })
+                    .and_then(|()| dir.set_tags(&tags).map_err(TaskError::from))
+                    .map(|()| format!("saved the note and tags of run {run}"));
+                Done::RunsAction {
+                    concept,
+                    result,
+                    rescan: false,
+                }
+            }
+            Task::PromoteRun { concept, run, step } => {
+                let result = Concept::load(ws, &concept)
+                    .map_err(TaskError::from)
+                    .and_then(|c| Ok(crate::runs::promote(ws, &c, &run, step)?))
+                    .map(|p| {
+                        format!(
+                            "<{concept}> is now run {} at step {}: {}",
+                            p.run,
+                            p.step,
+                            p.positive.display()
+                        )
+                    });
+                Done::RunsAction {
+                    concept,
+                    result,
+                    rescan: true,
+                }
+            }
+            Task::ExportRun {
+                concept,
+                run,
+                step,
+                format,
+            } => {
+                let result = export_run(ws, &concept, &run, step, &format);
+                Done::RunsAction {
+                    concept,
+                    result,
+                    rescan: false,
+                }
+            }
+            Task::LoadCompare { concept, runs } => {
+                let dir = ws.concept_dir(&concept);
+                let curves = runs.iter().map(|id| RunCurve::read(&dir, id)).collect();
+                Done::CompareLoaded { concept, curves }
+            }
+            Task::StartSweep { typed } => Done::SweepStarted(
+                super::sweeps::resolve(ws, &typed)
+                    .and_then(|file| super::sweeps::spawn(ws, &file))
+                    .map(|(concept, n, log)| {
+                        let text = format!(
+                            "sweep of <{concept}> started: {n} runs in the background; log {}",
+                            log.display()
+                        );
+                        (concept, text)
+                    })
+                    .map_err(TaskError::from),
+            ),
         }
     }
+}
+
+/// Exports a run as `dreamartist runs export` does, into
+/// `exports/<format>/<run>[-step-N]`; says where the files went.
+fn export_run(
+    ws: &Workspace,
+    concept: &str,
+    run: &str,
+    step: Option<u64>,
+    format: &str,
+) -> Result<String, TaskError> {
+    let c = Concept::load(ws, concept)?;
+    let format = ExportFormat::parse(format)?;
+    let folder = match step {
+        Some(s) => format!("{run}-step-{s}"),
+        None => run.to_string(),
+    };
+    let out = ws.root.join("exports").join(format.name()).join(folder);
+    let e = crate::runs::export_run(ws, &c, run, step, format, &out)?;
+    let files: Vec<String> = e.files.iter().map(|p| p.display().to_string()).collect();
+    Ok(format!("exported run {run}: {}", files.join(", ")))
 }
 
 /// Checks the image before copying anything into the workspace.

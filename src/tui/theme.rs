@@ -199,6 +199,12 @@ impl Theme {
                 .add_modifier(Modifier::BOLD)
         }
     }
+    /// The `i`th compared run's colour (the theme's chart and status colours in turn).
+    pub fn run_series(&self, i: usize) -> Style {
+        let colours = [self.loss_smooth, self.accent, self.warning, self.ok];
+        self.fg_style(colours[i % colours.len()])
+    }
+
     pub fn series(&self, smooth: bool) -> Style {
         self.fg_style(if smooth {
             self.loss_smooth

@@ -32,8 +32,9 @@ pub fn draw(app: &App, images: &mut Images, f: &mut Frame) {
         );
         return;
     }
-    // The full-screen sample covers everything: the panes under it are not drawn.
-    if let Some(p @ Popup::Fullscreen(_)) = &app.popup {
+    // The full-screen views (a sample, the runs, a comparison) cover everything:
+    // the panes under them are not drawn.
+    if let Some(p @ (Popup::Fullscreen(_) | Popup::Runs(_) | Popup::Compare(_))) = &app.popup {
         p.draw(app, images, f);
         return;
     }

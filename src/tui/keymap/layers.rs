@@ -84,6 +84,8 @@ layer! {
         ChartScale = "chart_scale",
         LogLevel = "log_level",
         Eval = "eval",
+        Runs = "runs",
+        Sweep = "sweep",
     }
 }
 
@@ -161,5 +163,44 @@ layer! {
     /// The full-screen sample.
     FullscreenKey, "fullscreen", "Full-screen sample" {
         Close = "close",
+    }
+}
+
+layer! {
+    /// The runs browser: the selected concept's runs as a table.
+    RunsKey, "runs", "Runs browser" {
+        Close = "close",
+        Up = "up",
+        Down = "down",
+        Sort = "sort",
+        Reverse = "reverse",
+        Filter = "filter",
+        Mark = "mark",
+        Compare = "compare",
+        Note = "note",
+        StepPrev = "step_prev",
+        StepNext = "step_next",
+        Promote = "promote",
+        Export = "export",
+        Sweep = "sweep",
+        Refresh = "refresh",
+    }
+}
+
+layer! {
+    /// Comparing marked runs: loss curves, samples at matching steps, option diff.
+    CompareKey, "compare", "Run comparison" {
+        Close = "close",
+        PrevStep = "prev_step",
+        NextStep = "next_step",
+        Scale = "scale",
+    }
+}
+
+layer! {
+    /// A yes/no question (promoting a run to be the concept's pair).
+    ConfirmKey, "confirm", "Confirm" {
+        Yes = "yes",
+        No = "no",
     }
 }

@@ -20,8 +20,8 @@ use serde::Deserialize;
 
 pub use key::KeySpec;
 pub use layers::{
-    Action, ConfirmQuitKey, ErrorKey, EvalKey, FormKey, FullscreenKey, HelpKey, LayerAction,
-    PaletteKey,
+    Action, CompareKey, ConfirmKey, ConfirmQuitKey, ErrorKey, EvalKey, FormKey, FullscreenKey,
+    HelpKey, LayerAction, PaletteKey, RunsKey,
 };
 
 pub const DEFAULT_KEYMAP: &str = include_str!("../../../assets/keymap.toml");
@@ -215,6 +215,12 @@ struct KeymapFile {
     error: Section,
     #[serde(default)]
     fullscreen: Section,
+    #[serde(default)]
+    runs: Section,
+    #[serde(default)]
+    compare: Section,
+    #[serde(default)]
+    confirm: Section,
 }
 
 /// A layer as the help screen lists it.
@@ -236,6 +242,9 @@ pub struct Keymap {
     pub eval: Layer<EvalKey>,
     pub error: Layer<ErrorKey>,
     pub fullscreen: Layer<FullscreenKey>,
+    pub runs: Layer<RunsKey>,
+    pub compare: Layer<CompareKey>,
+    pub confirm: Layer<ConfirmKey>,
 }
 
 /// The keymap files laid over the built-in map, lowest first: the user's
@@ -275,6 +284,9 @@ impl Keymap {
         self.eval.overlay(file.eval)?;
         self.error.overlay(file.error)?;
         self.fullscreen.overlay(file.fullscreen)?;
+        self.runs.overlay(file.runs)?;
+        self.compare.overlay(file.compare)?;
+        self.confirm.overlay(file.confirm)?;
         Ok(())
     }
 
@@ -324,6 +336,9 @@ impl Keymap {
             section(&self.eval),
             section(&self.error),
             section(&self.fullscreen),
+            section(&self.runs),
+            section(&self.compare),
+            section(&self.confirm),
         ]
     }
 }
@@ -361,6 +376,13 @@ mod tests {
         complete(&map.eval);
         complete(&map.error);
         complete(&map.fullscreen);
+        complete(&map.runs);
+        complete(&map.compare);
+        complete(&map.confirm);
+        assert_eq!(
+            map.runs.action_for(&ev(KeyCode::Char(' '))),
+            Some(RunsKey::Mark)
+        );
         let ctrl_p = KeyEvent::new(KeyCode::Char('p'), KeyModifiers::CONTROL);
         assert_eq!(map.action_for(&ctrl_p), Some(Action::Palette));
         let shift_s = KeyEvent::new(KeyCode::Char('S'), KeyModifiers::SHIFT);
@@ -374,7 +396,7 @@ mod tests {
             map.confirm_quit.action_for(&ev(KeyCode::Esc)),
             Some(ConfirmQuitKey::Cancel)
         );
-        assert_eq!(map.help_sections().len(), 8);
+        assert_eq!(map.help_sections().len(), 11);
     }
 
     #[test]

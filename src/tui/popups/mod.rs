@@ -4,6 +4,7 @@
 //! done comes back as a [`Request`] that [`App`] carries out.
 
 pub mod add_reference;
+pub mod compare;
 pub mod confirm_quit;
 pub mod error;
 pub mod eval;
@@ -11,6 +12,9 @@ pub mod fullscreen;
 pub mod help;
 pub mod new_concept;
 pub mod palette;
+pub mod run_note;
+pub mod runs;
+pub mod sweep;
 
 use std::path::PathBuf;
 
@@ -21,6 +25,7 @@ use ratatui::widgets::{Block, Borders};
 use ratatui::Frame;
 
 pub use add_reference::AddReference;
+pub use compare::ComparePopup;
 pub use confirm_quit::ConfirmQuit;
 pub use error::ErrorPopup;
 pub use eval::EvalPopup;
@@ -28,11 +33,15 @@ pub use fullscreen::Fullscreen;
 pub use help::Help;
 pub use new_concept::ConceptForm;
 pub use palette::Palette;
+pub use run_note::NoteForm;
+pub use runs::RunsBrowser;
+pub use sweep::SweepForm;
 
 use super::app::App;
 use super::images::Images;
 use super::keymap::{Action, Keymap};
 use crate::concept::NewConcept;
+use crate::runs::RunSummary;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Popup {
@@ -45,6 +54,12 @@ pub enum Popup {
     Fullscreen(Fullscreen),
     /// The selected concept's CLIP evaluations; Enter runs a new one.
     Eval(EvalPopup),
+    /// The selected concept's runs (full screen).
+    Runs(RunsBrowser),
+    /// Marked runs side by side (full screen); closing returns to the browser.
+    Compare(ComparePopup),
+    /// A sweep file to run in the background.
+    Sweep(SweepForm),
 }
 
 /// What a key did to a popup.
@@ -74,6 +89,34 @@ pub enum Request {
     },
     /// Show an error instead (a form's field that does not parse).
     Error(String),
+    /// Read the concept's runs again.
+    RefreshRuns(String),
+    SaveRunNote {
+        concept: String,
+        run: String,
+        note: String,
+        tags: Vec<String>,
+    },
+    /// Make a run's pair (or checkpoint `step`) the concept's active pair.
+    PromoteRun {
+        concept: String,
+        run: String,
+        step: Option<u64>,
+    },
+    ExportRun {
+        concept: String,
+        run: String,
+        step: Option<u64>,
+        format: String,
+    },
+    /// Compare these runs (the browser stays underneath).
+    CompareRuns {
+        concept: String,
+        runs: Vec<RunSummary>,
+    },
+    OpenSweepForm,
+    /// Start the sweep file typed (a path, or a name under `sweeps/`).
+    StartSweep(String),
 }
 
 impl Popup {
@@ -87,6 +130,9 @@ impl Popup {
             Popup::Error(p) => p.on_key(keymap, key),
             Popup::Fullscreen(p) => p.on_key(keymap, key),
             Popup::Eval(p) => p.on_key(keymap, key),
+            Popup::Runs(p) => p.on_key(keymap, key),
+            Popup::Compare(p) => p.on_key(keymap, key).0,
+            Popup::Sweep(p) => p.on_key(keymap, key),
         }
     }
 
@@ -100,6 +146,9 @@ impl Popup {
             Popup::Error(p) => p.draw(app, f),
             Popup::Fullscreen(p) => p.draw(app, images, f),
             Popup::Eval(p) => p.draw(app, f),
+            Popup::Runs(p) => p.draw(app, f),
+            Popup::Compare(p) => p.draw(app, images, f),
+            Popup::Sweep(p) => p.draw(app, f),
         }
     }
 }
