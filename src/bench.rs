@@ -32,6 +32,8 @@ pub struct BenchOptions {
     pub train_iters: usize,
     pub dtype: DType,
     pub device: Device,
+    /// Train with activation recompute (gradient checkpointing).
+    pub recompute: bool,
 }
 
 /// One JSON line, keys as the peer's.
@@ -49,6 +51,15 @@ pub struct BenchReport {
     pub sampling_steps: usize,
     pub peak_mem_mib: f64,
     pub threads: usize,
+    /// Ours only (the peer has no such keys): whether training used
+    /// activation recompute, the peak memory once the model was loaded
+    /// (weights and load buffers), and the peak by the end of the training
+    /// steps (before sampling): the process's peak RSS (host memory, on CUDA
+    /// too), which only grows, so on the CPU `train_peak − loaded_peak` is
+    /// what training added.
+    pub recompute: bool,
+    pub loaded_peak_mem_mib: f64,
+    pub train_peak_mem_mib: f64,
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -182,6 +193,7 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
         (Some(m), None) => StableDiffusion::load(m, &load)?,
         (None, None) => anyhow::bail!("give --model SPEC, --sd15-random or --sdxl-random"),
     };
+    let loaded_peak = peak_rss_mib();
     let down = sd.vae.downscale();
     if opts.size == 0 || opts.size % 8 != 0 || opts.size % down != 0 {
         anyhow::bail!(
@@ -231,6 +243,7 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
             timesteps: &[t],
             image: None,
             mask: None,
+            recompute: opts.recompute,
         };
         let loss = cpt_loss(
             &sd,
@@ -252,6 +265,8 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
             train_ms.push(t0.elapsed().as_secs_f64() * 1e3);
         }
     }
+
+    let train_peak = peak_rss_mib();
 
     // Sampling: encode, DDIM with CFG 7.5, decode; twice, the first as warm-up.
     // Detached: sampling needs no gradient graph.
@@ -306,5 +321,8 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
         sampling_steps: opts.steps,
         peak_mem_mib: (memory.finish() * 10.0).round() / 10.0,
         threads: candle_core::utils::get_num_threads(),
+        recompute: opts.recompute,
+        loaded_peak_mem_mib: (loaded_peak * 10.0).round() / 10.0,
+        train_peak_mem_mib: (train_peak * 10.0).round() / 10.0,
     })
 }

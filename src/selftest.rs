@@ -660,6 +660,7 @@ impl CaseRunner<'_> {
             timesteps: &ts,
             image: image.as_ref(),
             mask: mask.as_ref(),
+            recompute: false,
         };
         let rec_weight = self.num_field("rec_weight").unwrap_or(0.0);
         let loss = cpt_loss(
@@ -728,6 +729,7 @@ impl CaseRunner<'_> {
                 timesteps: &ts,
                 image: None,
                 mask: None,
+                recompute: false,
             };
             let loss = cpt_loss(
                 self.sd,

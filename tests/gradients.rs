@@ -56,7 +56,7 @@ fn check_directional(x0: &Tensor, grad: &Tensor, eps: f64, loss_at: impl Fn(&Ten
     }
 }
 
-fn text_unet_gradient(fixture: &str) {
+fn text_unet_gradient(fixture: &str, recompute: bool) {
     let sd = load(fixture);
     let d = sd.word_width();
     let words = vec![
@@ -85,7 +85,7 @@ fn text_unet_gradient(fixture: &str) {
             .unwrap();
         let out = sd
             .unet
-            .forward_cond(&latents, &[500.0, 500.0], &cond)
+            .forward_cond_with(&latents, &[500.0, 500.0], &cond, recompute)
             .unwrap();
         (out * &weights).unwrap().sum_all().unwrap()
     };
@@ -109,17 +109,30 @@ fn text_unet_gradient(fixture: &str) {
 
 #[test]
 fn vectors_gradient_through_text_encoder_and_unet_sd1() {
-    text_unet_gradient("tiny-sd1");
+    text_unet_gradient("tiny-sd1", false);
 }
 
 #[test]
 fn vectors_gradient_through_text_encoder_and_unet_sd2v() {
-    text_unet_gradient("tiny-sd2v");
+    text_unet_gradient("tiny-sd2v", false);
 }
 
 #[test]
 fn vectors_gradient_through_both_text_encoders_pooled_and_unet_sdxl() {
-    text_unet_gradient("tiny-sdxl");
+    text_unet_gradient("tiny-sdxl", false);
+}
+
+/// Activation recompute: every ResNet + transformer pair and the mid block
+/// are checkpointed ops whose backward re-runs them; the gradient still
+/// matches finite differences (SDXL: through the pooled text into `temb` too).
+#[test]
+fn vectors_gradient_with_recompute_sd1() {
+    text_unet_gradient("tiny-sd1", true);
+}
+
+#[test]
+fn vectors_gradient_with_recompute_sdxl() {
+    text_unet_gradient("tiny-sdxl", true);
 }
 
 #[test]

@@ -69,6 +69,9 @@ pub enum Command {
         dtype: String,
         #[arg(long, default_value = "cpu")]
         device: String,
+        /// Train with activation recompute (gradient checkpointing).
+        #[arg(long)]
+        recompute: bool,
         /// Print only the JSON line.
         #[arg(long)]
         json: bool,
@@ -237,6 +240,10 @@ pub struct TrainArgs {
     /// Train on a fresh VAE posterior sample of the reference each step (default: the mean).
     #[arg(long)]
     pub vae_sample: bool,
+    /// Activation recompute: recompute the UNet's activations in backward
+    /// instead of keeping them (much less memory, about one more UNet forward per step).
+    #[arg(long)]
+    pub recompute: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -350,6 +357,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             train_iters,
             dtype,
             device,
+            recompute,
             json,
         } => {
             let random = match (sd15_random, sdxl_random) {
@@ -365,6 +373,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 train_iters,
                 dtype: parse_dtype(&dtype)?,
                 device: parse_device(&device)?,
+                recompute,
             };
             let report = crate::bench::run(&opts)?;
             let line = serde_json::to_string(&report)?;
@@ -372,12 +381,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 println!("{line}");
             } else {
                 println!(
-                    "train step {:.2} ms · sample step {:.2} ms · sample total {:.1} ms ({} steps) · peak {:.0} MiB · {} threads\n{line}",
+                    "train step {:.2} ms{} · sample step {:.2} ms · sample total {:.1} ms ({} steps) · peak {:.0} MiB (loaded {:.0}, after training {:.0}) · {} threads\n{line}",
                     report.train_step_ms,
+                    if report.recompute { " (recompute)" } else { "" },
                     report.sample_step_ms,
                     report.sample_total_ms,
                     report.sampling_steps,
                     report.peak_mem_mib,
+                    report.loaded_peak_mem_mib,
+                    report.train_peak_mem_mib,
                     report.threads
                 );
             }

@@ -86,6 +86,9 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
     if args.vae_sample {
         cfg.vae_sample = true;
     }
+    if args.recompute {
+        cfg.recompute = true;
+    }
     let sd = ws.load_model()?;
 
     let stop = Arc::new(AtomicBool::new(false));

@@ -109,6 +109,11 @@ pub struct TrainConfig {
     /// textual-inversion script do); off keeps the posterior mean (the
     /// DreamArtist extension encodes one posterior sample, drawn once).
     pub vae_sample: bool,
+    /// Activation recompute (gradient checkpointing): the UNet keeps no
+    /// activations for backward and runs each ResNet + transformer pair
+    /// again when its gradient is needed. Much less memory for one more UNet
+    /// forward per step; the same vectors up to the last bits.
+    pub recompute: bool,
 }
 
 impl Default for TrainConfig {
@@ -148,6 +153,7 @@ impl Default for TrainConfig {
             init_mode: "tokens".into(),
             init_noise: 0.01,
             vae_sample: false,
+            recompute: false,
         }
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod blocks;
 pub mod bmm;
+pub(crate) mod checkpoint;
 pub mod clip;
 pub mod config;
 pub mod device;

@@ -119,6 +119,8 @@ pub struct CptBatch<'a> {
     pub image: Option<&'a Tensor>,
     /// Weight map `[B, 1, h, w]` at latent size.
     pub mask: Option<&'a Tensor>,
+    /// Run the UNet with activation recompute ([`crate::sd::unet::UNet::forward_with`]).
+    pub recompute: bool,
 }
 
 /// The loss and its terms (scalars).
@@ -191,7 +193,7 @@ pub fn cpt_loss(
         let enc = sd.text.encode(&pos_seqs, Some(&vectors))?;
         let cond = per_sample(sd.conditioning(&enc, &micro)?)?;
         sd.unet
-            .forward_cond(&z_t.to_dtype(dtype)?, &ts, &cond)?
+            .forward_cond_with(&z_t.to_dtype(dtype)?, &ts, &cond, batch.recompute)?
             .to_dtype(DType::F32)?
     } else {
         let seqs: Vec<Tokens> = prompts
@@ -208,7 +210,7 @@ pub fn cpt_loss(
         let ts2: Vec<f64> = ts.iter().chain(ts.iter()).copied().collect();
         let out = sd
             .unet
-            .forward_cond(&z_in, &ts2, &cond)?
+            .forward_cond_with(&z_in, &ts2, &cond, batch.recompute)?
             .to_dtype(DType::F32)?;
         let o_neg = out.narrow(0, 0, b)?;
         let o_pos = out.narrow(0, b, b)?;

@@ -448,6 +448,7 @@ impl<'a> Session<'a> {
                 timesteps: &mb.timesteps,
                 image: Some(&mb.image),
                 mask: mb.mask.as_ref(),
+                recompute: self.cfg.recompute,
             };
             let loss = cpt_loss(
                 self.sd,
