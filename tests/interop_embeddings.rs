@@ -518,3 +518,36 @@ fn a_pickled_sdxl_dict_loads_too() {
         ]
     );
 }
+
+/// An empty tensor is no word: `[0]` (and `[0, d]`, `[n, 0]`) is refused by
+/// shape on import, naming the file, instead of becoming a `[1, 0]` word
+/// that only the width check would catch later.
+#[test]
+fn empty_tensors_are_refused_by_shape() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (name, shape) in [
+        ("flat", vec![0usize]),
+        ("rows", vec![0, 768]),
+        ("cols", vec![2, 0]),
+    ] {
+        let p = tmp.path().join(format!("{name}.safetensors"));
+        let t = candle_core::Tensor::zeros(
+            shape.as_slice(),
+            candle_core::DType::F32,
+            &candle_core::Device::Cpu,
+        )
+        .unwrap();
+        candle_core::safetensors::save(
+            &std::collections::HashMap::from([("<x>".to_string(), t)]),
+            &p,
+        )
+        .unwrap();
+        let e = load_embedding_file(&p).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            matches!(e, InteropError::BadShape { .. })
+                && msg.contains(&format!("{name}.safetensors")),
+            "{name}: {msg}"
+        );
+    }
+}

@@ -406,7 +406,7 @@ fn classify(
 /// `[d]` → `[1, d]`; anything but `[n, d]` is refused. Converts to f32.
 fn as_vectors(path: &Path, key: &str, t: Tensor) -> Result<Tensor, InteropError> {
     let t = match t.dims() {
-        [d] => t
+        [d] if *d > 0 => t
             .reshape((1, *d))
             .map_err(|e| InteropError::tensor(path, e))?,
         [n, d] if *n > 0 && *d > 0 => t,
