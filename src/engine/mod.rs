@@ -319,6 +319,15 @@ impl Worker<'_> {
         let _ = self.tx.send(ev);
     }
 
+    /// Runs one job on the compute pool and settles the device on that same
+    /// thread before returning.
+    fn on_pool_settled(&mut self, job: impl FnOnce(&mut Self) + Send) {
+        crate::threads::on_pool(|| {
+            job(self);
+            self.settle();
+        });
+    }
+
     /// Waits for this thread's device work ([`crate::sd::device::settle`]); a
     /// device that fails here is broken for every later job, so it is logged.
     fn settle(&self) {
@@ -335,24 +344,15 @@ impl Worker<'_> {
             // job may run on another pool thread, whose CUDA stream is not
             // ordered with this one's (`sd::device::settle`).
             if let Some(req) = self.inbox.training.take() {
-                crate::threads::on_pool(|| {
-                    self.run_training(req);
-                    self.settle();
-                });
+                self.on_pool_settled(|w| w.run_training(req));
                 continue;
             }
             if let Some(job) = self.inbox.queue.pop_front() {
-                crate::threads::on_pool(|| {
-                    self.run_job(job);
-                    self.settle();
-                });
+                self.on_pool_settled(|w| w.run_job(job));
                 continue;
             }
             if let Some((concept, clip, settings)) = self.inbox.eval.take() {
-                crate::threads::on_pool(|| {
-                    self.run_eval(concept, clip, settings);
-                    self.settle();
-                });
+                self.on_pool_settled(|w| w.run_eval(concept, clip, settings));
                 continue;
             }
             match self.rx.recv_timeout(Duration::from_millis(200)) {

@@ -201,18 +201,16 @@ impl Workspace {
 /// path (a single file's `?options` kept) that exists from the current folder
 /// but not from the workspace folder becomes absolute.
 fn anchor_model_path(dir: &Path, model: &str) -> String {
-    if model.starts_with("hf:") {
-        return model.to_string();
-    }
-    let (path, options) = match model.split_once('?') {
-        Some((p, o)) if crate::sd::single_file::is_single_file(p) => (p, Some(o)),
-        _ => (model, None),
+    use crate::sd::ModelSpec;
+    let (path, options) = match ModelSpec::parse(model) {
+        ModelSpec::HfCache { .. } => return model.to_string(),
+        ModelSpec::Folder(path) => (path, None),
+        ModelSpec::SingleFile { path, options } => (path, options),
     };
-    let p = Path::new(path);
-    if p.is_absolute() || dir.join(p).exists() || !p.exists() {
+    if path.is_absolute() || dir.join(&path).exists() || !path.exists() {
         return model.to_string();
     }
-    match std::path::absolute(p) {
+    match std::path::absolute(&path) {
         Ok(abs) => match options {
             Some(o) => format!("{}?{o}", abs.display()),
             None => abs.display().to_string(),
