@@ -62,6 +62,39 @@ pub struct BenchReport {
     pub train_peak_mem_mib: f64,
 }
 
+/// Which timed phase a profiler attached by `scripts/cpu-profile.sh` sees:
+/// with `DREAMARTIST_PERF_CTL` naming `perf record --control`'s fifo, the
+/// phase named by `DREAMARTIST_PERF_PHASE` (`train`, the default, or
+/// `sample`) is wrapped in `enable`/`disable`, so model building and warm-up
+/// stay out of the profile.
+struct ProfilerWindow {
+    fifo: Option<std::path::PathBuf>,
+    phase: String,
+}
+
+impl ProfilerWindow {
+    fn from_env() -> Self {
+        Self {
+            fifo: std::env::var_os("DREAMARTIST_PERF_CTL").map(Into::into),
+            phase: std::env::var("DREAMARTIST_PERF_PHASE").unwrap_or_else(|_| "train".into()),
+        }
+    }
+
+    fn send(&self, phase: &str, command: &str) {
+        use std::io::Write;
+        let Some(fifo) = self.fifo.as_ref().filter(|_| self.phase == phase) else {
+            return;
+        };
+        let sent = std::fs::OpenOptions::new()
+            .write(true)
+            .open(fifo)
+            .and_then(|mut f| f.write_all(format!("{command}\n").as_bytes()));
+        if let Err(e) = sent {
+            tracing::warn!("profiler control {}: {e}", fifo.display());
+        }
+    }
+}
+
 fn median(v: &mut [f64]) -> f64 {
     if v.is_empty() {
         return f64::NAN;
@@ -232,8 +265,12 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
     let z0 = rng.randn((1, lc, lat, lat), dev)?;
     let cfg = CfgSpec::Constant(3.0);
     let mut train_ms = Vec::new();
+    let profiler = ProfilerWindow::from_env();
     for i in 0..opts.train_iters + 2 {
         sync(dev)?;
+        if i == 2 {
+            profiler.send("train", "enable");
+        }
         let t0 = Instant::now();
         let t = rng.below(sd.schedule.num_train_timesteps() as u64) as usize;
         let noise = rng.randn((1, lc, lat, lat), dev)?;
@@ -266,6 +303,7 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
         }
     }
 
+    profiler.send("train", "disable");
     let train_peak = peak_rss_mib();
 
     // Sampling: encode, DDIM with CFG 7.5, decode; twice, the first as warm-up.
@@ -304,7 +342,9 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
         Ok((step_ms, t0.elapsed().as_secs_f64() * 1e3))
     };
     sample()?;
+    profiler.send("sample", "enable");
     let (mut step_ms, total_ms) = sample()?;
+    profiler.send("sample", "disable");
     Ok(BenchReport {
         implementation: "dreamartist".into(),
         device: match dev.location() {

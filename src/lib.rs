@@ -9,6 +9,7 @@ pub mod errtext;
 pub mod eval;
 pub mod fsutil;
 pub mod generate;
+pub mod heap;
 pub mod interop;
 pub mod rng;
 pub mod runs;

@@ -10,10 +10,13 @@ use std::sync::Once;
 
 static CONFIGURE: Once = Once::new();
 
-/// Pins `RAYON_NUM_THREADS` to candle's own choice (the user's value wins).
+/// Pins `RAYON_NUM_THREADS` to candle's own choice (the user's value wins)
+/// and tunes the allocator for tensors ([`crate::heap`]).
 /// Call first thing in `main`; later calls do nothing.
 pub fn configure() {
     CONFIGURE.call_once(|| {
+        // The allocator's arena count is fixed when threads first allocate.
+        crate::heap::tune();
         let user_set = std::env::var("RAYON_NUM_THREADS")
             .ok()
             .and_then(|s| s.parse::<usize>().ok())

@@ -326,6 +326,8 @@ impl Worker<'_> {
             job(self);
             self.settle();
         });
+        // The job's peak stays free in the heap otherwise (`heap::tune`).
+        crate::heap::give_back();
     }
 
     /// Waits for this thread's device work ([`crate::sd::device::settle`]); a
