@@ -25,6 +25,11 @@
 //! Floating-point addition is not associative, so the two sums can differ in
 //! their last bits (a relative error of a few ε per input, then carried
 //! linearly by the rest of the backward).
+//!
+//! LoRA adapters ([`super::lora`]) inside a segment are weights that train:
+//! the recompute runs under the scope of the forward, and their gradients,
+//! which candle cannot take back from a custom op, go to that scope's side
+//! store for the trainer to merge.
 
 use std::sync::{Arc, Mutex};
 
@@ -55,6 +60,7 @@ pub(crate) fn checkpoint(
         segment,
         tracks,
         value: Mutex::new(None),
+        scope: super::lora::current(),
     };
     // Run with tracking inputs (the kernels the plain graph would use), then
     // keep only the value: the segment's graph is dropped here.
@@ -72,6 +78,9 @@ struct Checkpoint {
     tracks: [bool; 3],
     /// The forward's value, handed to candle by `cpu_fwd`/`cuda_fwd`.
     value: Mutex<Option<Tensor>>,
+    /// The LoRA adapters in force at the forward, in force again for the
+    /// recompute; it keeps the gradients of its trainable adapters.
+    scope: Option<Arc<super::lora::Scope>>,
 }
 
 impl Checkpoint {
@@ -141,8 +150,12 @@ impl CustomOp3 for Checkpoint {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let _adapters = super::lora::enter(self.scope.clone());
         let (vars, out) = self.run_fresh(x, context, temb)?;
         let grads = (out * grad.detach())?.backward()?;
+        if let Some(scope) = &self.scope {
+            scope.add_side_grads(&grads)?;
+        }
         let [gx, gc, gt] = vars.map(|v| v.and_then(|v| grads.get(v.as_tensor()).cloned()));
         Ok((gx, gc, gt))
     }
@@ -210,5 +223,75 @@ mod tests {
         assert!(!out.track_op());
         let plain = Toy.run(&xd, &cd, &td).unwrap();
         assert_eq!(crate::sd::testutil::max_diff(&out, &plain), 0.0);
+    }
+
+    /// Adapters trained inside a checkpointed segment get the gradients of
+    /// the plain graph, through the scope's side store.
+    #[test]
+    fn adapter_gradients_survive_recompute() {
+        use crate::sd::lora::{enter, Applied, LayerKey, LoraLayer, LoraNetwork, Net, Rows, Scope};
+        use std::collections::BTreeMap;
+
+        struct Adapted(LayerKey);
+        impl Segment for Adapted {
+            fn run(&self, x: &Tensor, context: &Tensor, temb: &Tensor) -> Result<Tensor> {
+                let base = x.matmul(&context.t()?)?.tanh()?;
+                let h = crate::sd::lora::adapt(&self.0, x, base)?;
+                h.broadcast_mul(&temb.exp()?)
+            }
+        }
+        let d = Device::Cpu;
+        let key = LayerKey::new(Net::Unet, "a.transformer_blocks.0.attn1.to_q");
+        let (x, c, t) = inputs();
+        let t = Var::from_tensor(&t.as_tensor().narrow(1, 0, 1).unwrap()).unwrap();
+        let down = Var::from_tensor(&Tensor::randn(0f64, 1.0, (2, 4), &d).unwrap()).unwrap();
+        let up = Var::from_tensor(&Tensor::randn(0f64, 1.0, (3, 2), &d).unwrap()).unwrap();
+        let network = Arc::new(LoraNetwork::new(BTreeMap::from([(
+            key.clone(),
+            LoraLayer {
+                down: down.as_tensor().clone(),
+                up: up.as_tensor().clone(),
+                alpha: 1.0,
+            },
+        )])));
+        let applied = vec![Applied {
+            network,
+            strength: 0.8,
+            rows: Rows::All,
+        }];
+        let probe = Tensor::randn(0f64, 1.0, (5, 3), &d).unwrap();
+        let run = |recompute: bool| {
+            let scope = Arc::new(Scope::training(
+                applied.clone(),
+                vec![down.as_tensor().clone(), up.as_tensor().clone()],
+            ));
+            let out = {
+                let _g = enter(Some(scope.clone()));
+                let seg: Arc<dyn Segment> = Arc::new(Adapted(key.clone()));
+                if recompute {
+                    checkpoint(seg, x.as_tensor(), c.as_tensor(), t.as_tensor()).unwrap()
+                } else {
+                    seg.run(x.as_tensor(), c.as_tensor(), t.as_tensor())
+                        .unwrap()
+                }
+            };
+            // Backward after the scope's guard is gone, as a trainer may do.
+            let mut grads = (out * &probe)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            scope.merge_side_grads(&mut grads).unwrap();
+            grads
+        };
+        let (plain, ck) = (run(false), run(true));
+        for v in [&down, &up, &x, &c] {
+            let diff = crate::sd::testutil::max_diff(
+                plain.get(v.as_tensor()).unwrap(),
+                ck.get(v.as_tensor()).unwrap(),
+            );
+            assert!(diff < 1e-12, "gradient differs by {diff}");
+        }
     }
 }

@@ -7,6 +7,7 @@ use candle_core::{DType, Device, Result, Tensor};
 
 use super::config::ClipTextConfig;
 use super::error::LoadError;
+use super::lora::LinearSite;
 use super::nn::{attention, merge_heads, quick_gelu, split_heads, LayerNorm, Linear};
 use super::tokenizer::Piece;
 use super::weights::Weights;
@@ -107,6 +108,8 @@ pub struct ClipTextEncoder {
     text_projection: Option<Linear>,
     act: Activation,
     pub config: ClipTextConfig,
+    /// Every linear layer, where LoRA adapters can attach.
+    linear_sites: Vec<LinearSite>,
     dtype: DType,
     device: Device,
 }
@@ -177,9 +180,15 @@ impl ClipTextEncoder {
             text_projection,
             act,
             config: cfg.clone(),
+            linear_sites: w.linear_sites(),
             dtype: w.dtype(),
             device: w.device().clone(),
         })
+    }
+
+    /// The encoder's linear layers (transformers paths and widths).
+    pub fn linear_sites(&self) -> &[LinearSite] {
+        &self.linear_sites
     }
 
     pub fn hidden_size(&self) -> usize {

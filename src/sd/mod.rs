@@ -13,6 +13,8 @@ pub mod error;
 pub mod family;
 pub mod frozen;
 pub mod fused;
+pub mod lora;
+pub mod lora_file;
 pub mod model;
 pub mod nn;
 pub mod random;

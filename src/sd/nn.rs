@@ -6,11 +6,14 @@
 //! ([`Tensor::track_op`]) and takes a composite, differentiable path when it
 //! does and the fused kernel when it does not (sampling, frozen prefixes).
 
+use std::sync::Arc;
+
 use candle_core::{DType, Module, Result, Tensor, D};
 
 use super::bmm::batched_matmul;
 use super::device::is_half;
 use super::error::LoadError;
+use super::lora::{LayerKey, SiteKind};
 use super::weights::Weights;
 
 /// A dense layer `y = x Wᵀ + b` over the last dimension.
@@ -19,6 +22,8 @@ pub struct Linear {
     inner: candle_nn::Linear,
     weight: Tensor,
     bias: Option<Tensor>,
+    /// Where the layer sits, for the LoRA adapters in force ([`super::lora`]).
+    site: Option<Arc<LayerKey>>,
 }
 
 impl Linear {
@@ -38,16 +43,25 @@ impl Linear {
             inner: candle_nn::Linear::new(weight.clone(), bias.clone()),
             weight,
             bias,
+            site: w
+                .record_site(in_dim, out_dim, SiteKind::Linear)
+                .map(Arc::new),
         })
     }
 
     /// When `x` tracks gradients, the frozen-weight op spares the backward
-    /// pass the weight gradient (see [`super::frozen`]).
+    /// pass the weight gradient (see [`super::frozen`]); adapters in force
+    /// add their part.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if !x.track_op() {
-            return self.inner.forward(x);
+        let base = if x.track_op() {
+            super::frozen::linear(x, &self.weight, self.bias.as_ref())?
+        } else {
+            self.inner.forward(x)?
+        };
+        match &self.site {
+            Some(key) => super::lora::adapt(key, x, base),
+            None => Ok(base),
         }
-        super::frozen::linear(x, &self.weight, self.bias.as_ref())
     }
 }
 
@@ -58,6 +72,8 @@ pub struct Conv2d {
     bias: Option<Tensor>,
     padding: usize,
     stride: usize,
+    /// A 1×1 convolution's place, for LoRA adapters over its channels.
+    site: Option<Arc<LayerKey>>,
 }
 
 impl Conv2d {
@@ -71,31 +87,41 @@ impl Conv2d {
     ) -> std::result::Result<Self, LoadError> {
         let weight = w.get(&[out_ch, in_ch, kernel, kernel], "weight")?;
         let bias = Some(w.get(&[out_ch], "bias")?);
+        let site = (kernel == 1 && stride == 1 && padding == 0)
+            .then(|| w.record_site(in_ch, out_ch, SiteKind::Conv1x1))
+            .flatten()
+            .map(Arc::new);
         Ok(Self {
             weight,
             bias,
             padding,
             stride,
+            site,
         })
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if x.track_op() {
-            return super::frozen::conv2d(
+        let base = if x.track_op() {
+            super::frozen::conv2d(
                 x,
                 &self.weight,
                 self.bias.as_ref(),
                 self.padding,
                 self.stride,
-            );
+            )?
+        } else {
+            super::frozen::conv2d_value(
+                x,
+                &self.weight,
+                self.bias.as_ref(),
+                self.padding,
+                self.stride,
+            )?
+        };
+        match &self.site {
+            Some(key) => super::lora::adapt_channels(key, x, base),
+            None => Ok(base),
         }
-        super::frozen::conv2d_value(
-            x,
-            &self.weight,
-            self.bias.as_ref(),
-            self.padding,
-            self.stride,
-        )
     }
 }
 

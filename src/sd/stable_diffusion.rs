@@ -61,6 +61,16 @@ pub struct StableDiffusion {
 }
 
 impl StableDiffusion {
+    /// Every linear layer of the UNet and the text encoders: where LoRA
+    /// adapters can attach ([`super::lora`]).
+    pub fn linear_sites(&self) -> Vec<super::lora::LinearSite> {
+        let mut sites = self.unet.linear_sites().to_vec();
+        for tower in self.text.towers() {
+            sites.extend_from_slice(tower.encoder.linear_sites());
+        }
+        sites
+    }
+
     pub fn prediction(&self) -> Prediction {
         self.schedule.prediction
     }

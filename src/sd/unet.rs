@@ -14,6 +14,7 @@ use super::blocks::{
 use super::checkpoint::{checkpoint, Segment};
 use super::config::UNetConfig;
 use super::error::LoadError;
+use super::lora::LinearSite;
 use super::nn::{Conv2d, GroupNorm, Linear};
 use super::weights::Weights;
 
@@ -214,6 +215,8 @@ pub struct UNet {
     /// Cross-attention width of each level (the context the text side must give).
     context_dims: Vec<usize>,
     time_proj_dim: usize,
+    /// Every linear layer, where LoRA adapters can attach.
+    linear_sites: Vec<LinearSite>,
     dtype: DType,
     device: Device,
 }
@@ -483,6 +486,15 @@ impl UNet {
         }
 
         let k_out = cfg.conv_out_kernel;
+        let norm_out = GroupNorm::load(&w.pp("conv_norm_out"), groups, boc[0], eps)?;
+        let conv_out = Conv2d::load(
+            &w.pp("conv_out"),
+            boc[0],
+            cfg.out_channels,
+            k_out,
+            1,
+            (k_out - 1) / 2,
+        )?;
         Ok(Self {
             time_linear_1,
             time_linear_2,
@@ -491,21 +503,20 @@ impl UNet {
             down,
             mid,
             up,
-            norm_out: GroupNorm::load(&w.pp("conv_norm_out"), groups, boc[0], eps)?,
-            conv_out: Conv2d::load(
-                &w.pp("conv_out"),
-                boc[0],
-                cfg.out_channels,
-                k_out,
-                1,
-                (k_out - 1) / 2,
-            )?,
+            norm_out,
+            conv_out,
             config: cfg.clone(),
             context_dims: ctx_dims.clone(),
             time_proj_dim,
+            linear_sites: w.linear_sites(),
             dtype: w.dtype(),
             device: w.device().clone(),
         })
+    }
+
+    /// The UNet's linear layers (diffusers paths and widths).
+    pub fn linear_sites(&self) -> &[LinearSite] {
+        &self.linear_sites
     }
 
     pub fn in_channels(&self) -> usize {

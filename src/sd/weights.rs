@@ -14,6 +14,7 @@ use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Tensor};
 
 use super::error::LoadError;
+use super::lora::{LayerKey, LinearSite, Net, SiteKind};
 use crate::torchfile::TorchCheckpoint;
 
 /// Something that holds named tensors (one or more files).
@@ -182,6 +183,9 @@ pub struct Weights {
     dtype: DType,
     device: Device,
     component: Arc<str>,
+    /// The linear layers built from this source (all views share it): the
+    /// places a LoRA adapter can attach to ([`super::lora`]).
+    linears: Arc<std::sync::Mutex<Vec<LinearSite>>>,
 }
 
 impl Weights {
@@ -197,7 +201,33 @@ impl Weights {
             dtype,
             device: device.clone(),
             component: component.into(),
+            linears: Default::default(),
         }
+    }
+
+    /// Records a layer mapping `in_dim` to `out_dim` features at this view's
+    /// path and returns its key, for networks that take adapters (not the VAE).
+    pub(crate) fn record_site(
+        &self,
+        in_dim: usize,
+        out_dim: usize,
+        kind: SiteKind,
+    ) -> Option<LayerKey> {
+        let key = LayerKey::new(Net::of_component(&self.component)?, self.prefix.clone());
+        if let Ok(mut sites) = self.linears.lock() {
+            sites.push(LinearSite {
+                key: key.clone(),
+                in_dim,
+                out_dim,
+                kind,
+            });
+        }
+        Some(key)
+    }
+
+    /// The linear layers recorded so far by every view of this source.
+    pub fn linear_sites(&self) -> Vec<LinearSite> {
+        self.linears.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
     /// A view one level deeper: `pp("resnets.0")`.
