@@ -825,6 +825,7 @@ impl CaseRunner<'_> {
             mask: None,
             // The goldens' negative prompts name their negative words.
             auto_negative: false,
+            ..Default::default()
         };
         let given = GivenTensors {
             noise: Some(self.master("noise")?),

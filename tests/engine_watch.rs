@@ -162,6 +162,7 @@ fn engine_training_pause_generate_save_and_stop() {
             neg_vectors: None,
             init_text: "*".into(),
             class: None,
+            method: None,
         },
     )
     .unwrap();

@@ -45,6 +45,7 @@ fn workspace(with_concept: bool) -> (tempfile::TempDir, Workspace) {
                 neg_vectors: None,
                 init_text: "*".into(),
                 class: None,
+                method: None,
             },
         )
         .unwrap();
@@ -415,6 +416,40 @@ fn add_reference_and_create_concept_from_the_keyboard() {
     send(&mut a, code(KeyCode::Enter));
     assert!(matches!(&a.popup, Some(Popup::Error(e)) if e.message.contains("/nonexistent/x.png")));
     assert_eq!(a.references.len(), 1);
+}
+
+/// The form's method field makes a DreamArtist++ concept; the concept list
+/// names the method.
+#[test]
+fn new_concept_form_sets_the_method() {
+    let (_t, ws) = workspace(false);
+    let mut a = app(&ws);
+    send(&mut a, key('a'));
+    for c in fixtures()
+        .join("references/chelsea.png")
+        .to_string_lossy()
+        .chars()
+    {
+        send(&mut a, key(c));
+    }
+    send(&mut a, code(KeyCode::Enter));
+    send(&mut a, key('n'));
+    for _ in 0..5 {
+        send(&mut a, code(KeyCode::Tab));
+    }
+    for _ in 0.."dreamartist".len() {
+        send(&mut a, code(KeyCode::Backspace));
+    }
+    for c in "dreamartist++".chars() {
+        send(&mut a, key(c));
+    }
+    insta::assert_snapshot!("new_concept_form", screen(&a, 120, 36));
+    send(&mut a, code(KeyCode::Enter));
+    assert!(a.popup.is_none(), "{:?}", a.popup);
+    let c = dreamartist::concept::Concept::load(&ws, "chelsea").unwrap();
+    assert_eq!(c.train.method, "dreamartist++");
+    let s = screen(&a, 120, 36);
+    assert!(s.contains("DA++"), "{s}");
 }
 
 #[test]

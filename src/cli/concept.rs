@@ -22,6 +22,7 @@ pub fn run(action: ConceptCommand) -> Result<ExitCode> {
             init_mode,
             init_noise,
             class,
+            method,
             workspace,
         } => {
             let ws = Workspace::open(&workspace)?;
@@ -33,6 +34,7 @@ pub fn run(action: ConceptCommand) -> Result<ExitCode> {
                 neg_vectors,
                 init_text,
                 class,
+                method,
             };
             let c = add_configured(&ws, &new, |c| {
                 if let Some(t) = &neg_init_text {
@@ -54,11 +56,12 @@ pub fn run(action: ConceptCommand) -> Result<ExitCode> {
                 Ok(())
             })?;
             println!(
-                "created concept {} ({} + {} vectors, preset {}, {} reference(s))",
+                "created concept {} ({} + {} vectors, preset {}, method {}, {} reference(s))",
                 c.positive_word(),
                 c.pos_vectors,
                 c.neg_vectors,
                 c.preset,
+                c.train.method,
                 c.references.len()
             );
             Ok(ExitCode::SUCCESS)

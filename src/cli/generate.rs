@@ -61,6 +61,12 @@ pub fn request_from_args(args: &GenerateArgs, ws: &Workspace) -> Result<Generate
     if let Some(v) = &args.mask {
         req.mask = Some(v.clone());
     }
+    if let Some(v) = args.lora_pos {
+        req.lora_pos = v;
+    }
+    if let Some(v) = args.lora_neg {
+        req.lora_neg = v;
+    }
     if args.no_auto_negative {
         req.auto_negative = false;
     }

@@ -21,6 +21,12 @@ pub struct ImportArgs {
     /// Store the (single) file as this concept's negative word.
     #[arg(long)]
     pub as_negative_of: Option<String>,
+    /// Make the (single) kohya LoRA file this concept's DreamArtist++ positive adapter.
+    #[arg(long, conflicts_with_all = ["as_negative_of", "name"])]
+    pub lora_of: Option<String>,
+    /// With --lora-of: the negative adapter instead.
+    #[arg(long, requires = "lora_of")]
+    pub negative: bool,
     #[arg(short = 'w', long = "workspace", default_value = ".")]
     pub workspace: PathBuf,
 }
@@ -56,7 +62,7 @@ pub struct ConvertArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct InspectArgs {
-    /// An embedding or a single-file checkpoint.
+    /// An embedding, a kohya LoRA file or a single-file checkpoint.
     pub file: PathBuf,
     /// For a checkpoint: a diffusers folder whose configs describe it (else read off the shapes).
     #[arg(long)]
@@ -65,6 +71,23 @@ pub struct InspectArgs {
 
 pub fn run_import(args: ImportArgs) -> Result<ExitCode> {
     let ws = Workspace::open(&args.workspace)?;
+    if let Some(concept) = &args.lora_of {
+        let [file] = args.files.as_slice() else {
+            anyhow::bail!("--lora-of takes exactly one file, got {}", args.files.len());
+        };
+        let to = crate::interop::lora::import_adapter(&ws, file, concept, args.negative)?;
+        println!(
+            "imported {} as the {} adapter of concept {concept}: {}",
+            file.display(),
+            if args.negative {
+                "negative"
+            } else {
+                "positive"
+            },
+            to.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     let done = import(
         &ws,
         &args.files,

@@ -173,6 +173,10 @@ pub enum ConceptCommand {
         /// The class word (e.g. cat), used by evaluation prompts.
         #[arg(long)]
         class: Option<String>,
+        /// dreamartist (the word pair), dreamartist++ (the pair plus a positive
+        /// and a negative LoRA adapter) or ti (Textual Inversion).
+        #[arg(long)]
+        method: Option<String>,
         #[arg(short = 'w', long = "workspace", default_value = ".")]
         workspace: PathBuf,
     },
@@ -244,6 +248,21 @@ pub struct TrainArgs {
     /// instead of keeping them (much less memory, about one more UNet forward per step).
     #[arg(long)]
     pub recompute: bool,
+    /// dreamartist, dreamartist++ (words plus LoRA adapters) or ti.
+    #[arg(long)]
+    pub method: Option<String>,
+    /// DreamArtist++: rank of the adapters.
+    #[arg(long)]
+    pub lora_rank: Option<usize>,
+    /// DreamArtist++: the adapters' alpha (scale alpha / rank).
+    #[arg(long)]
+    pub lora_alpha: Option<f64>,
+    /// DreamArtist++: the adapters' learning rate (the forms of --lr).
+    #[arg(long)]
+    pub lora_lr: Option<String>,
+    /// DreamArtist++: layers with adapters, a comma list of attn, ff, te.
+    #[arg(long)]
+    pub lora_targets: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -281,6 +300,12 @@ pub struct GenerateArgs {
     /// Do not add `<name-neg>` to the negative prompt automatically.
     #[arg(long)]
     pub no_auto_negative: bool,
+    /// DreamArtist++: strength of a concept's positive adapter (default 0.8).
+    #[arg(long, allow_hyphen_values = true)]
+    pub lora_pos: Option<f64>,
+    /// DreamArtist++: strength of its negative adapter (default 0.65).
+    #[arg(long, allow_hyphen_values = true)]
+    pub lora_neg: Option<f64>,
     /// Write the (single) image here instead of outputs/ (missing folders are made).
     #[arg(long)]
     pub out: Option<PathBuf>,

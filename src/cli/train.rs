@@ -89,6 +89,25 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
     if args.recompute {
         cfg.recompute = true;
     }
+    if let Some(v) = &args.method {
+        cfg.method = v
+            .parse::<crate::concept::Method>()
+            .map_err(anyhow::Error::msg)?
+            .name()
+            .into();
+    }
+    if let Some(v) = args.lora_rank {
+        cfg.lora_rank = v;
+    }
+    if let Some(v) = args.lora_alpha {
+        cfg.lora_alpha = v;
+    }
+    if let Some(v) = &args.lora_lr {
+        cfg.lora_lr = v.clone();
+    }
+    if let Some(v) = &args.lora_targets {
+        cfg.lora_targets = v.clone();
+    }
     let sd = ws.load_model()?;
 
     let stop = Arc::new(AtomicBool::new(false));

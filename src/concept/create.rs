@@ -18,6 +18,8 @@ pub struct NewConcept {
     pub neg_vectors: Option<usize>,
     pub init_text: String,
     pub class: Option<String>,
+    /// `dreamartist` (default), `dreamartist++` or `ti`.
+    pub method: Option<String>,
 }
 
 /// Creates a concept: validates everything first (name, preset, images, masks),
@@ -59,6 +61,10 @@ pub fn add_configured(
         class: new.class.clone(),
         train: preset.train_config(),
     };
+    if let Some(m) = &new.method {
+        let m: super::Method = m.parse().map_err(anyhow::Error::msg)?;
+        c.train.method = m.name().to_string();
+    }
     configure(&mut c)?;
     // Validate before writing anything.
     for r in references {

@@ -23,10 +23,12 @@ pub use create::{add, add_configured, NewConcept};
 pub use embedding::{load_embedding, save_embedding, EmbeddingMeta};
 pub use name::{NameError, WordName};
 pub use preset::Preset;
-pub use rundir::{compare_run_ids, MetricsTail, RunDir, RunLookupError, StepMetrics};
+pub use rundir::{
+    adapter_files, compare_run_ids, lora_paths, MetricsTail, RunDir, RunLookupError, StepMetrics,
+};
 pub use runlock::{RunLock, RunLockError};
 pub use runstate::{concept_status, ConceptStatus, EndKind, EndRecord, RunState};
-pub use train_config::{TrainConfig, TrainSize};
+pub use train_config::{Method, TrainConfig, TrainSize};
 
 pub const CONCEPT_FILE: &str = "concept.toml";
 

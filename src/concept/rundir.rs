@@ -220,6 +220,11 @@ impl RunDir {
         )
     }
 
+    /// The DreamArtist++ adapters' files: positive, negative (kohya LoRA).
+    pub fn lora_paths(&self, concept: &str) -> (PathBuf, PathBuf) {
+        lora_paths(&self.path, concept)
+    }
+
     /// The checkpoints, by step.
     pub fn checkpoints(&self) -> Vec<(u64, PathBuf)> {
         let mut cps: Vec<(u64, PathBuf)> = std::fs::read_dir(self.checkpoints_dir())
@@ -490,6 +495,53 @@ fn split_chunk(s: &str) -> (&str, &str) {
         .find(|c: char| c.is_ascii_digit() != digits)
         .unwrap_or(s.len());
     s.split_at(end)
+}
+
+/// The DreamArtist++ adapter files (positive, negative; either may be
+/// absent) that go with a concept's positive word read from `word_file`: the
+/// LoRA files beside it. The trainer writes the concept's adapters before its
+/// words, so a process killed between them leaves adapters of a newer run
+/// beside older words: adapters recording another run than the word's are
+/// then taken from the word's own run (none if it had none). Imported
+/// adapters (no run recorded) are used as they are. `None`: no adapters.
+pub fn adapter_files(
+    dir: &Path,
+    name: &str,
+    word_file: &Path,
+) -> anyhow::Result<Option<(Option<PathBuf>, Option<PathBuf>)>> {
+    let beside = word_file.parent().unwrap_or(dir);
+    let (mut pos, mut neg) = lora_paths(beside, name);
+    if !pos.is_file() && !neg.is_file() {
+        return Ok(None);
+    }
+    let (_, meta) = super::load_embedding(word_file)?;
+    let run_of = |p: &Path| {
+        crate::sd::lora_file::read_metadata(p)
+            .ok()
+            .and_then(|m| m.get("dreamartist_run").cloned())
+    };
+    let other_run = [&pos, &neg]
+        .into_iter()
+        .filter(|p| p.is_file())
+        .filter_map(|p| run_of(p))
+        .any(|r| r != meta.run);
+    if other_run {
+        if meta.run.is_empty() {
+            return Ok(None);
+        }
+        (pos, neg) = RunDir::at(dir, &meta.run).lora_paths(name);
+    }
+    let (pos, neg) = (pos.is_file().then_some(pos), neg.is_file().then_some(neg));
+    Ok((pos.is_some() || neg.is_some()).then_some((pos, neg)))
+}
+
+/// `<name>.lora.safetensors` and `<name>-neg.lora.safetensors` in `dir` (a
+/// run folder or the concept's): the DreamArtist++ adapters.
+pub fn lora_paths(dir: &Path, concept: &str) -> (PathBuf, PathBuf) {
+    (
+        dir.join(format!("{concept}.lora.safetensors")),
+        dir.join(format!("{concept}-neg.lora.safetensors")),
+    )
 }
 
 #[cfg(test)]

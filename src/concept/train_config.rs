@@ -114,6 +114,77 @@ pub struct TrainConfig {
     /// again when its gradient is needed. Much less memory for one more UNet
     /// forward per step; the same vectors up to the last bits.
     pub recompute: bool,
+    /// `dreamartist` (the pair of words), `dreamartist++` (the pair plus a
+    /// positive and a negative LoRA adapter, trained together: HCP-Diffusion's
+    /// DreamArtist++) or `ti` (Textual Inversion: one word, train cfg 1).
+    pub method: String,
+    /// DreamArtist++: rank of both adapters.
+    pub lora_rank: usize,
+    /// DreamArtist++: the adapters' alpha (their output is scaled by alpha / rank).
+    pub lora_alpha: f64,
+    /// DreamArtist++: the layers that get adapters, a comma list of `attn`
+    /// (the UNet's attention projections), `ff` (its feed-forward) and `te`
+    /// (the text encoders' attention and MLP).
+    pub lora_targets: String,
+    /// DreamArtist++: the adapters' learning rate (the forms of `lr`); the
+    /// negative adapter learns at `lora_lr × neg_lr_weight`.
+    pub lora_lr: String,
+}
+
+/// What a run trains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    DreamArtist,
+    DreamArtistPlusPlus,
+    TextualInversion,
+}
+
+impl Method {
+    pub const NAMES: [&'static str; 3] = ["dreamartist", "dreamartist++", "ti"];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::DreamArtist => "dreamartist",
+            Method::DreamArtistPlusPlus => "dreamartist++",
+            Method::TextualInversion => "ti",
+        }
+    }
+
+    /// The name tables and the workbench show.
+    pub fn label(self) -> &'static str {
+        match self {
+            Method::DreamArtist => "DreamArtist",
+            Method::DreamArtistPlusPlus => "DreamArtist++",
+            Method::TextualInversion => "Textual Inversion",
+        }
+    }
+
+    pub fn has_adapters(self) -> bool {
+        self == Method::DreamArtistPlusPlus
+    }
+}
+
+impl std::str::FromStr for Method {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "dreamartist" | "da" => Ok(Method::DreamArtist),
+            "dreamartist++" | "da++" | "dreamartistplusplus" => Ok(Method::DreamArtistPlusPlus),
+            "ti" | "textual_inversion" | "textual-inversion" => Ok(Method::TextualInversion),
+            other => Err(format!(
+                "unknown method `{other}` (known: {})",
+                Method::NAMES.join(", ")
+            )),
+        }
+    }
+}
+
+impl TrainConfig {
+    /// The run's method (`method`, checked).
+    pub fn method(&self) -> Result<Method, String> {
+        self.method.parse()
+    }
 }
 
 impl Default for TrainConfig {
@@ -154,6 +225,11 @@ impl Default for TrainConfig {
             init_noise: 0.01,
             vae_sample: false,
             recompute: false,
+            method: "dreamartist".into(),
+            lora_rank: 4,
+            lora_alpha: 4.0,
+            lora_targets: "attn,ff".into(),
+            lora_lr: "1e-4".into(),
         }
     }
 }

@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Result};
 use candle_core::Tensor;
 
+use super::adapters::{AdapterSource, WordAdapters};
 use super::WordBank;
-use crate::concept::{list, load_embedding, RunDir};
+use crate::concept::{adapter_files, list, load_embedding, RunDir};
 use crate::workspace::Workspace;
 
 /// One word of a concept's active pair and the file it came from.
@@ -94,7 +95,20 @@ pub fn load_pair(dir: &Path, name: &str) -> Result<(Option<PairWord>, Option<Pai
 pub fn word_bank(ws: &Workspace) -> Result<WordBank> {
     let mut bank = WordBank::new();
     for name in list(ws) {
-        let (pos, neg) = load_pair(&ws.concept_dir(&name), &name)?;
+        let dir = ws.concept_dir(&name);
+        let (pos, neg) = load_pair(&dir, &name)?;
+        if let Some(p) = &pos {
+            if let Some((pos, neg)) = adapter_files(&dir, &name, &p.file)? {
+                let source = |p: Option<PathBuf>| p.map(AdapterSource::File);
+                bank.insert_adapters(
+                    &name,
+                    WordAdapters {
+                        positive: source(pos),
+                        negative: source(neg),
+                    },
+                );
+            }
+        }
         for (word, w) in [(name.clone(), pos), (format!("{name}-neg"), neg)] {
             if let Some(w) = w {
                 bank.insert(&word, w.vectors, w.file.display().to_string());

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use candle_core::{DType, Tensor};
 
+use super::adapters::{AdapterBank, PromptAdapters, WordAdapters};
 use super::prompt::{parse, Fragment};
 use crate::sd::text::{concat_towers, describe_widths, TextTower};
 use crate::sd::{ClipTokenizer, Piece, PseudoWord, StableDiffusion, TextEncoding, Tokens};
@@ -35,6 +36,8 @@ pub enum PromptError {
     },
     #[error("emphasis weight {weight} is out of range (at most {MAX_EMPHASIS}; too many nested brackets?)")]
     Emphasis { weight: f64 },
+    #[error("the adapters of `{word}` cannot be used: {message}")]
+    Adapter { word: String, message: String },
     #[error("the text encoder produced NaN or infinite values for `{prompt}`; the model's text encoder weights may be broken (or, in f16, overflow: try dtype f32)")]
     EncoderNonFinite { prompt: String },
     #[error(transparent)]
@@ -71,6 +74,8 @@ pub struct WordVectors {
 #[derive(Debug, Clone, Default)]
 pub struct WordBank {
     words: BTreeMap<String, WordVectors>,
+    /// DreamArtist++ concepts' adapters, by positive word.
+    adapters: AdapterBank,
 }
 
 impl WordBank {
@@ -96,6 +101,25 @@ impl WordBank {
 
     pub fn get(&self, word: &str) -> Option<&WordVectors> {
         self.words.get(word)
+    }
+
+    /// Gives a concept's positive word its DreamArtist++ adapters.
+    pub fn insert_adapters(&mut self, word: &str, adapters: WordAdapters) {
+        self.adapters.insert(word, adapters);
+    }
+
+    /// The adapters a word brings, if any.
+    pub fn adapters_of(&self, word: &str) -> Option<&WordAdapters> {
+        self.adapters.get(word)
+    }
+
+    /// The adapters of the DreamArtist++ concepts `prompt` names, read for `sd`.
+    pub fn adapters_for(
+        &self,
+        sd: &StableDiffusion,
+        prompt: &str,
+    ) -> Result<PromptAdapters, PromptError> {
+        self.adapters.for_prompt(sd, prompt)
     }
 
     pub fn names(&self) -> Vec<String> {

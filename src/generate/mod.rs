@@ -2,6 +2,7 @@
 //! denoising loop, txt2img / img2img / inpainting, PNG output with metadata.
 //! Progress is reported through callbacks, never printed.
 
+pub mod adapters;
 pub mod bank;
 pub mod conditioning;
 pub mod denoise;

@@ -7,11 +7,13 @@ use image::imageops::FilterType;
 use image::GenericImageView;
 use serde::{Deserialize, Serialize};
 
+use super::adapters::AdapterRows;
 use super::conditioning::{
     all_finite, auto_negative, encode, pad_pair, prepare, PromptError, WordBank,
 };
 use super::denoise::{denoise_with, Extras, GuidedContext, LatentBlend, StepControl};
 use crate::rng::{random_seed, Rng};
+use crate::sd::lora;
 use crate::sd::{MicroConditioning, Sampler, SamplerKind, StableDiffusion};
 
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +50,27 @@ pub struct GenerateRequest {
     pub mask: Option<PathBuf>,
     /// Add each `<name>`'s `<name-neg>` to the negative prompt (DreamArtist).
     pub auto_negative: bool,
+    /// DreamArtist++: strength of a concept's positive adapter on the
+    /// conditional half (and its text encoder part on the prompt).
+    #[serde(default = "default_lora_pos")]
+    pub lora_pos: f64,
+    /// DreamArtist++: strength of its negative adapter on the unconditional
+    /// half (and on the negative prompt).
+    #[serde(default = "default_lora_neg")]
+    pub lora_neg: f64,
+}
+
+/// HCP-Diffusion's DreamArtist++ inference merges the positive branch at 0.8.
+pub const DEFAULT_LORA_POS: f64 = 0.8;
+/// ... and the negative branch at 0.65.
+pub const DEFAULT_LORA_NEG: f64 = 0.65;
+
+fn default_lora_pos() -> f64 {
+    DEFAULT_LORA_POS
+}
+
+fn default_lora_neg() -> f64 {
+    DEFAULT_LORA_NEG
 }
 
 impl Default for GenerateRequest {
@@ -66,6 +89,8 @@ impl Default for GenerateRequest {
             strength: 0.75,
             mask: None,
             auto_negative: true,
+            lora_pos: DEFAULT_LORA_POS,
+            lora_neg: DEFAULT_LORA_NEG,
         }
     }
 }
@@ -75,6 +100,8 @@ impl Default for GenerateRequest {
 pub const MAX_COUNT: usize = 1000;
 /// Sampling steps (the training schedule has 1000 timesteps).
 pub const MAX_STEPS: usize = 1000;
+/// The largest adapter strength (A1111 and ComfyUI allow a few times 1).
+pub const MAX_LORA_STRENGTH: f64 = 10.0;
 /// The largest side of any image, whatever the model (memory grows with its
 /// square; the model-dependent bound is [`max_side`]).
 pub const MAX_SIDE: usize = 8192;
@@ -113,6 +140,13 @@ impl GenerateRequest {
                 "strength {} must be between 0 and 1",
                 self.strength
             ));
+        }
+        for (name, v) in [("lora_pos", self.lora_pos), ("lora_neg", self.lora_neg)] {
+            if !v.is_finite() || v.abs() > MAX_LORA_STRENGTH {
+                return Err(format!(
+                    "{name} {v} must be a number between -{MAX_LORA_STRENGTH} and {MAX_LORA_STRENGTH}"
+                ));
+            }
         }
         for (name, v) in [("width", self.width), ("height", self.height)] {
             if v != 0 && (v % 8 != 0 || v > MAX_SIDE) {
@@ -304,8 +338,20 @@ pub fn generate_given(
     } else {
         req.negative.clone()
     };
-    let cond = encode(sd, &prepare(sd, &req.prompt, bank)?)?;
-    let uncond = encode(sd, &prepare(sd, &negative, bank)?)?;
+    // DreamArtist++ concepts in the prompt bring their adapters: the
+    // positive ones for the prompt and the conditional half, the negative
+    // ones for the negative prompt and the unconditional half.
+    let adapters = bank.adapters_for(sd, &req.prompt)?;
+    let cond = {
+        let _scope = lora::enter(adapters.scope(req.lora_pos, req.lora_neg, AdapterRows::Positive));
+        encode(sd, &prepare(sd, &req.prompt, bank)?)?
+    };
+    let uncond = {
+        let _scope = lora::enter(adapters.scope(req.lora_pos, req.lora_neg, AdapterRows::Negative));
+        encode(sd, &prepare(sd, &negative, bank)?)?
+    };
+    let _unet_scope =
+        lora::enter(adapters.scope(req.lora_pos, req.lora_neg, AdapterRows::CfgHalves));
     for (enc, text) in [(&cond, &req.prompt), (&uncond, &negative)] {
         if !all_finite(&enc.hidden)? {
             return Err(PromptError::EncoderNonFinite {

@@ -41,6 +41,9 @@ struct PromptFile {
     strength: Option<f64>,
     mask: Option<PathBuf>,
     auto_negative: Option<bool>,
+    /// DreamArtist++ adapter strengths.
+    lora_pos: Option<f64>,
+    lora_neg: Option<f64>,
 }
 
 /// Parses a prompt file; relative image paths are resolved against `base`
@@ -98,6 +101,8 @@ pub fn parse_prompt_file(
         strength: f.strength.unwrap_or(d.strength),
         mask: f.mask.map(resolve),
         auto_negative: f.auto_negative.unwrap_or(d.auto_negative),
+        lora_pos: f.lora_pos.unwrap_or(d.lora_pos),
+        lora_neg: f.lora_neg.unwrap_or(d.lora_neg),
     };
     req.check().map_err(invalid)?;
     Ok(req)

@@ -16,6 +16,8 @@ use crate::torchfile::{self, TorchCheckpoint};
 pub enum Report {
     Embedding(Box<Embedding>),
     Checkpoint(Box<CheckpointReport>),
+    /// A LoRA network in the kohya layout.
+    Lora(Box<super::lora::LoraReport>),
 }
 
 pub struct CheckpointReport {
@@ -95,6 +97,11 @@ pub fn inspect(path: &Path, config: Option<&Path>) -> Result<Report, InteropErro
         if is_model {
             return checkpoint(path, config);
         }
+        if super::lora::is_lora(&header) {
+            return Ok(Report::Lora(Box::new(super::lora::inspect_lora(
+                path, &header,
+            ))));
+        }
         return Ok(Report::Embedding(Box::new(load_embedding_file(path)?)));
     }
     if torchfile::sniff(&bytes).is_some() {
@@ -119,6 +126,7 @@ impl fmt::Display for Report {
         match self {
             Report::Embedding(e) => write_embedding(f, e),
             Report::Checkpoint(c) => write_checkpoint(f, c),
+            Report::Lora(l) => write!(f, "{l}"),
         }
     }
 }

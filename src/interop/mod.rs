@@ -7,6 +7,7 @@
 pub mod embeddings;
 pub mod export;
 pub mod inspect;
+pub mod lora;
 pub mod safetensors_header;
 pub mod torch_write;
 pub mod workspace;

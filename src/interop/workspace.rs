@@ -373,7 +373,27 @@ pub fn export_with_note(
             checkpoint_hash: Some(s.meta.base_model_hash.as_str()).filter(|v| !v.is_empty()),
         })
         .collect();
-    export_words(&words, format, out)
+    let mut exported = export_words(&words, format, out)?;
+    // DreamArtist++: the adapters travel with the words, in the kohya LoRA
+    // layout every target tool reads.
+    let adapters = super::lora::export_adapters(ws, name, out)?;
+    if !adapters.is_empty() {
+        let note = format!(
+            "The concept's DreamArtist++ adapters are kohya LoRA files: load {} as a LoRA \
+             (A1111 `<lora:{name}.lora:0.8>`, ComfyUI LoraLoader, diffusers \
+             `pipe.load_lora_weights(dir, weight_name=...)`) at ~0.8 with the words. Other tools \
+             apply a LoRA to both CFG halves; the negative adapter {} acts only on the \
+             unconditional half in dreamartist.\n",
+            adapters[0].display(),
+            adapters
+                .get(1)
+                .map(|p| format!("({})", p.display()))
+                .unwrap_or_else(|| "(none here)".into()),
+        );
+        exported.note = Some(exported.note.unwrap_or_default() + &note);
+        exported.files.extend(adapters);
+    }
+    Ok(exported)
 }
 
 /// Converts files to another layout without a workspace (no check against a

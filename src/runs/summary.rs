@@ -112,10 +112,15 @@ impl RunSummary {
                 Some(t.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs())
             }),
             ended: end.as_ref().map(|e| e.ended),
-            method: if is_ti {
-                "Textual Inversion"
-            } else {
-                "DreamArtist"
+            method: match train
+                .get("method")
+                .and_then(|v| v.as_str())
+                .and_then(|m| m.parse::<crate::concept::Method>().ok())
+            {
+                Some(crate::concept::Method::DreamArtistPlusPlus) => "DreamArtist++",
+                Some(crate::concept::Method::TextualInversion) => "Textual Inversion",
+                _ if is_ti => "Textual Inversion",
+                _ => "DreamArtist",
             }
             .into(),
             preset: config

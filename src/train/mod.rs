@@ -2,6 +2,7 @@
 //! and the training loop with its runs folder. Reports through return values and
 //! callbacks; never prints.
 
+pub mod adapters;
 pub mod data;
 pub mod eta;
 pub mod init;

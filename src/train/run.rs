@@ -14,13 +14,15 @@
 //! folder can tell a live run from one whose process is gone
 //! ([`crate::concept::runstate`]).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::{DType, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
+use super::adapters::{AdapterTraining, Branch};
 use super::data::{load_references, Reference};
 use super::init::{initial_vectors, InitMode};
 use super::schedule::LrSchedule;
@@ -30,9 +32,12 @@ use super::{
     TrainConfig, TrainError,
 };
 pub use crate::concept::rundir::StepMetrics;
-use crate::concept::rundir::{unix_now, MetricsWriter, RunDir};
+use crate::concept::rundir::{lora_paths, unix_now, MetricsWriter, RunDir};
+use crate::concept::Method;
 use crate::concept::{save_embedding, Concept, EmbeddingMeta, EndKind, EndRecord, RunLock};
 use crate::rng::Rng;
+use crate::sd::lora::{self, Targets};
+use crate::sd::lora_file::save_kohya;
 use crate::sd::{PseudoWord, StableDiffusion, Tokens};
 use crate::workspace::fsutil::save_safetensors_atomic;
 use crate::workspace::{write_atomic, Workspace};
@@ -119,6 +124,8 @@ struct State {
     opt_pos: AdamW,
     opt_neg: AdamW,
     ema: Option<(Tensor, Tensor)>,
+    /// DreamArtist++'s two LoRA networks and their optimiser state.
+    adapters: Option<AdapterTraining>,
     rng: Rng,
     step: u64,
 }
@@ -233,6 +240,8 @@ struct Session<'a> {
     cfg_spec: CfgSpec,
     is_ti: bool,
     schedule: LrSchedule,
+    /// The adapters' learning rate (DreamArtist++).
+    lora_schedule: Option<LrSchedule>,
     lines: Vec<String>,
     refs: Vec<Reference>,
     words: [PseudoWord; 2],
@@ -283,7 +292,33 @@ impl<'a> Session<'a> {
         let concept = &req.concept;
         let concept_dir = ws.concept_dir(&concept.name);
 
-        let cfg_spec: CfgSpec = cfg.train_cfg.parse().map_err(TrainError::Config)?;
+        let method = cfg.method().map_err(TrainError::Config)?;
+        let cfg_spec: CfgSpec = match method {
+            // Textual Inversion is the guided loss at cfg 1.
+            Method::TextualInversion => CfgSpec::Constant(1.0),
+            _ => cfg.train_cfg.parse().map_err(TrainError::Config)?,
+        };
+        let targets: Targets = cfg.lora_targets.parse().map_err(TrainError::Config)?;
+        let lora_schedule = if method.has_adapters() {
+            if cfg.lora_rank == 0 || cfg.lora_rank > MAX_LORA_RANK {
+                return Err(TrainError::Config(format!(
+                    "lora_rank {} must be between 1 and {MAX_LORA_RANK}",
+                    cfg.lora_rank
+                )));
+            }
+            if !(cfg.lora_alpha.is_finite() && cfg.lora_alpha > 0.0) {
+                return Err(TrainError::Config(format!(
+                    "lora_alpha {} must be a positive number",
+                    cfg.lora_alpha
+                )));
+            }
+            Some(
+                LrSchedule::parse(&cfg.lora_lr, &cfg.lr_schedule, cfg.warmup_steps, cfg.steps)
+                    .map_err(|e| TrainError::Config(format!("lora_lr: {e}")))?,
+            )
+        } else {
+            None
+        };
         let lowest = match cfg_spec {
             CfgSpec::Constant(g) => g,
             CfgSpec::Dynamic { lo, hi, .. } => lo.min(hi),
@@ -320,9 +355,10 @@ impl<'a> Session<'a> {
             eps: cfg.eps,
             weight_decay: cfg.weight_decay,
         };
+        let adapters = method.has_adapters().then_some(&targets);
         let st = match &resume_from {
             None => {
-                let st = initial_state(sd, concept, &cfg, init_mode, adam)?;
+                let st = initial_state(sd, concept, &cfg, init_mode, adam, adapters)?;
                 let rc = RunConfig {
                     concept: concept.name.clone(),
                     model: ws.config.model.clone(),
@@ -340,7 +376,7 @@ impl<'a> Session<'a> {
                 write_atomic(&cfg_path, text.as_bytes()).map_err(io_err(&cfg_path))?;
                 st
             }
-            Some(cp) => load_checkpoint(cp, adam, &sd.device)?,
+            Some(cp) => load_checkpoint(cp, adam, sd, adapters, &cfg)?,
         };
         if st.pos.dim(0)? != concept.pos_vectors || st.neg.dim(0)? != concept.neg_vectors {
             return Err(TrainError::Config(format!(
@@ -367,6 +403,7 @@ impl<'a> Session<'a> {
             cfg,
             cfg_spec,
             schedule,
+            lora_schedule,
             lines,
             refs,
             words,
@@ -442,6 +479,9 @@ impl<'a> Session<'a> {
                 &self.sd.device,
             )?;
             let prompts = self.prompts(&mb.picks);
+            // DreamArtist++: the adapters act in this forward and backward.
+            let scope = self.st.adapters.as_ref().map(|a| a.scope(self.is_ti));
+            let _adapters = lora::enter(scope.clone());
             let batch = CptBatch {
                 z0: &mb.z0,
                 noise: &mb.noise,
@@ -469,7 +509,11 @@ impl<'a> Session<'a> {
                 rec_sum += r.to_dtype(DType::F64)?.to_scalar::<f64>()?;
             }
             let scaled = (loss.total / self.cfg.grad_accum as f64)?;
-            let grads = scaled.backward()?;
+            let mut grads = scaled.backward()?;
+            if let (Some(scope), Some(adapters)) = (&scope, self.st.adapters.as_mut()) {
+                scope.merge_side_grads(&mut grads)?;
+                adapters.accumulate(&grads)?;
+            }
             if let Some(g) = grads.get(self.st.pos.as_tensor()) {
                 acc_pos = (acc_pos + g)?;
             }
@@ -490,9 +534,19 @@ impl<'a> Session<'a> {
         if !self.is_ti {
             self.st.opt_neg.update(&self.st.neg, &g_neg, lr_neg)?;
         }
-        let magnitude = (self.st.pos.abs()?.sum_all()? + self.st.neg.abs()?.sum_all()?)?
+        let mut magnitude = (self.st.pos.abs()?.sum_all()? + self.st.neg.abs()?.sum_all()?)?
             .to_dtype(DType::F64)?
             .to_scalar::<f64>()?;
+        if let (Some(adapters), Some(sched)) = (self.st.adapters.as_mut(), &self.lora_schedule) {
+            let lora_lr = sched.at(step);
+            let lora_lr_neg = (!self.is_ti).then_some(lora_lr * self.cfg.neg_lr_weight);
+            for norm in adapters.update(lora_lr, lora_lr_neg, clip)? {
+                if !norm.is_finite() {
+                    return Err(self.diverged(step, norm));
+                }
+            }
+            magnitude += adapters.magnitude()?;
+        }
         if !magnitude.is_finite() || magnitude > 1e12 {
             return Err(self.diverged(step, magnitude));
         }
@@ -511,6 +565,15 @@ impl<'a> Session<'a> {
             }
             if every_neg > 0 && step % every_neg == 0 {
                 self.st.neg.set(en)?;
+            }
+            if let Some(adapters) = self.st.adapters.as_mut() {
+                adapters.update_ema(
+                    [decay_neg, decay_pos],
+                    [
+                        every_neg > 0 && step % every_neg == 0,
+                        every_pos > 0 && step % every_pos == 0,
+                    ],
+                )?;
             }
         }
         self.st.step = step;
@@ -596,6 +659,60 @@ impl<'a> Session<'a> {
         result
     }
 
+    /// Writes the DreamArtist++ adapters (EMA weights when EMA is on) as kohya
+    /// LoRA files at `paths` (positive, negative); nothing without adapters.
+    fn write_adapters(
+        &self,
+        paths: &(PathBuf, PathBuf),
+    ) -> Result<Option<(PathBuf, Option<PathBuf>)>, TrainError> {
+        let Some(adapters) = &self.st.adapters else {
+            return Ok(None);
+        };
+        let sites = self.sd.linear_sites();
+        let write = |branch: Branch, path: &Path, word: String| -> Result<(), TrainError> {
+            let network = adapters.finished(branch)?;
+            let extra = BTreeMap::from([
+                (
+                    "dreamartist_method".to_string(),
+                    "dreamartist++".to_string(),
+                ),
+                (
+                    "dreamartist_branch".to_string(),
+                    match branch {
+                        Branch::Positive => "positive",
+                        Branch::Negative => "negative",
+                    }
+                    .to_string(),
+                ),
+                ("dreamartist_word".to_string(), word),
+                ("dreamartist_step".to_string(), self.st.step.to_string()),
+                ("dreamartist_run".to_string(), self.run.id().to_string()),
+                (
+                    "dreamartist_targets".to_string(),
+                    self.cfg.lora_targets.clone(),
+                ),
+                ("ss_sd_model_name".to_string(), self.sd.name.clone()),
+                (
+                    "dreamartist_base_model_hash".to_string(),
+                    self.base_model_hash.clone(),
+                ),
+            ]);
+            save_kohya(path, &network, &sites, self.sd.family, &extra).map_err(|e| {
+                TrainError::Checkpoint {
+                    path: path.to_path_buf(),
+                    message: e.to_string(),
+                }
+            })
+        };
+        write(Branch::Positive, &paths.0, self.concept.positive_word())?;
+        if self.is_ti {
+            let _ = std::fs::remove_file(&paths.1);
+            return Ok(Some((paths.0.clone(), None)));
+        }
+        write(Branch::Negative, &paths.1, self.concept.negative_word())?;
+        Ok(Some((paths.0.clone(), Some(paths.1.clone()))))
+    }
+
     /// Writes the run's pair (EMA weights when EMA is on) and, unless the run
     /// was interrupted, the concept's current pair.
     fn write_pairs(&mut self, interrupted: bool) -> Result<TrainOutcome, TrainError> {
@@ -620,12 +737,27 @@ impl<'a> Session<'a> {
             save_embedding(&neg_path, &neg_out, &neg_meta)?;
             Some(neg_path)
         };
+        let lora_files = self.write_adapters(&self.run.lora_paths(name))?;
         // The concept's current vectors follow its latest finished run.
         let (positive, negative) = if interrupted {
             (pos_path, neg_path)
         } else {
             let cp = self.concept_dir.join(format!("{name}.safetensors"));
             let cn = self.concept_dir.join(format!("{name}-neg.safetensors"));
+            let concept_lora = lora_paths(&self.concept_dir, name);
+            if lora_files.is_some() {
+                self.write_adapters(&concept_lora)?;
+            } else {
+                // A concept retrained without adapters must not keep trained
+                // ones (imported adapters, with no run recorded, stay).
+                for p in [&concept_lora.0, &concept_lora.1] {
+                    let trained = crate::sd::lora_file::read_metadata(p)
+                        .is_ok_and(|m| m.contains_key("dreamartist_run"));
+                    if trained {
+                        let _ = std::fs::remove_file(p);
+                    }
+                }
+            }
             save_embedding(&cp, &pos_out, &pos_meta)?;
             if self.is_ti {
                 let _ = std::fs::remove_file(&cn);
@@ -654,6 +786,8 @@ pub const MAX_BATCH: usize = 64;
 pub const MAX_GRAD_ACCUM: usize = 1024;
 /// Vectors of one word: a word must fit in one 75-token chunk.
 pub const MAX_VECTORS: usize = 75;
+/// LoRA rank of DreamArtist++'s adapters (kohya's largest common ranks are 128–256).
+pub const MAX_LORA_RANK: usize = 1024;
 
 /// Refuses sizes and counts that would run away or abort on allocation,
 /// before anything is loaded; each message names the limit.
@@ -728,6 +862,7 @@ fn initial_state(
     cfg: &TrainConfig,
     init_mode: InitMode,
     adam: AdamWConfig,
+    adapters: Option<&Targets>,
 ) -> Result<State, TrainError> {
     let mut rng = Rng::seed(cfg.seed);
     let (pos0, neg0) = initial_vectors(
@@ -740,7 +875,22 @@ fn initial_state(
     )?;
     let pos = Var::from_tensor(&pos0)?;
     let neg = Var::from_tensor(&neg0)?;
+    let ema = cfg.ema_decay.is_some() || cfg.ema_decay_neg.is_some();
+    // Drawn after the vectors: the order of draws is part of resume.
+    let adapters = match adapters {
+        Some(targets) => Some(AdapterTraining::init(
+            sd,
+            targets,
+            cfg.lora_rank,
+            cfg.lora_alpha,
+            adam,
+            ema,
+            &mut rng,
+        )?),
+        None => None,
+    };
     Ok(State {
+        adapters,
         opt_pos: AdamW::new(&pos, adam)?,
         opt_neg: AdamW::new(&neg, adam)?,
         ema: (cfg.ema_decay.is_some() || cfg.ema_decay_neg.is_some())
@@ -772,11 +922,29 @@ fn render_preview(
         st.pos.as_tensor().detach(),
         "live vectors",
     );
-    if !CfgSpec::is_plain_ti(&cfg.train_cfg.parse().map_err(TrainError::Config)?) {
+    let plain_ti = cfg.method().ok() == Some(Method::TextualInversion)
+        || CfgSpec::is_plain_ti(&cfg.train_cfg.parse().map_err(TrainError::Config)?);
+    if !plain_ti {
         bank.insert(
             &concept.negative_word(),
             st.neg.as_tensor().detach(),
             "live vectors",
+        );
+    }
+    // DreamArtist++: the live adapters, applied as `generate` applies them.
+    if let Some(a) = &st.adapters {
+        use crate::generate::adapters::{AdapterSource, WordAdapters};
+        let source = |b: Branch| Some(AdapterSource::Network(Arc::new(a.snapshot(b))));
+        bank.insert_adapters(
+            &concept.positive_word(),
+            WordAdapters {
+                positive: source(Branch::Positive),
+                negative: if plain_ti {
+                    None
+                } else {
+                    source(Branch::Negative)
+                },
+            },
         );
     }
     let prompt = cfg
@@ -924,6 +1092,11 @@ fn save_checkpoint(path: &Path, st: &State) -> Result<PathBuf, TrainError> {
         tensors.push(("ema_pos", ep));
         tensors.push(("ema_neg", en));
     }
+    let (adapter_tensors, adapter_meta) = match &st.adapters {
+        Some(a) => a.checkpoint_entries(),
+        None => (Vec::new(), Vec::new()),
+    };
+    tensors.extend(adapter_tensors.iter().map(|(n, t)| (n.as_str(), t)));
     let rng = st
         .rng
         .state()
@@ -931,13 +1104,14 @@ fn save_checkpoint(path: &Path, st: &State) -> Result<PathBuf, TrainError> {
         .map(|w| format!("{w:016x}"))
         .collect::<Vec<_>>()
         .join(",");
-    let meta = HashMap::from([
+    let mut meta = HashMap::from([
         ("format".to_string(), "dreamartist-checkpoint-1".to_string()),
         ("step".to_string(), st.step.to_string()),
         ("adam_step_pos".to_string(), st.opt_pos.step.to_string()),
         ("adam_step_neg".to_string(), st.opt_neg.step.to_string()),
         ("rng".to_string(), rng),
     ]);
+    meta.extend(adapter_meta);
     save_safetensors_atomic(&path, &tensors, Some(meta)).map_err(|e| TrainError::Checkpoint {
         path: path.clone(),
         message: format!("{e:#}"),
@@ -948,8 +1122,11 @@ fn save_checkpoint(path: &Path, st: &State) -> Result<PathBuf, TrainError> {
 fn load_checkpoint(
     path: &Path,
     adam: AdamWConfig,
-    device: &candle_core::Device,
+    sd: &StableDiffusion,
+    adapters: Option<&Targets>,
+    cfg: &TrainConfig,
 ) -> Result<State, TrainError> {
+    let device = &sd.device;
     let bad = |message: String| TrainError::Checkpoint {
         path: path.to_path_buf(),
         message,
@@ -988,7 +1165,23 @@ fn load_checkpoint(
         (Some(p), Some(n)) => Some((p.clone(), n.clone())),
         _ => None,
     };
+    let adapters = match adapters {
+        Some(targets) => Some(
+            AdapterTraining::from_checkpoint(
+                sd,
+                targets,
+                &tensors,
+                &meta,
+                adam,
+                cfg.ema_decay.is_some() || cfg.ema_decay_neg.is_some(),
+                device,
+            )
+            .map_err(bad)?,
+        ),
+        None => None,
+    };
     Ok(State {
+        adapters,
         opt_pos: AdamW {
             config: adam,
             m: get("adam_m_pos")?,

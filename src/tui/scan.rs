@@ -33,6 +33,7 @@ impl Scan {
                     pos: c.pos_vectors,
                     neg: c.neg_vectors,
                     preset: c.preset,
+                    method: c.train.method.clone(),
                     steps: c.train.steps,
                 });
             }

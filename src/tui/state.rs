@@ -150,6 +150,8 @@ pub struct ConceptRow {
     pub pos: usize,
     pub neg: usize,
     pub preset: String,
+    /// `train.method` of its concept.toml (`dreamartist`, `dreamartist++`, `ti`).
+    pub method: String,
     /// `train.steps` of its concept.toml when listed (the engine gets a fresh read).
     pub steps: u64,
     /// From its latest run's files (`new` only without runs or a pair).

@@ -55,10 +55,17 @@ pub fn render(app: &App, area: Rect, f: &mut Frame) {
                 .as_deref()
                 .map(|r| format!(" run {r}"))
                 .unwrap_or_default();
+            // The default method goes unsaid; the others are named.
+            let method = match c.method.parse::<crate::concept::Method>() {
+                Ok(crate::concept::Method::DreamArtistPlusPlus) => " DA++",
+                Ok(crate::concept::Method::TextualInversion) => " TI",
+                _ => "",
+            };
             ListItem::new(Line::from(vec![
                 Span::raw(format!("<{}> ", c.name)),
                 Span::styled(format!("{}+{} ", c.pos, c.neg), app.theme.muted()),
                 Span::styled(status, style),
+                Span::styled(method, app.theme.accent()),
                 Span::styled(format!(" {}{run}", c.preset), app.theme.muted()),
             ]))
         })

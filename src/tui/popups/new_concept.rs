@@ -16,18 +16,19 @@ use crate::tui::keymap::{FormKey, Keymap};
 /// The fields of the new-concept form.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConceptForm {
-    pub fields: [String; 5],
+    pub fields: [String; 6],
     pub focus: usize,
     pub reference: PathBuf,
 }
 
 impl ConceptForm {
-    pub const LABELS: [&'static str; 5] = [
+    pub const LABELS: [&'static str; 6] = [
         "name",
         "preset",
         "positive vectors",
         "negative vectors",
         "init text",
+        "method",
     ];
 
     /// The form for a reference: its file name as the concept's name (made a
@@ -54,6 +55,7 @@ impl ConceptForm {
                 p.to_string(),
                 n.to_string(),
                 "*".into(),
+                "dreamartist".into(),
             ],
             focus: 0,
             reference,
@@ -105,6 +107,7 @@ impl ConceptForm {
             neg_vectors: count(&self.fields[3], "negative vectors")?,
             init_text: self.fields[4].clone(),
             class: None,
+            method: Some(self.fields[5].trim().to_string()).filter(|m| !m.is_empty()),
         })
     }
 
@@ -119,7 +122,7 @@ impl ConceptForm {
     }
 
     pub fn draw(&self, app: &App, f: &mut Frame) {
-        let r = centered(f.area(), 64, 10);
+        let r = centered(f.area(), 64, 11);
         f.render_widget(Clear, r);
         let mut lines: Vec<Line> = self
             .fields
@@ -147,6 +150,10 @@ impl ConceptForm {
                     .map(|n| n.to_string_lossy().to_string())
                     .unwrap_or_default()
             ),
+            app.theme.muted(),
+        )));
+        lines.push(Line::from(Span::styled(
+            "methods dreamartist, dreamartist++ (words + LoRA adapters), ti",
             app.theme.muted(),
         )));
         lines.push(Line::from(Span::styled(
