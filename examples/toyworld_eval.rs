@@ -154,6 +154,7 @@ fn settings(c: &Common) -> SampleSettings {
         first_seed: 0,
         steps: c.steps,
         cfg: c.cfg,
+        ..Default::default()
     }
 }
 
@@ -708,7 +709,23 @@ struct Variant {
     name: &'static str,
     what: &'static str,
     train: fn(&mut TrainConfig),
+    /// The sampling modes it is evaluated in (of [`MODES`]; the first two
+    /// for the costlier DreamArtist++ variants).
+    modes: usize,
 }
+
+/// DreamArtist++ at the reference setting plus adapters of `rank` on `targets`.
+fn dapp(c: &mut TrainConfig, rank: usize, targets: &str) {
+    c.method = "dreamartist++".into();
+    c.lora_rank = rank;
+    c.lora_alpha = rank as f64;
+    c.lora_targets = targets.into();
+    c.lora_lr = DAPP_LORA_LR.into();
+}
+
+/// The adapters' learning rate in the toy world: 400 steps are few for the
+/// usual 1e-4.
+const DAPP_LORA_LR: &str = "1e-3";
 
 /// One way of sampling a trained pair.
 struct Mode {
@@ -782,51 +799,85 @@ fn variants() -> Vec<Variant> {
             name: "da",
             what: "the reference setting (train cfg 3)",
             train: |_| {},
+            modes: MODES.len(),
         },
         Variant {
             name: "da-g2",
             what: "train cfg 2",
             train: |c| c.train_cfg = "2".into(),
+            modes: MODES.len(),
         },
         Variant {
             name: "da-g5",
             what: "train cfg 5",
             train: |c| c.train_cfg = "5".into(),
+            modes: MODES.len(),
         },
         Variant {
             name: "da-dyn",
             what: "dynamic train cfg 1.5-3:cos",
             train: |c| c.train_cfg = "1.5-3:cos".into(),
+            modes: MODES.len(),
         },
         Variant {
             name: "da-rec",
             what: "reconstruction loss (weight 1)",
             train: |c| c.rec_weight = 1.0,
+            modes: MODES.len(),
         },
         Variant {
             name: "da-ema",
             what: "EMA 0.97 of both words",
             train: |c| c.ema_decay = Some(0.97),
+            modes: MODES.len(),
         },
         Variant {
             name: "da-neglr",
             what: "negative lr weight 0.2",
             train: |c| c.neg_lr_weight = 0.2,
+            modes: MODES.len(),
         },
         Variant {
             name: "da-subject",
             what: "the 26 subject templates",
             train: |c| c.template = "subject".into(),
+            modes: MODES.len(),
         },
         Variant {
             name: "da-200",
             what: "200 steps",
             train: |c| c.steps = 200,
+            modes: MODES.len(),
         },
         Variant {
             name: "da-800",
             what: "800 steps",
             train: |c| c.steps = 800,
+            modes: MODES.len(),
+        },
+        Variant {
+            name: "dapp-r4",
+            what: "DreamArtist++: rank-4 adapters on the UNet's attention and feed-forward (lora lr 1e-3)",
+            train: |c| dapp(c, 4, "attn,ff"),
+            modes: 2,
+        },
+        Variant {
+            name: "dapp-r4-te",
+            what: "DreamArtist++: rank 4 on the UNet and the text encoder",
+            train: |c| dapp(c, 4, "attn,ff,te"),
+            modes: 2,
+        },
+        Variant {
+            name: "dapp-r16",
+            what: "DreamArtist++: rank 16 on the UNet",
+            train: |c| dapp(c, 16, "attn,ff"),
+            modes: 2,
+        },
+        Variant {
+            name: "dapp-r16-te",
+            what: "DreamArtist++: rank 16 on the UNet and the text encoder",
+            train: |c| dapp(c, 16, "attn,ff,te"),
+            modes: 2,
         },
     ]
 }
@@ -987,7 +1038,7 @@ fn sweep(a: &SweepArgs) -> Result<()> {
                 let first = seed == a.runs.seeds[0];
                 let (row_name, modes): (&str, &[Mode]) = match unit {
                     None => ("ti", &TI_MODES),
-                    Some(v) => (v.name, &MODES),
+                    Some(v) => (v.name, &MODES[..v.modes.min(MODES.len())]),
                 };
                 let rows: Vec<String> = modes
                     .iter()
@@ -1012,14 +1063,7 @@ fn sweep(a: &SweepArgs) -> Result<()> {
                     if done(&runs, name, row, seed) {
                         continue;
                     }
-                    let bank = oneshot::bank(
-                        &trained.pos,
-                        if m.negative {
-                            trained.neg.as_ref()
-                        } else {
-                            None
-                        },
-                    );
+                    let bank = oneshot::trained_bank(&trained, m.negative);
                     let st = SampleSettings {
                         cfg: m.cfg.unwrap_or(c.cfg),
                         ..settings(c)

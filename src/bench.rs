@@ -281,6 +281,7 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
             image: None,
             mask: None,
             recompute: opts.recompute,
+            min_snr_gamma: None,
         };
         let loss = cpt_loss(
             &sd,

@@ -661,6 +661,7 @@ impl CaseRunner<'_> {
             image: image.as_ref(),
             mask: mask.as_ref(),
             recompute: false,
+            min_snr_gamma: None,
         };
         let rec_weight = self.num_field("rec_weight").unwrap_or(0.0);
         let loss = cpt_loss(
@@ -730,6 +731,7 @@ impl CaseRunner<'_> {
                 image: None,
                 mask: None,
                 recompute: false,
+                min_snr_gamma: None,
             };
             let loss = cpt_loss(
                 self.sd,

@@ -198,6 +198,7 @@ fn check(model: &str) {
             image: None,
             mask: None,
             recompute,
+            min_snr_gamma: None,
         };
         let loss = cpt_loss(
             &sd,

@@ -71,6 +71,7 @@ fn dreamartist_learns_the_held_out_concept_from_one_image() {
         first_seed: 0,
         steps: 12,
         cfg: 5.0,
+        ..Default::default()
     };
     let run = |pos: &candle_core::Tensor, neg: &candle_core::Tensor| -> Vec<Detection> {
         let bank = oneshot::bank(pos, Some(neg));

@@ -263,6 +263,9 @@ pub struct TrainArgs {
     /// DreamArtist++: layers with adapters, a comma list of attn, ff, te.
     #[arg(long)]
     pub lora_targets: Option<String>,
+    /// MinSNR-γ loss weighting (e.g. 5).
+    #[arg(long)]
+    pub min_snr_gamma: Option<f64>,
 }
 
 #[derive(Debug, clap::Args)]

@@ -108,6 +108,9 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
     if let Some(v) = &args.lora_targets {
         cfg.lora_targets = v.clone();
     }
+    if let Some(v) = args.min_snr_gamma {
+        cfg.min_snr_gamma = Some(v);
+    }
     let sd = ws.load_model()?;
 
     let stop = Arc::new(AtomicBool::new(false));

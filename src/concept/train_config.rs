@@ -129,6 +129,9 @@ pub struct TrainConfig {
     /// DreamArtist++: the adapters' learning rate (the forms of `lr`); the
     /// negative adapter learns at `lora_lr × neg_lr_weight`.
     pub lora_lr: String,
+    /// MinSNR-γ loss weighting (e.g. 5; off when absent), any method.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_snr_gamma: Option<f64>,
 }
 
 /// What a run trains.
@@ -230,6 +233,7 @@ impl Default for TrainConfig {
             lora_alpha: 4.0,
             lora_targets: "attn,ff".into(),
             lora_lr: "1e-4".into(),
+            min_snr_gamma: None,
         }
     }
 }

@@ -6,6 +6,7 @@
 //! VAE posterior sample per step. Textual Inversion is train cfg 1 (no
 //! negative word); DreamArtist is train cfg 3.
 
+use crate::generate::adapters::{AdapterSource, WordAdapters};
 use std::time::Instant;
 
 use candle_core::Tensor;
@@ -116,6 +117,19 @@ pub struct Trained {
     /// Training time; `None` when the words came from an earlier run.
     pub seconds: Option<f64>,
     pub loss: Option<f64>,
+    /// DreamArtist++: the run's adapters (kohya files beside the words).
+    pub adapters: Option<WordAdapters>,
+}
+
+/// The DreamArtist++ adapter files in `dir` for `name`, if the run wrote any.
+fn adapters_in(dir: &std::path::Path, name: &str) -> Option<WordAdapters> {
+    let (pos, neg) = crate::concept::lora_paths(dir, name);
+    let source = |p: std::path::PathBuf| p.is_file().then_some(AdapterSource::File(p));
+    let a = WordAdapters {
+        positive: source(pos),
+        negative: source(neg),
+    };
+    (a.positive.is_some() || a.negative.is_some()).then_some(a)
 }
 
 /// Trains `concept` in `ws` (a new run in its runs folder) and loads the pair.
@@ -142,6 +156,7 @@ pub fn train_concept(
         neg,
         seconds: Some(seconds),
         loss: outcome.loss,
+        adapters: adapters_in(&outcome.run_dir, &concept.name),
     })
 }
 
@@ -176,6 +191,7 @@ pub fn train_or_load(
                 neg,
                 seconds: None,
                 loss: None,
+                adapters: adapters_in(&dir, &concept.name),
             });
         }
     }
@@ -209,6 +225,16 @@ pub fn bank(pos: &Tensor, neg: Option<&Tensor>) -> WordBank {
     b.insert(POS_WORD, pos.clone(), "toyworld positive");
     if let Some(n) = neg {
         b.insert(NEG_WORD, n.clone(), "toyworld negative");
+    }
+    b
+}
+
+/// [`bank`] for a trained run: its words, and its adapters on `<p>` (a
+/// DreamArtist++ run's adapters act whether or not `<n>` is used).
+pub fn trained_bank(t: &Trained, with_negative: bool) -> WordBank {
+    let mut b = bank(&t.pos, if with_negative { t.neg.as_ref() } else { None });
+    if let Some(a) = &t.adapters {
+        b.insert_adapters(POS_WORD, a.clone());
     }
     b
 }

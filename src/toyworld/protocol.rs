@@ -7,6 +7,8 @@
 //! `k` is what `generate` draws for seed `k`, so a sample can be re-rendered
 //! alone with `dreamartist generate --seed k`).
 
+use crate::generate::adapters::AdapterRows;
+use crate::sd::lora;
 use candle_core::{DType, Tensor};
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
@@ -120,6 +122,9 @@ pub struct SampleSettings {
     /// DDIM steps.
     pub steps: usize,
     pub cfg: f64,
+    /// DreamArtist++ adapter strengths (as `generate`'s `lora_pos` / `lora_neg`).
+    pub lora_pos: f64,
+    pub lora_neg: f64,
 }
 
 impl Default for SampleSettings {
@@ -130,6 +135,8 @@ impl Default for SampleSettings {
             first_seed: 0,
             steps: 30,
             cfg: 5.0,
+            lora_pos: crate::generate::pipeline::DEFAULT_LORA_POS,
+            lora_neg: crate::generate::pipeline::DEFAULT_LORA_NEG,
         }
     }
 }
@@ -208,8 +215,18 @@ pub fn sample_batch(
             "samples and steps must be at least 1".into(),
         ));
     }
-    let cond = encode(sd, &prepare(sd, prompt, bank)?)?;
-    let uncond = encode(sd, &prepare(sd, negative, bank)?)?;
+    // DreamArtist++ words bring their adapters, split as `generate` splits them.
+    let adapters = bank.adapters_for(sd, prompt)?;
+    let (pos, neg) = (settings.lora_pos, settings.lora_neg);
+    let cond = {
+        let _s = lora::enter(adapters.scope(pos, neg, AdapterRows::Positive));
+        encode(sd, &prepare(sd, prompt, bank)?)?
+    };
+    let uncond = {
+        let _s = lora::enter(adapters.scope(pos, neg, AdapterRows::Negative));
+        encode(sd, &prepare(sd, negative, bank)?)?
+    };
+    let _unet = lora::enter(adapters.scope(pos, neg, AdapterRows::CfgHalves));
     let (cond, uncond) = pad_pair(sd, cond, uncond)?;
     let down = sd.vae.downscale();
     let size = sd.native_size();

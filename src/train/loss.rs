@@ -4,6 +4,7 @@
 //! `g = 1` is plain Textual Inversion: the negative branch is then skipped
 //! (its gradient is exactly zero anyway).
 
+use crate::sd::config::Prediction;
 use std::fmt;
 use std::str::FromStr;
 
@@ -121,6 +122,32 @@ pub struct CptBatch<'a> {
     pub mask: Option<&'a Tensor>,
     /// Run the UNet with activation recompute ([`crate::sd::unet::UNet::forward_with`]).
     pub recompute: bool,
+    /// MinSNR-γ loss weighting ([`min_snr_weights`]); `None`: every timestep weighs 1.
+    pub min_snr_gamma: Option<f64>,
+}
+
+/// MinSNR-γ weights per sample (Hang et al. 2023, "Efficient Diffusion
+/// Training via Min-SNR Weighting Strategy", as diffusers' and kohya's
+/// scripts apply it): with `SNR = ᾱ_t / (1 − ᾱ_t)`, `min(SNR, γ) / SNR` for
+/// ε-prediction and `min(SNR, γ) / (SNR + 1)` for v-prediction. Low-noise
+/// timesteps, whose easy targets otherwise dominate the loss, weigh less.
+pub fn min_snr_weights(
+    schedule: &crate::sd::NoiseSchedule,
+    timesteps: &[usize],
+    gamma: f64,
+    prediction: Prediction,
+) -> Vec<f64> {
+    timesteps
+        .iter()
+        .map(|&t| {
+            let ab = schedule.alphas_cumprod[t.min(schedule.num_train_timesteps() - 1)] as f64;
+            let snr = ab / (1.0 - ab).max(1e-12);
+            match prediction {
+                Prediction::Epsilon => snr.min(gamma) / snr,
+                Prediction::V => snr.min(gamma) / (snr + 1.0),
+            }
+        })
+        .collect()
 }
 
 /// The loss and its terms (scalars).
@@ -227,6 +254,18 @@ pub fn cpt_loss(
     let sq = (&guided - &target)?.sqr()?;
     let sq = match batch.mask {
         Some(m) => sq.broadcast_mul(m)?,
+        None => sq,
+    };
+    // Every sample has as many elements, so weighting each sample's squares
+    // weighs its mean.
+    let sq = match batch.min_snr_gamma {
+        Some(gamma) => {
+            let w: Vec<f32> = min_snr_weights(schedule, batch.timesteps, gamma, sd.prediction())
+                .into_iter()
+                .map(|w| w as f32)
+                .collect();
+            sq.broadcast_mul(&Tensor::from_vec(w, (b, 1, 1, 1), sq.device())?)?
+        }
         None => sq,
     };
     let mse = sq.mean_all()?;

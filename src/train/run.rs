@@ -319,6 +319,13 @@ impl<'a> Session<'a> {
         } else {
             None
         };
+        if let Some(g) = cfg.min_snr_gamma {
+            if !(g.is_finite() && g > 0.0) {
+                return Err(TrainError::Config(format!(
+                    "min_snr_gamma {g} must be a positive number (5 is usual)"
+                )));
+            }
+        }
         let lowest = match cfg_spec {
             CfgSpec::Constant(g) => g,
             CfgSpec::Dynamic { lo, hi, .. } => lo.min(hi),
@@ -489,6 +496,7 @@ impl<'a> Session<'a> {
                 image: Some(&mb.image),
                 mask: mb.mask.as_ref(),
                 recompute: self.cfg.recompute,
+                min_snr_gamma: self.cfg.min_snr_gamma,
             };
             let loss = cpt_loss(
                 self.sd,
