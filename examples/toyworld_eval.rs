@@ -712,6 +712,39 @@ struct Variant {
     /// The sampling modes it is evaluated in (of [`MODES`]; the first two
     /// for the costlier DreamArtist++ variants).
     modes: usize,
+    /// Train with the reference's exact object mask as the loss's weight map
+    /// (object pixels 1, the flat background 0).
+    masked: bool,
+}
+
+/// A copy of the reference `src` in `dir` with its object mask beside it
+/// (`<stem>_mask.png`, white on the object): the toy references are one
+/// shape on a flat background, so the background is the most common colour.
+fn masked_reference(src: &Path, dir: &Path) -> Result<PathBuf> {
+    let img = image::open(src)
+        .with_context(|| format!("{}: cannot open", src.display()))?
+        .to_rgb8();
+    let mut counts = std::collections::HashMap::new();
+    for p in img.pixels() {
+        *counts.entry(p.0).or_insert(0usize) += 1;
+    }
+    let bg = counts
+        .into_iter()
+        .max_by_key(|(_, n)| *n)
+        .map(|(c, _)| c)
+        .unwrap_or([0, 0, 0]);
+    let mask = image::GrayImage::from_fn(img.width(), img.height(), |x, y| {
+        image::Luma([if img.get_pixel(x, y).0 == bg { 0 } else { 255 }])
+    });
+    std::fs::create_dir_all(dir)?;
+    let stem = src
+        .file_stem()
+        .map(|s| s.to_string_lossy().to_string())
+        .unwrap_or_else(|| "reference".into());
+    let copy = dir.join(format!("{stem}.png"));
+    img.save(&copy)?;
+    mask.save(dir.join(format!("{stem}_mask.png")))?;
+    Ok(copy)
 }
 
 /// DreamArtist++ at the reference setting plus adapters of `rank` on `targets`.
@@ -800,84 +833,112 @@ fn variants() -> Vec<Variant> {
             what: "the reference setting (train cfg 3)",
             train: |_| {},
             modes: MODES.len(),
+            masked: false,
         },
         Variant {
             name: "da-g2",
             what: "train cfg 2",
             train: |c| c.train_cfg = "2".into(),
             modes: MODES.len(),
+            masked: false,
         },
         Variant {
             name: "da-g5",
             what: "train cfg 5",
             train: |c| c.train_cfg = "5".into(),
             modes: MODES.len(),
+            masked: false,
         },
         Variant {
             name: "da-dyn",
             what: "dynamic train cfg 1.5-3:cos",
             train: |c| c.train_cfg = "1.5-3:cos".into(),
             modes: MODES.len(),
+            masked: false,
         },
         Variant {
             name: "da-rec",
             what: "reconstruction loss (weight 1)",
             train: |c| c.rec_weight = 1.0,
             modes: MODES.len(),
+            masked: false,
         },
         Variant {
             name: "da-ema",
             what: "EMA 0.97 of both words",
             train: |c| c.ema_decay = Some(0.97),
             modes: MODES.len(),
+            masked: false,
         },
         Variant {
             name: "da-neglr",
             what: "negative lr weight 0.2",
             train: |c| c.neg_lr_weight = 0.2,
             modes: MODES.len(),
+            masked: false,
         },
         Variant {
             name: "da-subject",
             what: "the 26 subject templates",
             train: |c| c.template = "subject".into(),
             modes: MODES.len(),
+            masked: false,
         },
         Variant {
             name: "da-200",
             what: "200 steps",
             train: |c| c.steps = 200,
             modes: MODES.len(),
+            masked: false,
         },
         Variant {
             name: "da-800",
             what: "800 steps",
             train: |c| c.steps = 800,
             modes: MODES.len(),
+            masked: false,
         },
         Variant {
             name: "dapp-r4",
             what: "DreamArtist++: rank-4 adapters on the UNet's attention and feed-forward (lora lr 1e-3)",
             train: |c| dapp(c, 4, "attn,ff"),
             modes: 2,
+            masked: false,
         },
         Variant {
             name: "dapp-r4-te",
             what: "DreamArtist++: rank 4 on the UNet and the text encoder",
             train: |c| dapp(c, 4, "attn,ff,te"),
             modes: 2,
+            masked: false,
         },
         Variant {
             name: "dapp-r16",
             what: "DreamArtist++: rank 16 on the UNet",
             train: |c| dapp(c, 16, "attn,ff"),
             modes: 2,
+            masked: false,
+        },
+        Variant {
+            name: "da-mask",
+            what: "the reference setting trained with the object's mask as weight map",
+            train: |_| {},
+            modes: 2,
+            masked: true,
+        },
+        Variant {
+            name: "dapp-r4-mask",
+            what: "DreamArtist++ rank 4 on the UNet, trained with the object's mask",
+            train: |c| dapp(c, 4, "attn,ff"),
+            modes: 2,
+            masked: true,
         },
         Variant {
             name: "dapp-r16-te",
             what: "DreamArtist++: rank 16 on the UNet and the text encoder",
             train: |c| dapp(c, 16, "attn,ff,te"),
             modes: 2,
+            masked: false,
         },
     ]
 }
@@ -1019,10 +1080,13 @@ fn sweep(a: &SweepArgs) -> Result<()> {
             .any(|r| r.concept == concept && r.row == row && r.seed == Some(seed))
     };
     let mut targets = Vec::new();
+    let masked_dir = c.out.join("masked-references");
     for name in &a.runs.concepts {
         let spec = spec(name)?;
-        let ref_rel = import_reference(&ws, &a.runs.references.join(format!("{name}.png")))?;
-        targets.push((spec, ref_rel));
+        let src = a.runs.references.join(format!("{name}.png"));
+        let ref_rel = import_reference(&ws, &src)?;
+        let masked_rel = import_reference(&ws, &masked_reference(&src, &masked_dir)?)?;
+        targets.push((spec, ref_rel, masked_rel));
     }
     // Variant-major order: a sweep stopped early has whole variants (every
     // concept and seed) rather than a little of everything.
@@ -1032,7 +1096,12 @@ fn sweep(a: &SweepArgs) -> Result<()> {
         .chain(chosen.iter().map(|v| Some(*v)))
         .collect();
     for unit in units {
-        for (spec, ref_rel) in &targets {
+        for (spec, plain_rel, masked_rel) in &targets {
+            let ref_rel = if unit.is_some_and(|v| v.masked) {
+                masked_rel
+            } else {
+                plain_rel
+            };
             let name = spec.name;
             for &seed in &a.runs.seeds {
                 let first = seed == a.runs.seeds[0];
