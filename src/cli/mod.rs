@@ -150,7 +150,7 @@ pub enum ConceptCommand {
         name: String,
         #[arg(long = "reference", required = true, num_args = 1..)]
         references: Vec<PathBuf>,
-        /// photo, anime or style.
+        /// photo, anime, style, toy or toy++ (the toy world; toy++ is DreamArtist++).
         #[arg(long, default_value = "photo")]
         preset: String,
         #[arg(long)]

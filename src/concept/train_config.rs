@@ -253,6 +253,13 @@ mod tests {
             assert_eq!(p.train_config().weight_decay, 0.01, "{name}");
         }
         assert_eq!(Preset::Toy.train_config().train_cfg, "2");
+        let pp = Preset::parse("toy++").unwrap().train_config();
+        assert_eq!(pp.method().unwrap(), Method::DreamArtistPlusPlus);
+        assert_eq!(
+            (pp.train_cfg.as_str(), pp.lora_rank, pp.lora_lr.as_str()),
+            ("3", 4, "1e-3")
+        );
+        assert_eq!(pp.steps, 400);
     }
 
     #[test]
