@@ -35,6 +35,8 @@ pub struct LoraReport {
     pub dtypes: Vec<String>,
     /// The family the layer widths point to, when they do.
     pub family: Option<&'static str>,
+    /// The text context width the cross-attention layers read, if any.
+    pub context_width: Option<usize>,
     /// Names after the original (SGM/LDM) UNet instead of diffusers'.
     pub sgm_names: bool,
     pub metadata: BTreeMap<String, String>,
@@ -112,6 +114,7 @@ pub fn inspect_lora(path: &Path, header: &Header) -> LoraReport {
         ranks,
         dtypes,
         family,
+        context_width,
         sgm_names,
         metadata,
     }
@@ -129,9 +132,16 @@ impl fmt::Display for LoraReport {
         let ranks: Vec<String> = self.ranks.iter().map(|r| r.to_string()).collect();
         writeln!(f, "  rank:       {}", ranks.join(", "))?;
         writeln!(f, "  stored as:  {}", self.dtypes.join(", "))?;
-        match self.family {
-            Some(fam) => writeln!(f, "  for:        {fam} (from the layer widths)")?,
-            None => writeln!(f, "  for:        unknown family (no cross-attention layer)")?,
+        match (self.family, self.context_width) {
+            (Some(fam), _) => writeln!(f, "  for:        {fam} (from the layer widths)")?,
+            (None, Some(w)) => writeln!(
+                f,
+                "  for:        a model with {w}-wide text context (not SD 1.x, 2.x or SDXL)"
+            )?,
+            (None, None) => writeln!(
+                f,
+                "  for:        unknown family (no cross-attention layer to tell)"
+            )?,
         }
         if self.sgm_names {
             writeln!(
