@@ -8,6 +8,8 @@
 //! loss, and the words' and every adapter tensor's gradients, with and
 //! without activation recompute.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,8 +17,8 @@ use std::sync::Arc;
 use candle_core::{DType, Device, Tensor, Var};
 use dreamartist::sd::lora::{enter, Applied, LoraLayer, LoraNetwork, Rows, Scope};
 use dreamartist::sd::lora_file::{kohya_name, load_kohya, save_kohya};
-use dreamartist::sd::{LoadOptions, PseudoWord, StableDiffusion};
-use dreamartist::train::{cpt_loss, CfgSpec, ConceptPrompts, CptBatch};
+use dreamartist::sd::{LoadOptions, StableDiffusion};
+use dreamartist::train::{cpt_loss, CfgSpec, CptBatch};
 
 fn fixture(model: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -119,20 +121,7 @@ fn check(model: &str) {
         goldens.keys().filter(|k| k.starts_with("pos/")).count()
     );
 
-    let words = [
-        PseudoWord {
-            name: "<da>".into(),
-            vectors: 3,
-        },
-        PseudoWord {
-            name: "<da-neg>".into(),
-            vectors: 6,
-        },
-    ];
-    let prompts = ConceptPrompts {
-        positive: sd.tokenize("a photo of <da>", &words),
-        negative: sd.tokenize("a photo of <da-neg>", &words),
-    };
+    let prompts = common::cpt_static_prompts(&sd);
     let matrix = |key: &str| -> Tensor {
         let mut parts = vec![g(key)];
         if sd.text.towers().len() == 2 {

@@ -88,6 +88,28 @@ pub fn assert_bitwise_same(a: &Tensor, b: &Tensor, what: &str) {
 
 pub mod ldm_sdxl;
 
+/// The prompt pair of the fixtures' `cpt_static` case: `a photo of <da>` /
+/// `a photo of <da-neg>`, words of 3 and 6 vectors over the stacked matrix.
+pub fn cpt_static_prompts(
+    sd: &dreamartist::sd::StableDiffusion,
+) -> dreamartist::train::ConceptPrompts {
+    use dreamartist::sd::PseudoWord;
+    let words = [
+        PseudoWord {
+            name: "<da>".into(),
+            vectors: 3,
+        },
+        PseudoWord {
+            name: "<da-neg>".into(),
+            vectors: 6,
+        },
+    ];
+    dreamartist::train::ConceptPrompts {
+        positive: sd.tokenize("a photo of <da>", &words),
+        negative: sd.tokenize("a photo of <da-neg>", &words),
+    }
+}
+
 /// Copies a folder tree (a private copy of a fixture model that a test may change).
 pub fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
