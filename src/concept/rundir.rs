@@ -498,8 +498,8 @@ fn split_chunk(s: &str) -> (&str, &str) {
 }
 
 /// The DreamArtist++ adapter files (positive, negative; either may be
-/// absent) that go with a concept's positive word read from `word_file`: the
-/// LoRA files beside it. The trainer writes the concept's adapters before its
+/// absent) that go with a concept's positive word, stored in `beside` and
+/// trained by run `word_run` (its metadata): the LoRA files beside it. The trainer writes the concept's adapters before its
 /// words, so a process killed between them leaves adapters of a newer run
 /// beside older words: adapters recording another run than the word's are
 /// then taken from the word's own run (none if it had none). Imported
@@ -507,14 +507,13 @@ fn split_chunk(s: &str) -> (&str, &str) {
 pub fn adapter_files(
     dir: &Path,
     name: &str,
-    word_file: &Path,
-) -> anyhow::Result<Option<(Option<PathBuf>, Option<PathBuf>)>> {
-    let beside = word_file.parent().unwrap_or(dir);
+    beside: &Path,
+    word_run: &str,
+) -> Option<(Option<PathBuf>, Option<PathBuf>)> {
     let (mut pos, mut neg) = lora_paths(beside, name);
     if !pos.is_file() && !neg.is_file() {
-        return Ok(None);
+        return None;
     }
-    let (_, meta) = super::load_embedding(word_file)?;
     let run_of = |p: &Path| {
         crate::sd::lora_file::read_metadata(p)
             .ok()
@@ -524,15 +523,15 @@ pub fn adapter_files(
         .into_iter()
         .filter(|p| p.is_file())
         .filter_map(|p| run_of(p))
-        .any(|r| r != meta.run);
+        .any(|r| r != word_run);
     if other_run {
-        if meta.run.is_empty() {
-            return Ok(None);
+        if word_run.is_empty() {
+            return None;
         }
-        (pos, neg) = RunDir::at(dir, &meta.run).lora_paths(name);
+        (pos, neg) = RunDir::at(dir, word_run).lora_paths(name);
     }
     let (pos, neg) = (pos.is_file().then_some(pos), neg.is_file().then_some(neg));
-    Ok((pos.is_some() || neg.is_some()).then_some((pos, neg)))
+    (pos.is_some() || neg.is_some()).then_some((pos, neg))
 }
 
 /// `<name>.lora.safetensors` and `<name>-neg.lora.safetensors` in `dir` (a

@@ -10,10 +10,10 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::conditioning::{words_in, PromptError};
-use crate::sd::lora::{Applied, LoraNetwork, Rows, Scope};
+use super::conditioning::{encode, prepare, words_in, PromptError, WordBank};
+use crate::sd::lora::{self, Applied, LoraNetwork, Rows, Scope};
 use crate::sd::lora_file::load_kohya;
-use crate::sd::StableDiffusion;
+use crate::sd::{StableDiffusion, TextEncoding};
 
 /// Where an adapter comes from: a kohya file (read for the model in use
 /// when a prompt needs it) or a network in memory (training previews).
@@ -83,6 +83,24 @@ impl PromptAdapters {
             }
         };
         (!list.is_empty()).then(|| Arc::new(Scope::new(list)))
+    }
+
+    /// Encodes `prompt` under the positive adapters (at `pos`) and `negative`
+    /// under the negative ones (at `neg`): the two halves of a guided run.
+    pub fn encode_pair(
+        &self,
+        sd: &StableDiffusion,
+        bank: &WordBank,
+        (prompt, negative): (&str, &str),
+        (pos, neg): (f64, f64),
+    ) -> Result<(TextEncoding, TextEncoding), PromptError> {
+        let under = |text: &str, rows: AdapterRows| {
+            let _scope = lora::enter(self.scope(pos, neg, rows));
+            encode(sd, &prepare(sd, text, bank)?)
+        };
+        let cond = under(prompt, AdapterRows::Positive)?;
+        let uncond = under(negative, AdapterRows::Negative)?;
+        Ok((cond, uncond))
     }
 }
 

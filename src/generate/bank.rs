@@ -15,6 +15,8 @@ use crate::workspace::Workspace;
 pub struct PairWord {
     pub vectors: Tensor,
     pub file: PathBuf,
+    /// The run that trained it (its metadata; empty for imported words).
+    pub run: String,
 }
 
 /// A concept's active pair: `<name>.safetensors` and `<name>-neg.safetensors`
@@ -30,9 +32,11 @@ pub fn load_pair(dir: &Path, name: &str) -> Result<(Option<PairWord>, Option<Pai
     if !pos_file.is_file() {
         // Untrained, perhaps with an imported negative (`--as-negative-of`).
         let neg = if neg_file.is_file() {
+            let (vectors, meta) = load_embedding(&neg_file)?;
             Some(PairWord {
-                vectors: load_embedding(&neg_file)?.0,
+                vectors,
                 file: neg_file,
+                run: meta.run,
             })
         } else {
             None
@@ -55,10 +59,12 @@ pub fn load_pair(dir: &Path, name: &str) -> Result<(Option<PairWord>, Option<Pai
             Some(PairWord {
                 vectors: pos,
                 file: pos_file,
+                run: pos_meta.run,
             }),
-            neg.map(|(vectors, _)| PairWord {
+            neg.map(|(vectors, meta)| PairWord {
                 vectors,
                 file: neg_file,
+                run: meta.run,
             }),
         ));
     }
@@ -78,6 +84,7 @@ pub fn load_pair(dir: &Path, name: &str) -> Result<(Option<PairWord>, Option<Pai
         Some(PairWord {
             vectors: load_embedding(&run_neg)?.0,
             file: run_neg,
+            run: pos_meta.run.clone(),
         })
     } else {
         None
@@ -86,6 +93,7 @@ pub fn load_pair(dir: &Path, name: &str) -> Result<(Option<PairWord>, Option<Pai
         Some(PairWord {
             vectors,
             file: run_pos,
+            run: pos_meta.run,
         }),
         neg,
     ))
@@ -98,7 +106,8 @@ pub fn word_bank(ws: &Workspace) -> Result<WordBank> {
         let dir = ws.concept_dir(&name);
         let (pos, neg) = load_pair(&dir, &name)?;
         if let Some(p) = &pos {
-            if let Some((pos, neg)) = adapter_files(&dir, &name, &p.file)? {
+            let beside = p.file.parent().unwrap_or(&dir);
+            if let Some((pos, neg)) = adapter_files(&dir, &name, beside, &p.run) {
                 let source = |p: Option<PathBuf>| p.map(AdapterSource::File);
                 bank.insert_adapters(
                     &name,

@@ -8,9 +8,7 @@ use image::GenericImageView;
 use serde::{Deserialize, Serialize};
 
 use super::adapters::AdapterRows;
-use super::conditioning::{
-    all_finite, auto_negative, encode, pad_pair, prepare, PromptError, WordBank,
-};
+use super::conditioning::{all_finite, auto_negative, pad_pair, PromptError, WordBank};
 use super::denoise::{denoise_with, Extras, GuidedContext, LatentBlend, StepControl};
 use crate::rng::{random_seed, Rng};
 use crate::sd::lora;
@@ -342,14 +340,8 @@ pub fn generate_given(
     // positive ones for the prompt and the conditional half, the negative
     // ones for the negative prompt and the unconditional half.
     let adapters = bank.adapters_for(sd, &req.prompt)?;
-    let cond = {
-        let _scope = lora::enter(adapters.scope(req.lora_pos, req.lora_neg, AdapterRows::Positive));
-        encode(sd, &prepare(sd, &req.prompt, bank)?)?
-    };
-    let uncond = {
-        let _scope = lora::enter(adapters.scope(req.lora_pos, req.lora_neg, AdapterRows::Negative));
-        encode(sd, &prepare(sd, &negative, bank)?)?
-    };
+    let strengths = (req.lora_pos, req.lora_neg);
+    let (cond, uncond) = adapters.encode_pair(sd, bank, (&req.prompt, &negative), strengths)?;
     let _unet_scope =
         lora::enter(adapters.scope(req.lora_pos, req.lora_neg, AdapterRows::CfgHalves));
     for (enc, text) in [(&cond, &req.prompt), (&uncond, &negative)] {

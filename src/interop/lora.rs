@@ -12,9 +12,10 @@ use std::path::{Path, PathBuf};
 use super::safetensors_header::{self, Header};
 use super::InteropError;
 use crate::concept::{adapter_files, lora_paths, CONCEPT_FILE};
+use crate::sd::lora_file;
 use crate::workspace::Workspace;
 
-const PARTS: [&str; 3] = [".lora_down.weight", ".lora_up.weight", ".alpha"];
+const PARTS: [&str; 3] = [lora_file::DOWN, lora_file::UP, lora_file::ALPHA];
 
 /// Whether a safetensors header holds a kohya LoRA network.
 pub fn is_lora(header: &Header) -> bool {
@@ -156,21 +157,17 @@ impl fmt::Display for LoraReport {
     }
 }
 
-/// Copies a concept's DreamArtist++ adapters (those that go with its words)
-/// into `out`; none when the concept has none.
+/// Copies the DreamArtist++ adapters that go with concept `name`'s words
+/// (stored in its folder, trained by run `word_run`) into `out`; none when
+/// the concept has none.
 pub fn export_adapters(
     ws: &Workspace,
     name: &str,
+    word_run: &str,
     out: &Path,
 ) -> Result<Vec<PathBuf>, InteropError> {
     let dir = ws.concept_dir(name);
-    let word = dir.join(format!("{name}.safetensors"));
-    if !word.is_file() {
-        return Ok(Vec::new());
-    }
-    let Some((pos, neg)) =
-        adapter_files(&dir, name, &word).map_err(|e| InteropError::Invalid(format!("{e:#}")))?
-    else {
+    let Some((pos, neg)) = adapter_files(&dir, name, &dir, word_run) else {
         return Ok(Vec::new());
     };
     let (to_pos, to_neg) = lora_paths(out, name);

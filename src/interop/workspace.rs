@@ -376,7 +376,12 @@ pub fn export_with_note(
     let mut exported = export_words(&words, format, out)?;
     // DreamArtist++: the adapters travel with the words, in the kohya LoRA
     // layout every target tool reads.
-    let adapters = super::lora::export_adapters(ws, name, out)?;
+    let adapters = match stored.first() {
+        Some(pos) if concept_dir.join(CONCEPT_FILE).is_file() => {
+            super::lora::export_adapters(ws, name, &pos.meta.run, out)?
+        }
+        _ => Vec::new(),
+    };
     if !adapters.is_empty() {
         let note = format!(
             "The concept's DreamArtist++ adapters are kohya LoRA files: load {} as a LoRA \

@@ -59,9 +59,10 @@ pub enum LoraFileError {
     },
 }
 
-const DOWN: &str = ".lora_down.weight";
-const UP: &str = ".lora_up.weight";
-const ALPHA: &str = ".alpha";
+/// The suffixes of a layer's tensors in the kohya layout.
+pub const DOWN: &str = ".lora_down.weight";
+pub const UP: &str = ".lora_up.weight";
+pub const ALPHA: &str = ".alpha";
 
 /// The kohya name of the layer at `key` in a model of `family`.
 pub fn kohya_name(key: &LayerKey, family: Family) -> String {

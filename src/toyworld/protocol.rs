@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::detect::{detect, Detection};
 use super::world::{Colour, Position, Shape, Size};
 use super::ToyError;
-use crate::generate::conditioning::{encode, pad_pair, prepare};
+use crate::generate::conditioning::pad_pair;
 use crate::generate::{denoise_with, Extras, GuidedContext, StepControl, WordBank};
 use crate::rng::Rng;
 use crate::sd::{MicroConditioning, Sampler, SamplerKind, StableDiffusion};
@@ -218,14 +218,7 @@ pub fn sample_batch(
     // DreamArtist++ words bring their adapters, split as `generate` splits them.
     let adapters = bank.adapters_for(sd, prompt)?;
     let (pos, neg) = (settings.lora_pos, settings.lora_neg);
-    let cond = {
-        let _s = lora::enter(adapters.scope(pos, neg, AdapterRows::Positive));
-        encode(sd, &prepare(sd, prompt, bank)?)?
-    };
-    let uncond = {
-        let _s = lora::enter(adapters.scope(pos, neg, AdapterRows::Negative));
-        encode(sd, &prepare(sd, negative, bank)?)?
-    };
+    let (cond, uncond) = adapters.encode_pair(sd, bank, (prompt, negative), (pos, neg))?;
     let _unet = lora::enter(adapters.scope(pos, neg, AdapterRows::CfgHalves));
     let (cond, uncond) = pad_pair(sd, cond, uncond)?;
     let down = sd.vae.downscale();

@@ -71,6 +71,23 @@ pub struct AdapterTraining {
     branches: [Vec<TrainedLayer>; 2],
 }
 
+/// The sum of per-tensor scalars, added in f64 on the device in order and
+/// read back once (not once per tensor: hundreds of device syncs a step on
+/// CUDA). 0 for none.
+fn device_sum(
+    scalars: impl Iterator<Item = candle_core::Result<Tensor>>,
+) -> candle_core::Result<f64> {
+    let mut total: Option<Tensor> = None;
+    for s in scalars {
+        let s = s?.to_dtype(candle_core::DType::F64)?;
+        total = Some(match total {
+            Some(t) => (t + s)?,
+            None => s,
+        });
+    }
+    total.map_or(Ok(0.0), |t| t.to_scalar::<f64>())
+}
+
 /// The sites a run adapts: the model's layers that `targets` covers.
 pub fn target_sites(sd: &StableDiffusion, targets: &Targets) -> Vec<LinearSite> {
     sd.linear_sites()
@@ -216,19 +233,12 @@ impl AdapterTraining {
         let mut norms = [0.0; 2];
         for (i, branch) in Branch::BOTH.iter().enumerate() {
             let layers = &mut self.branches[i];
-            let mut sq = 0.0;
-            for l in layers.iter() {
-                for p in [&l.down, &l.up] {
-                    if let Some(a) = &p.acc {
-                        sq += a
-                            .sqr()?
-                            .sum_all()?
-                            .to_dtype(candle_core::DType::F64)?
-                            .to_scalar::<f64>()?;
-                    }
-                }
-            }
-            let norm = sq.sqrt();
+            let squares = layers
+                .iter()
+                .flat_map(|l| [&l.down.acc, &l.up.acc])
+                .flatten()
+                .map(|a| a.sqr()?.sum_all());
+            let norm = device_sum(squares)?.sqrt();
             norms[i] = norm;
             let coef = if clip > 0.0 && norm.is_finite() {
                 (clip / (norm + 1e-6)).min(1.0)
@@ -305,16 +315,7 @@ impl AdapterTraining {
 
     /// Sum of `|x|` over every adapter tensor (a divergence check).
     pub fn magnitude(&self) -> candle_core::Result<f64> {
-        let mut total = 0.0;
-        for p in self.params() {
-            total += p
-                .var
-                .abs()?
-                .sum_all()?
-                .to_dtype(candle_core::DType::F64)?
-                .to_scalar::<f64>()?;
-        }
-        Ok(total)
+        device_sum(self.params().map(|p| p.var.abs()?.sum_all()))
     }
 
     fn base_name(&self, branch: usize, key: &LayerKey) -> String {
