@@ -15,6 +15,7 @@ pub mod rng;
 pub mod runs;
 pub mod sd;
 pub mod selftest;
+pub mod slurm;
 pub mod sweep;
 pub mod threads;
 pub mod torchfile;

@@ -10,7 +10,8 @@ use std::sync::Once;
 
 static CONFIGURE: Once = Once::new();
 
-/// Pins `RAYON_NUM_THREADS` to candle's own choice (the user's value wins)
+/// Pins `RAYON_NUM_THREADS` to candle's own choice, or a Slurm task's
+/// `SLURM_CPUS_PER_TASK` (the user's value wins),
 /// and tunes the allocator for tensors ([`crate::heap`]).
 /// Call first thing in `main`; later calls do nothing.
 pub fn configure() {
@@ -22,7 +23,12 @@ pub fn configure() {
             .and_then(|s| s.parse::<usize>().ok())
             .is_some_and(|n| n > 0);
         if !user_set {
-            let n = candle_core::utils::get_num_threads().max(1);
+            // A Slurm task gets the cores it asked for, not the node's.
+            let slurm = std::env::var("SLURM_CPUS_PER_TASK")
+                .ok()
+                .and_then(|s| s.parse::<usize>().ok())
+                .filter(|n| *n > 0);
+            let n = slurm.unwrap_or_else(|| candle_core::utils::get_num_threads().max(1));
             // Safe in practice: called before any thread is spawned (Once, first in main).
             std::env::set_var("RAYON_NUM_THREADS", n.to_string());
         }

@@ -6,6 +6,7 @@ mod eval;
 mod generate;
 mod interop;
 mod runs;
+mod slurm;
 mod sweep;
 mod train;
 mod watch;
@@ -33,6 +34,8 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+// Parsed once per process: the size of its largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// The workbench: a dashboard over a workspace (the default command).
     Tui {
@@ -121,6 +124,8 @@ pub enum Command {
     Runs(self::runs::RunsArgs),
     /// Train a sweep file's grid of options × seeds as runs of one concept.
     Sweep(self::sweep::SweepArgs),
+    /// Sweeps' runs with their Slurm state and progress; cancel their tasks.
+    Status(self::slurm::StatusArgs),
     /// Check this build against a golden fixture folder (cases.toml + goldens.safetensors + model/).
     Selftest {
         /// Fixture folder, e.g. tests/fixtures/tiny-sd1.
@@ -266,6 +271,8 @@ pub struct TrainArgs {
     /// MinSNR-γ loss weighting (e.g. 5).
     #[arg(long)]
     pub min_snr_gamma: Option<f64>,
+    #[command(flatten)]
+    pub slurm: self::slurm::SlurmArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -463,6 +470,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Eval(args) => self::eval::run(args),
         Command::Runs(args) => self::runs::run(args),
         Command::Sweep(args) => self::sweep::run(args),
+        Command::Status(args) => self::slurm::status(args),
         Command::Selftest {
             fixture,
             kinds,

@@ -46,6 +46,8 @@ pub struct SweepArgs {
     /// Leave the results to the caller (the --jobs parent gathers them once).
     #[arg(long, hide = true)]
     pub no_results: bool,
+    #[command(flatten)]
+    pub slurm: super::slurm::SlurmArgs,
 }
 
 pub fn run(args: SweepArgs) -> Result<ExitCode> {
@@ -66,8 +68,14 @@ pub fn run(args: SweepArgs) -> Result<ExitCode> {
     } else {
         args.only.clone()
     };
+    if args.slurm.slurm && (args.list || args.report || args.jobs > 1) {
+        bail!("--slurm submits the runs to Slurm: leave out --list, --report and --jobs (`dreamartist status` follows them)");
+    }
     if args.list {
         return list(&plan, &dir, &indices, args.json);
+    }
+    if args.slurm.slurm {
+        return super::slurm::submit(&args.slurm, &ws, &plan, &args.only, args.json);
     }
     if args.report {
         let results = gather(&plan, &dir);
@@ -92,10 +100,14 @@ pub fn run(args: SweepArgs) -> Result<ExitCode> {
         finish(&gather(&plan, &dir), &dir, args.json)?;
     }
     if stop.load(Ordering::SeqCst) {
-        eprintln!(
-            "sweep interrupted; run `dreamartist sweep {}` again to continue where it stopped",
-            args.file.display()
-        );
+        if std::env::var_os("SLURM_JOB_ID").is_some() {
+            eprintln!("stopped with a checkpoint: the task's next attempt resumes it");
+        } else {
+            eprintln!(
+                "sweep interrupted; run `dreamartist sweep {}` again to continue where it stopped",
+                args.file.display()
+            );
+        }
     }
     Ok(if failed {
         ExitCode::from(1)
@@ -140,7 +152,7 @@ fn list(plan: &SweepPlan, dir: &SweepDir, indices: &[usize], json: bool) -> Resu
 }
 
 /// Writes the results and prints them (the table, or one JSON line).
-fn finish(results: &SweepResults, dir: &SweepDir, json: bool) -> Result<()> {
+pub(super) fn finish(results: &SweepResults, dir: &SweepDir, json: bool) -> Result<()> {
     let (md, js) = results.write(dir)?;
     if json {
         println!(
@@ -285,10 +297,17 @@ fn report(json: bool, n: usize, count: usize, ev: &SweepEvent) {
         SweepEvent::Skipped { run, run_id, state } => {
             println!("{at} #{} {state} ({run_id}): skipped", run.index)
         }
-        SweepEvent::Starting { run, resume } => match resume {
-            Some(id) => eprintln!("{at} #{} {}: resuming run {id}", run.index, run.key()),
-            None => eprintln!("{at} #{} {}: new run", run.index, run.key()),
-        },
+        SweepEvent::Starting { run, resume } => {
+            // A one-run sweep (`train --slurm`) sets no options of its own.
+            let key = match run.key() {
+                k if k.is_empty() => String::new(),
+                k => format!(" {k}"),
+            };
+            match resume {
+                Some(id) => eprintln!("{at} #{}{key}: resuming run {id}", run.index),
+                None => eprintln!("{at} #{}{key}: new run", run.index),
+            }
+        }
         SweepEvent::Ended {
             run,
             run_id,

@@ -34,6 +34,45 @@ pub(super) fn progress_line(m: &StepMetrics, total: u64, eta: &Eta) -> String {
 pub fn run(args: TrainArgs) -> Result<ExitCode> {
     let ws = Workspace::open(&args.workspace)?;
     let concept = Concept::load(&ws, &args.name)?;
+    let cfg = config(&args, &concept)?;
+    if args.slurm.slurm {
+        return on_slurm(&args, &ws, &concept, &cfg);
+    }
+    train_here(args, ws, concept, cfg)
+}
+
+/// `train --slurm`: the run as a one-run sweep, submitted.
+fn on_slurm(
+    args: &TrainArgs,
+    ws: &Workspace,
+    concept: &Concept,
+    cfg: &crate::concept::TrainConfig,
+) -> Result<ExitCode> {
+    if args.resume.is_some() {
+        anyhow::bail!(
+            "--resume with --slurm: a task resumes its own run after preemption by itself; \
+             to continue a stopped run, train it here or resubmit its sweep (`dreamartist status` names it)"
+        );
+    }
+    let file = super::slurm::train_sweep_file(ws, &concept.name, cfg)?;
+    let result = crate::sweep::SweepPlan::load(&file, ws)
+        .map_err(anyhow::Error::from)
+        .and_then(|plan| super::slurm::submit(&args.slurm, ws, &plan, &[], args.json));
+    // A dry run leaves nothing behind; a refused submission neither.
+    let keep = !args.slurm.dry_run
+        && crate::slurm::SlurmDir::of(file.parent().unwrap_or(&file))
+            .submissions()
+            .is_ok_and(|s| !s.is_empty());
+    if !keep {
+        if let Some(dir) = file.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+    result
+}
+
+/// The concept's options with the command line's on top.
+fn config(args: &TrainArgs, concept: &Concept) -> Result<crate::concept::TrainConfig> {
     let mut cfg = concept.train.clone();
     if let Some(v) = args.steps {
         cfg.steps = v;
@@ -111,6 +150,15 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
     if let Some(v) = args.min_snr_gamma {
         cfg.min_snr_gamma = Some(v);
     }
+    Ok(cfg)
+}
+
+fn train_here(
+    args: TrainArgs,
+    ws: Workspace,
+    concept: Concept,
+    cfg: crate::concept::TrainConfig,
+) -> Result<ExitCode> {
     let sd = ws.load_model()?;
 
     let stop = Arc::new(AtomicBool::new(false));

@@ -422,7 +422,7 @@ pub fn format_utc(secs: u64) -> String {
 }
 
 /// The run id of `secs`: `20261201-031500`.
-fn format_utc_id(secs: u64) -> String {
+pub fn format_utc_id(secs: u64) -> String {
     let (y, m, d, h, min, s) = utc_parts(secs);
     format!("{y:04}{m:02}{d:02}-{h:02}{min:02}{s:02}")
 }

@@ -70,13 +70,21 @@ pub fn table_lines(runs: &[RunSummary]) -> Vec<String> {
         return Vec::new();
     }
     let cols = columns(runs);
-    let widths: Vec<usize> = cols
-        .iter()
-        .map(|(h, cells)| {
-            cells
-                .iter()
+    let header: Vec<&str> = cols.iter().map(|(h, _)| *h).collect();
+    let rows: Vec<Vec<String>> = (0..runs.len())
+        .map(|i| cols.iter().map(|(_, c)| c[i].clone()).collect())
+        .collect();
+    aligned_lines(&header, &rows)
+}
+
+/// `header` and `rows` as left-aligned columns two spaces apart.
+pub fn aligned_lines(header: &[&str], rows: &[Vec<String>]) -> Vec<String> {
+    let widths: Vec<usize> = (0..header.len())
+        .map(|j| {
+            rows.iter()
+                .filter_map(|r| r.get(j))
                 .map(|c| c.chars().count())
-                .chain([h.chars().count()])
+                .chain([header[j].chars().count()])
                 .max()
                 .unwrap_or(0)
         })
@@ -91,9 +99,9 @@ pub fn table_lines(runs: &[RunSummary]) -> Vec<String> {
             .trim_end()
             .to_string()
     };
-    let mut lines = vec![row(cols.iter().map(|(h, _)| *h).collect())];
-    for i in 0..runs.len() {
-        lines.push(row(cols.iter().map(|(_, c)| c[i].as_str()).collect()));
+    let mut lines = vec![row(header.to_vec())];
+    for r in rows {
+        lines.push(row(r.iter().map(String::as_str).collect()));
     }
     lines
 }

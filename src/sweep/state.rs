@@ -70,6 +70,48 @@ impl SweepDir {
         &self.path
     }
 
+    /// The sweep's name (its folder's).
+    pub fn name(&self) -> String {
+        self.path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default()
+    }
+
+    /// The plan from the folder's copy of the sweep file, named after the
+    /// folder (the copy's own stem is `sweep`).
+    pub fn load_plan(&self, ws: &Workspace) -> Result<SweepPlan, SweepError> {
+        let mut plan = SweepPlan::load(&self.path.join("sweep.toml"), ws)?;
+        plan.name = self.name();
+        Ok(plan)
+    }
+
+    /// Every sweep of the workspace's concepts that has run (a folder with
+    /// its copy of the sweep file), by concept and name.
+    pub fn list(ws: &Workspace) -> Vec<SweepDir> {
+        let mut concepts: Vec<PathBuf> = std::fs::read_dir(ws.concepts_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_dir())
+            .collect();
+        concepts.sort();
+        let mut out = Vec::new();
+        for concept in concepts {
+            let mut names: Vec<String> = std::fs::read_dir(concept.join("sweeps"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|e| e.path().join("sweep.toml").is_file())
+                .map(|e| e.file_name().to_string_lossy().to_string())
+                .collect();
+            names.sort();
+            out.extend(names.iter().map(|n| SweepDir::new(&concept, n)));
+        }
+        out
+    }
+
     pub fn concept_dir(&self) -> &Path {
         &self.concept_dir
     }

@@ -98,13 +98,9 @@ pub fn queue_lines(ws: &Workspace, concept_dir: &Path) -> Vec<String> {
     names
         .into_iter()
         .map(|name| {
-            let copy = root.join(&name).join("sweep.toml");
-            match SweepPlan::load(&copy, ws) {
-                Ok(plan) => {
-                    // The folder's name, not the copy's stem (`sweep`), names the sweep.
-                    let results = gather(&plan, &SweepDir::new(concept_dir, &name));
-                    format!("sweep {name}: {}", results.counts())
-                }
+            let dir = SweepDir::new(concept_dir, &name);
+            match dir.load_plan(ws) {
+                Ok(plan) => format!("sweep {name}: {}", gather(&plan, &dir).counts()),
                 Err(e) => format!("sweep {name}: {e}"),
             }
         })

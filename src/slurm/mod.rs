@@ -1,0 +1,378 @@
+//! Sweeps and trainings on a Slurm cluster. We do not schedule anything
+//! ourselves: a sweep becomes one sbatch **job array** (one task per planned
+//! run, [`script`]), each task the same headless `sweep FILE --only INDEX` a
+//! local sweep runs, over a workspace on the cluster's shared filesystem.
+//! Preemption is normal there, so every task checkpoints on SIGTERM and the
+//! requeued task resumes bit-exactly (the sweep folder's records say which
+//! run folder each index trains in; [`crate::sweep::SweepDir`]).
+//!
+//! - [`script`]: the sbatch script (text only; snapshot-tested);
+//! - [`commands`]: `sbatch`, `squeue`, `sacct`, `scancel` as processes;
+//! - [`jobs`]: the sweep's `slurm/` folder (scripts, job ids, task logs);
+//! - this file: submit, status (Slurm's view joined with each run's own
+//!   progress), wait, cancel.
+
+pub mod commands;
+pub mod jobs;
+pub mod script;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+pub use commands::TaskInfo;
+pub use jobs::{log_tail, SlurmDir, Submission};
+pub use script::{ArrayScript, SbatchOptions, TaskCommand};
+
+use crate::concept::RunState;
+use crate::sweep::{gather, Next, SweepDir, SweepPlan};
+use crate::workspace::Workspace;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SlurmError {
+    #[error(
+        "`{0}` is not on PATH: run this on the cluster's login node (or `module load slurm` \
+         first); `--dry-run` prints the batch script without submitting it"
+    )]
+    NotInstalled(&'static str),
+    #[error("Slurm refused the job: {message}")]
+    Refused { message: String },
+    #[error("`{command}` failed: {message}")]
+    Command { command: String, message: String },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{}: {message}", path.display())]
+    Io { path: PathBuf, message: String },
+    #[error(transparent)]
+    Sweep(#[from] crate::sweep::SweepError),
+}
+
+/// A sweep to submit, and how.
+pub struct SubmitRequest<'a> {
+    pub ws: &'a Workspace,
+    pub plan: &'a SweepPlan,
+    /// Only these runs (empty: all of them).
+    pub only: &'a [usize],
+    pub options: SbatchOptions,
+    /// The `dreamartist` binary the tasks run (on the shared filesystem).
+    pub binary: PathBuf,
+}
+
+/// What `submit` did.
+#[derive(Debug, Clone)]
+pub struct Submitted {
+    /// The script's text.
+    pub script: String,
+    /// The runs it covers.
+    pub indices: Vec<usize>,
+    /// Runs left out: ended already, or queued/running in an earlier job.
+    pub skipped: Vec<(usize, String)>,
+    /// The array job's id; `None` for a dry run.
+    pub job: Option<String>,
+    /// Where the script was kept (not for a dry run).
+    pub script_path: Option<PathBuf>,
+}
+
+/// Which runs still need a task: not ended, and not in the queue already
+/// (two tasks of one run would race for its record).
+fn runs_to_submit(
+    plan: &SweepPlan,
+    dir: &SweepDir,
+    only: &[usize],
+    queued: &[TaskInfo],
+) -> (Vec<usize>, Vec<(usize, String)>) {
+    let wanted: Vec<usize> = if only.is_empty() {
+        (0..plan.runs.len()).collect()
+    } else {
+        only.to_vec()
+    };
+    let (mut todo, mut skipped) = (Vec::new(), Vec::new());
+    for i in wanted {
+        if let Some(t) = queued.iter().find(|t| t.index == i && t.is_active()) {
+            skipped.push((
+                i,
+                format!("{} in job {}", t.state.to_lowercase(), t.array_job),
+            ));
+            continue;
+        }
+        match dir.next(i) {
+            Next::Start | Next::Resume(_) => todo.push(i),
+            _ if crate::sweep::eval_pending(plan, dir, i) => todo.push(i),
+            Next::Done(id, state) => skipped.push((i, format!("{} (run {id})", state.label()))),
+            Next::Busy(id) => skipped.push((i, format!("running elsewhere (run {id})"))),
+        }
+    }
+    (todo, skipped)
+}
+
+/// The script for a sweep (what a dry run prints), without touching the
+/// queue or the workspace.
+pub fn script_for(
+    req: &SubmitRequest,
+    dir: &SweepDir,
+    queued: &[TaskInfo],
+) -> Result<Submitted, SlurmError> {
+    let (indices, skipped) = runs_to_submit(req.plan, dir, req.only, queued);
+    let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let script = ArrayScript {
+        job_name: job_name(&req.plan.concept.name, &req.plan.name),
+        indices: indices.clone(),
+        log_dir: abs(&SlurmDir::of(dir.path()).log_dir()),
+        options: req.options.clone(),
+        command: TaskCommand {
+            binary: abs(&req.binary),
+            sweep_file: abs(&req.plan.file),
+            workspace: abs(&req.ws.root),
+        },
+    }
+    .render()?;
+    Ok(Submitted {
+        script,
+        indices,
+        skipped,
+        job: None,
+        script_path: None,
+    })
+}
+
+/// `da-<concept>-<sweep>`, in the characters job names keep.
+fn job_name(concept: &str, sweep: &str) -> String {
+    format!("da-{concept}-{sweep}")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// Writes the script into the sweep's folder and submits it; records the job.
+pub fn submit(req: &SubmitRequest) -> Result<Submitted, SlurmError> {
+    let dir = SweepDir::of(req.ws, req.plan);
+    dir.check(req.plan)?;
+    let slurm = SlurmDir::of(dir.path());
+    // Fail on a missing sbatch before anything is written.
+    commands::program_on_path("sbatch")?;
+    let queued = commands::squeue(&slurm.job_ids())?;
+    let mut sub = script_for(req, &dir, &queued)?;
+    dir.prepare(req.plan)?;
+    slurm.prepare()?;
+    let pending = slurm.pending_script();
+    crate::fsutil::write_atomic(&pending, sub.script.as_bytes()).map_err(|e| SlurmError::Io {
+        path: pending.clone(),
+        message: e.to_string(),
+    })?;
+    let job = commands::sbatch(&pending)?;
+    let kept = slurm.path().join(format!("job-{job}.sbatch"));
+    std::fs::rename(&pending, &kept).map_err(|e| SlurmError::Io {
+        path: kept.clone(),
+        message: e.to_string(),
+    })?;
+    slurm.record(Submission {
+        job: job.clone(),
+        submitted: now(),
+        indices: sub.indices.clone(),
+        script: kept.clone(),
+    })?;
+    sub.job = Some(job);
+    sub.script_path = Some(kept);
+    Ok(sub)
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// One planned run: the scheduler's view and the run's own.
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskRow {
+    pub index: usize,
+    /// The options this run sets (`train_cfg="2", seed=1`).
+    pub options: String,
+    /// Its latest array job, if it was submitted.
+    pub job: Option<String>,
+    /// What Slurm says of that task (`None`: never submitted, or forgotten
+    /// by a cluster without accounting).
+    pub slurm: Option<TaskInfo>,
+    pub run: Option<String>,
+    /// The run's status from its own files (`pending` before it starts).
+    pub status: String,
+    pub step: u64,
+    pub total_steps: u64,
+    pub loss: Option<f64>,
+    /// The task's log.
+    pub log: Option<PathBuf>,
+}
+
+impl TaskRow {
+    /// `RUNNING`, `PENDING (Priority)`, `COMPLETED`; `ended` when the queue
+    /// has forgotten the task and no accounting says more; `-` when never
+    /// submitted.
+    pub fn slurm_label(&self) -> String {
+        match &self.slurm {
+            None if self.job.is_some() => "ended".into(),
+            Some(t)
+                if t.live && t.state == "PENDING" && !t.reason.is_empty() && t.reason != "None" =>
+            {
+                format!("PENDING ({})", t.reason)
+            }
+            Some(t) => t.state.clone(),
+            None => "-".into(),
+        }
+    }
+
+    /// Whether its task is still in the queue.
+    pub fn queued(&self) -> bool {
+        self.slurm.as_ref().is_some_and(TaskInfo::is_active)
+    }
+}
+
+/// A sweep as Slurm and its run folders see it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SweepStatus {
+    pub concept: String,
+    pub sweep: String,
+    pub jobs: Vec<String>,
+    pub rows: Vec<TaskRow>,
+    /// Why the queue could not be read (the rows then show the runs only).
+    pub slurm_error: Option<String>,
+}
+
+impl SweepStatus {
+    /// Tasks still in the queue.
+    pub fn active(&self) -> usize {
+        self.rows.iter().filter(|r| r.queued()).count()
+    }
+}
+
+/// Reads the sweep's jobs from the queue and its runs from their folders.
+pub fn sweep_status(plan: &SweepPlan, dir: &SweepDir) -> SweepStatus {
+    let slurm = SlurmDir::of(dir.path());
+    let subs = slurm.submissions();
+    let mut slurm_error = subs.as_ref().err().map(ToString::to_string);
+    let subs = subs.unwrap_or_default();
+    let jobs: Vec<String> = subs.iter().map(|s| s.job.clone()).collect();
+    let tasks = match commands::tasks(&jobs) {
+        Ok(t) => t,
+        Err(e) => {
+            slurm_error.get_or_insert(e.to_string());
+            Vec::new()
+        }
+    };
+    let results = gather(plan, dir);
+    let rows = plan
+        .runs
+        .iter()
+        .zip(results.runs)
+        .map(|(planned, result)| {
+            let sub = subs
+                .iter()
+                .rev()
+                .find(|s| s.indices.contains(&planned.index));
+            let job = sub.map(|s| s.job.clone());
+            let slurm_task = job.as_ref().and_then(|j| {
+                tasks
+                    .iter()
+                    .find(|t| &t.array_job == j && t.index == planned.index)
+                    .cloned()
+            });
+            let summary = result.summary.as_ref();
+            TaskRow {
+                index: planned.index,
+                options: planned.key(),
+                log: job.as_ref().map(|j| slurm.log(j, planned.index)),
+                job,
+                slurm: slurm_task,
+                run: result.run.clone(),
+                status: result.status.clone(),
+                step: summary.map_or(0, |s| s.step),
+                total_steps: summary.map_or(planned.config.steps, |s| s.total_steps),
+                loss: summary.and_then(|s| s.loss),
+            }
+        })
+        .collect();
+    SweepStatus {
+        concept: plan.concept.name.clone(),
+        sweep: plan.name.clone(),
+        jobs,
+        rows,
+        slurm_error,
+    }
+}
+
+/// How a waited-for task ended.
+#[derive(Debug, Clone)]
+pub struct TaskEnd {
+    pub index: usize,
+    pub run: Option<String>,
+    pub state: Option<RunState>,
+    /// The last lines of its log, when it did not finish.
+    pub log_tail: Option<(PathBuf, String)>,
+}
+
+impl TaskEnd {
+    pub fn finished(&self) -> bool {
+        self.state == Some(RunState::Finished)
+    }
+}
+
+/// Blocks until no task of array job `job` is in the queue, calling
+/// `on_poll` with the sweep's status after every look; then says how each of
+/// `indices` ended (from the runs' own files: the truth even on a cluster
+/// without accounting).
+pub fn wait(
+    plan: &SweepPlan,
+    dir: &SweepDir,
+    job: &str,
+    indices: &[usize],
+    poll: Duration,
+    mut on_poll: impl FnMut(&SweepStatus),
+) -> Result<Vec<TaskEnd>, SlurmError> {
+    let jobs = [job.to_string()];
+    loop {
+        let live = commands::squeue(&jobs)?;
+        let status = sweep_status(plan, dir);
+        on_poll(&status);
+        if live.iter().all(|t| !t.is_active()) {
+            break;
+        }
+        std::thread::sleep(poll);
+    }
+    let slurm = SlurmDir::of(dir.path());
+    Ok(indices
+        .iter()
+        .map(|&index| {
+            let run = dir.run_dir(index);
+            let state = run.as_ref().map(|r| r.state());
+            let finished = state == Some(RunState::Finished);
+            let log = slurm.log(job, index);
+            TaskEnd {
+                index,
+                run: run.map(|r| r.id().to_string()),
+                state,
+                log_tail: (!finished)
+                    .then(|| log_tail(&log, 15).map(|t| (log.clone(), t)))
+                    .flatten(),
+            }
+        })
+        .collect())
+}
+
+/// Cancels the sweep's queued tasks (`index`: that run's only). Returns the
+/// tasks cancelled as `job_index`.
+pub fn cancel(dir: &SweepDir, index: Option<usize>) -> Result<Vec<String>, SlurmError> {
+    let slurm = SlurmDir::of(dir.path());
+    let live = commands::squeue(&slurm.job_ids())?;
+    let mut done = Vec::new();
+    for t in live.iter().filter(|t| index.is_none_or(|i| i == t.index)) {
+        commands::scancel(&t.array_job, Some(t.index))?;
+        done.push(format!("{}_{}", t.array_job, t.index));
+    }
+    Ok(done)
+}

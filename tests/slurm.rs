@@ -1,0 +1,340 @@
+//! `--slurm` against a real single-node Slurm (Debian's slurm-wlm + munge;
+//! `sudo scripts/slurm-local.sh install && sudo scripts/slurm-local.sh start`
+//! writes a slurm.conf for this host and starts the daemons; `.ci/run` does).
+//! Without a cluster these tests say so and pass, unless
+//! `DREAMARTIST_REQUIRE_SLURM=1` (CI) makes that a failure.
+//!
+//! - a 2×2 sweep on the tiny model as one job array, waited for: four
+//!   finished runs, the results table, one log per task; a refused
+//!   submission and a failing task show Slurm's message and the log's end;
+//! - a task requeued while it trains resumes its checkpoint and ends with
+//!   the same vectors, bit for bit, as an uninterrupted run.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{bin, fixtures, ok, workspace_with_concept};
+
+/// Whether a Slurm cluster answers here; says why not.
+fn cluster() -> bool {
+    let answer = Command::new("sinfo").args(["-h", "-o", "%t"]).output();
+    let why = match &answer {
+        Ok(out) if out.status.success() => {
+            let states = String::from_utf8_lossy(&out.stdout);
+            if states
+                .lines()
+                .any(|s| ["idle", "mix", "alloc"].contains(&s.trim().trim_end_matches('*')))
+            {
+                return true;
+            }
+            format!("no node is up (sinfo: {})", states.trim())
+        }
+        Ok(out) => format!(
+            "sinfo failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ),
+        Err(e) => format!("sinfo: {e}"),
+    };
+    let msg = format!(
+        "no Slurm cluster here ({why}); start a single-node one with \
+         `sudo scripts/slurm-local.sh install && sudo scripts/slurm-local.sh start`"
+    );
+    if std::env::var("DREAMARTIST_REQUIRE_SLURM").is_ok_and(|v| v == "1") {
+        panic!("DREAMARTIST_REQUIRE_SLURM=1: {msg}");
+    }
+    eprintln!("SKIPPED: {msg}");
+    false
+}
+
+fn setup(sweep: &str) -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let tmp = workspace_with_concept(
+        &fixtures().join("tiny-sd1/model"),
+        "purple_cross",
+        &fixtures().join("references/chelsea.png"),
+        &["--class", "cat"],
+    );
+    let ws = tmp.path().join("ws");
+    let file = tmp.path().join("grid.toml");
+    std::fs::write(&file, sweep).unwrap();
+    (tmp, ws, file)
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// The binary with `--wait` polling fast.
+fn dreamartist(args: &[&str]) -> std::process::Output {
+    bin()
+        .args(args)
+        .env("DREAMARTIST_SLURM_POLL", "0.5")
+        .output()
+        .expect("binary runs")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).to_string()
+}
+
+/// The embedding tensors of a safetensors file, metadata left out.
+fn tensors(path: &Path) -> Vec<(String, Vec<u8>)> {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut out: Vec<(String, Vec<u8>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| (name, view.data().to_vec()))
+        .collect();
+    out.sort();
+    out
+}
+
+const GRID: &str = "concept = \"purple_cross\"\nseeds = [0, 1]\n[grid]\ntrain_cfg = [\"1\", \"2\"]\nsteps = [20]\n";
+
+#[test]
+fn a_two_by_two_sweep_runs_as_a_job_array() {
+    if !cluster() {
+        return;
+    }
+    let (_tmp, ws, file) = setup(GRID);
+    let out = dreamartist(&[
+        "sweep",
+        s(&file),
+        "-w",
+        s(&ws),
+        "--slurm",
+        "--wait",
+        "--time",
+        "00:10:00",
+    ]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.starts_with("submitted job "), "{stdout}");
+    assert!(
+        stdout.contains("4 run(s) of sweep grid (concept purple_cross), array 0-3"),
+        "{stdout}"
+    );
+    let job = stdout["submitted job ".len()..]
+        .split(':')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(
+        stderr.contains("task 3: RUNNING"),
+        "the wait followed the tasks: {stderr}"
+    );
+
+    let dir = ws.join("concepts/purple_cross/sweeps/grid");
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("results.json")).unwrap()).unwrap();
+    let runs = results["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 4);
+    for (i, r) in runs.iter().enumerate() {
+        assert_eq!(r["status"], "finished", "{r}");
+        assert_eq!(r["summary"]["step"], 20);
+        assert_eq!(r["options"]["seed"], (i % 2) as u64);
+        let log = std::fs::read_to_string(dir.join(format!("slurm/logs/{job}_{i}.log"))).unwrap();
+        assert!(
+            log.contains(&format!("task {i} (job ")) && log.contains("attempt 1"),
+            "{log}"
+        );
+        assert!(log.contains(&format!("task {i} exits with 0")), "{log}");
+    }
+    let md = std::fs::read_to_string(dir.join("results.md")).unwrap();
+    assert_eq!(md.matches("| finished | 20/20 |").count(), 4, "{md}");
+    assert!(dir.join(format!("slurm/job-{job}.sbatch")).is_file());
+
+    let status: serde_json::Value = serde_json::from_str(&ok(&[
+        "status",
+        "purple_cross/grid",
+        "-w",
+        s(&ws),
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(status["jobs"], serde_json::json!([job]));
+    for row in status["rows"].as_array().unwrap() {
+        assert_eq!(row["status"], "finished");
+        assert_eq!(row["job"], job.as_str());
+    }
+
+    // Nothing left to submit.
+    let out = dreamartist(&["sweep", s(&file), "-w", s(&ws), "--slurm"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("no runs to submit"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // The scheduler's refusal, in its own words.
+    std::fs::write(
+        &file,
+        GRID.replace("seeds = [0, 1]", "name = \"other\"\nseeds = [5]"),
+    )
+    .unwrap();
+    let out = dreamartist(&[
+        "sweep",
+        s(&file),
+        "-w",
+        s(&ws),
+        "--slurm",
+        "--partition",
+        "no-such-partition",
+    ]);
+    let err = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("Slurm refused the job") && err.contains("partition"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_failing_task_shows_its_log() {
+    if !cluster() {
+        return;
+    }
+    // Trains nothing: size 12 is refused when the run starts (on the node).
+    let (_tmp, ws, file) =
+        setup("concept = \"purple_cross\"\nname = \"bad\"\n[train]\nsteps = 5\nsize = 12\n");
+    let out = dreamartist(&["sweep", s(&file), "-w", s(&ws), "--slurm", "--wait"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("task 0 (no run) did not finish: never started"),
+        "{err}"
+    );
+    assert!(
+        err.contains("last lines of") && err.contains("multiple of 8"),
+        "{err}"
+    );
+}
+
+/// The run that sweep `name`'s run 0 trains in, once it has one.
+fn run_of(ws: &Path, name: &str) -> Option<String> {
+    let rec = std::fs::read_to_string(
+        ws.join(format!("concepts/purple_cross/sweeps/{name}/runs/0.json")),
+    )
+    .ok()?;
+    let v: serde_json::Value = serde_json::from_str(&rec).ok()?;
+    v["run"].as_str().map(str::to_string)
+}
+
+fn steps_logged(ws: &Path, run: &str) -> usize {
+    std::fs::read_to_string(ws.join(format!("concepts/purple_cross/runs/{run}/metrics.jsonl")))
+        .map_or(0, |t| t.lines().count())
+}
+
+#[test]
+fn a_requeued_task_resumes_bit_exactly() {
+    if !cluster() {
+        return;
+    }
+    let steps = 400;
+    let sweep = format!("concept = \"purple_cross\"\nname = \"long\"\n[train]\nsteps = {steps}\ntrain_cfg = \"2\"\nseed = 3\n");
+    let (_tmp, ws, file) = setup(&sweep);
+    let out = dreamartist(&["sweep", s(&file), "-w", s(&ws), "--slurm"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    let job = stdout["submitted job ".len()..]
+        .split(':')
+        .next()
+        .unwrap()
+        .to_string();
+
+    // Requeue it once it has trained a while (and not finished).
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let run = loop {
+        assert!(
+            Instant::now() < deadline,
+            "the task did not start training in time"
+        );
+        if let Some(run) = run_of(&ws, "long") {
+            let n = steps_logged(&ws, &run);
+            if n >= 40 {
+                assert!(
+                    n < steps,
+                    "finished before it could be requeued ({n} steps)"
+                );
+                break run;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let rq = Command::new("scontrol")
+        .args(["requeue", &format!("{job}_0")])
+        .output()
+        .unwrap();
+    assert!(rq.status.success(), "{}", text(&rq.stderr));
+
+    // The same run finishes, in a second attempt.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "the requeued task did not finish in time"
+        );
+        let status: serde_json::Value = serde_json::from_str(&ok(&[
+            "status",
+            "purple_cross/long",
+            "-w",
+            s(&ws),
+            "--json",
+        ]))
+        .unwrap();
+        let row = &status["rows"][0];
+        if row["status"] == "finished" && !row["slurm"]["live"].as_bool().unwrap_or(false) {
+            assert_eq!(
+                row["run"],
+                run.as_str(),
+                "the requeued task started another run"
+            );
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let log = std::fs::read_to_string(ws.join(format!(
+        "concepts/purple_cross/sweeps/long/slurm/logs/{job}_0.log"
+    )))
+    .unwrap();
+    assert!(
+        log.contains("saving a checkpoint") && log.contains("stopped"),
+        "{log}"
+    );
+    assert!(
+        log.contains("attempt 2") && log.contains(&format!("resuming run {run}")),
+        "{log}"
+    );
+
+    // An uninterrupted run of the same options, here.
+    ok(&[
+        "train",
+        "purple_cross",
+        "-w",
+        s(&ws),
+        "--steps",
+        &steps.to_string(),
+        "--train-cfg",
+        "2",
+        "--seed",
+        "3",
+    ]);
+    let runs = ws.join("concepts/purple_cross/runs");
+    let here = std::fs::read_dir(&runs)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .find(|id| *id != run)
+        .unwrap();
+    for word in ["purple_cross.safetensors", "purple_cross-neg.safetensors"] {
+        assert_eq!(
+            tensors(&runs.join(&run).join(word)),
+            tensors(&runs.join(&here).join(word)),
+            "{word}: the requeued run's vectors differ from an uninterrupted run's"
+        );
+    }
+}
