@@ -338,3 +338,71 @@ fn a_requeued_task_resumes_bit_exactly() {
         );
     }
 }
+
+#[test]
+fn queued_tasks_show_in_status_and_the_workbench_and_cancel() {
+    if !cluster() {
+        return;
+    }
+    let (_tmp, ws, file) =
+        setup("concept = \"purple_cross\"\nname = \"held\"\nseeds = [0, 1]\n[train]\nsteps = 20\n");
+    // Held: they wait in the queue until released (here: until cancelled).
+    let out = dreamartist(&[
+        "sweep",
+        s(&file),
+        "-w",
+        s(&ws),
+        "--slurm",
+        "--sbatch-arg=--hold",
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    let job = stdout["submitted job ".len()..]
+        .split(':')
+        .next()
+        .unwrap()
+        .to_string();
+
+    let status = ok(&["status", "held", "-w", s(&ws)]);
+    assert!(
+        status.starts_with(&format!("sweep purple_cross/held (job {job}): 2 pending")),
+        "{status}"
+    );
+    assert_eq!(
+        status.matches("PENDING (JobHeldUser)").count(),
+        2,
+        "{status}"
+    );
+
+    // Submitting again leaves the queued runs alone.
+    let out = dreamartist(&["sweep", s(&file), "-w", s(&ws), "--slurm"]);
+    let err = text(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("no runs to submit"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("run 0 left out: pending in job {job}")),
+        "{err}"
+    );
+
+    // The workbench's line for the sweep.
+    let wsp = dreamartist::workspace::Workspace::open(&ws).unwrap();
+    let (lines, _) =
+        dreamartist::tui::sweeps::concept_sweeps(&wsp, &wsp.concept_dir("purple_cross"));
+    assert_eq!(
+        lines,
+        vec![format!(
+            "sweep held (Slurm job {job}: 2 PENDING): 2 pending"
+        )]
+    );
+
+    let out = ok(&["status", "held", "-w", s(&ws), "--cancel", "--only", "1"]);
+    assert_eq!(out.trim(), format!("cancelled {job}_1"));
+    let out = ok(&["status", "held", "-w", s(&ws), "--cancel"]);
+    assert_eq!(out.trim(), format!("cancelled {job}_0"));
+    let out = ok(&["status", "held", "-w", s(&ws), "--cancel"]);
+    assert!(out.contains("nothing to cancel"), "{out}");
+    let status = ok(&["status", "held", "-w", s(&ws)]);
+    assert!(!status.contains("PENDING"), "{status}");
+}

@@ -1251,6 +1251,85 @@ fn visible_ids(a: &App) -> Vec<String> {
     browser(a).visible().iter().map(|r| r.id.clone()).collect()
 }
 
+/// A sweep's runs on Slurm: the browser's slurm column, and cancel (asks
+/// first; `n` does nothing, `y` runs scancel, whose refusal is shown).
+#[test]
+fn runs_browser_shows_slurm_tasks_and_cancels_with_confirmation() {
+    use dreamartist::tui::sweeps::SlurmCell;
+    let (_t, ws) = runs_workspace();
+    let mut a = app(&ws);
+    send(&mut a, key('B'));
+    let s = screen(&a, 160, 24);
+    assert!(
+        !s.contains("slurm") && !s.contains("cancel Slurm"),
+        "no Slurm runs: no column\n{s}"
+    );
+    let cell = |run: &str, index: usize, label: &str, queued: bool| SlurmCell {
+        run: run.into(),
+        sweep: "grid".into(),
+        job: "999999".into(),
+        index,
+        label: label.into(),
+        queued,
+    };
+    if let Some(Popup::Runs(b)) = a.popup.as_mut() {
+        b.slurm = vec![
+            cell("20260301-100000", 0, "RUNNING", true),
+            cell("20260301-110000", 1, "ended", false),
+        ];
+        b.sweeps = vec!["sweep grid (Slurm job 999999: 1 RUNNING): 1 finished, 1 running".into()];
+    }
+    let s = screen(&a, 160, 24);
+    assert!(
+        s.contains("slurm") && s.contains("RUNNING 999999_0") && s.contains("ended 999999_1"),
+        "{s}"
+    );
+    assert!(
+        s.contains("X cancel Slurm task") && s.contains("Slurm job 999999: 1 RUNNING"),
+        "{s}"
+    );
+    insta::assert_snapshot!("runs_browser_slurm", s);
+
+    // The second run's task has ended: nothing to cancel.
+    send(&mut a, key('j'));
+    send(&mut a, key('X'));
+    assert!(
+        browser(&a).status.contains("no longer queued"),
+        "{}",
+        browser(&a).status
+    );
+    // The third has no task at all.
+    send(&mut a, key('j'));
+    send(&mut a, key('X'));
+    assert!(
+        browser(&a).status.contains("has no Slurm task"),
+        "{}",
+        browser(&a).status
+    );
+
+    // The first: asks, `n` keeps it.
+    send(&mut a, key('k'));
+    send(&mut a, key('k'));
+    send(&mut a, key('X'));
+    let s = screen(&a, 160, 24);
+    assert!(
+        s.contains("Cancel Slurm task 999999_0 of run 20260301-100000"),
+        "{s}"
+    );
+    send(&mut a, key('n'));
+    assert_eq!(browser(&a).status, "cancel: nothing done");
+    // `y` cancels it if the queue still holds it: here it does not (no such
+    // job, or no Slurm at all), and the browser says so.
+    send(&mut a, key('X'));
+    send(&mut a, key('y'));
+    let status = &browser(&a).status;
+    assert!(
+        status.starts_with("error:")
+            && (status.contains("no longer in the queue") || status.contains("not on PATH")),
+        "{status}"
+    );
+}
+
 #[test]
 fn snapshot_runs_browser_sorted_and_filtered() {
     let (_t, ws) = runs_workspace();

@@ -4,6 +4,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use super::SlurmError;
 
@@ -44,9 +46,12 @@ fn run(name: &'static str, args: &[&str]) -> Result<String, SlurmError> {
 pub fn sbatch(script: &Path) -> Result<String, SlurmError> {
     let path = script.to_string_lossy();
     match run("sbatch", &["--parsable", &path]) {
-        Ok(out) => parse_job_id(&out).ok_or_else(|| SlurmError::Refused {
-            message: format!("sbatch answered `{}`, not a job id", out.trim()),
-        }),
+        Ok(out) => {
+            forget_queue();
+            parse_job_id(&out).ok_or_else(|| SlurmError::Refused {
+                message: format!("sbatch answered `{}`, not a job id", out.trim()),
+            })
+        }
         Err(SlurmError::Command { message, .. }) => Err(SlurmError::Refused { message }),
         Err(e) => Err(e),
     }
@@ -101,15 +106,43 @@ const SQUEUE_FORMAT: &str = "%F|%K|%T|%r|%N";
 
 /// The live tasks of these array jobs (the user's own queue, read once).
 pub fn squeue(array_jobs: &[String]) -> Result<Vec<TaskInfo>, SlurmError> {
+    squeue_within(array_jobs, Duration::ZERO)
+}
+
+/// The user's queue as last read, and when.
+static LAST_QUEUE: Mutex<Option<(Instant, Vec<TaskInfo>)>> = Mutex::new(None);
+
+/// [`squeue`], reusing an answer younger than `max_age`: the workbench
+/// refreshes every few seconds, and clusters ask users not to poll the
+/// controller that often.
+pub fn squeue_within(
+    array_jobs: &[String],
+    max_age: Duration,
+) -> Result<Vec<TaskInfo>, SlurmError> {
     if array_jobs.is_empty() {
         return Ok(Vec::new());
     }
-    // Not `--jobs`: squeue fails on an id it has forgotten.
-    let out = run(
-        "squeue",
-        &["--me", "--noheader", "--array", "--format", SQUEUE_FORMAT],
-    )?;
-    Ok(parse_squeue(&out)
+    let cached = LAST_QUEUE.lock().ok().and_then(|last| {
+        last.as_ref()
+            .filter(|(at, _)| at.elapsed() < max_age)
+            .map(|(_, t)| t.clone())
+    });
+    let all = match cached {
+        Some(all) => all,
+        None => {
+            // Not `--jobs`: squeue fails on an id it has forgotten.
+            let out = run(
+                "squeue",
+                &["--me", "--noheader", "--array", "--format", SQUEUE_FORMAT],
+            )?;
+            let all = parse_squeue(&out);
+            if let Ok(mut last) = LAST_QUEUE.lock() {
+                *last = Some((Instant::now(), all.clone()));
+            }
+            all
+        }
+    };
+    Ok(all
         .into_iter()
         .filter(|t| array_jobs.contains(&t.array_job))
         .collect())
@@ -204,11 +237,21 @@ pub fn parse_sacct(out: &str) -> Vec<TaskInfo> {
         .collect()
 }
 
-/// The tasks of these array jobs: live ones from the queue, ended ones from
-/// accounting where it answers. The latest job wins for an index.
-pub fn tasks(array_jobs: &[String]) -> Result<Vec<TaskInfo>, SlurmError> {
-    let live = squeue(array_jobs)?;
-    let mut all = sacct(array_jobs).unwrap_or_default();
+/// The tasks of these array jobs: live ones from the queue (an answer up to
+/// `max_age` old will do), ended ones from accounting where it answers.
+pub fn tasks(array_jobs: &[String], max_age: Duration) -> Result<Vec<TaskInfo>, SlurmError> {
+    let live = squeue_within(array_jobs, max_age)?;
+    // Accounting only for what the queue no longer holds.
+    let ended: Vec<String> = array_jobs
+        .iter()
+        .filter(|j| !live.iter().any(|t| &t.array_job == *j && t.is_active()))
+        .cloned()
+        .collect();
+    let mut all = if ended.is_empty() {
+        Vec::new()
+    } else {
+        sacct(&ended).unwrap_or_default()
+    };
     // The queue is fresher than accounting for what is still in it.
     all.retain(|t| {
         !live
@@ -225,7 +268,16 @@ pub fn scancel(array_job: &str, index: Option<usize>) -> Result<(), SlurmError> 
         Some(i) => format!("{array_job}_{i}"),
         None => array_job.to_string(),
     };
-    run("scancel", &[&target]).map(|_| ())
+    run("scancel", &[&target])?;
+    forget_queue();
+    Ok(())
+}
+
+/// The next look at the queue asks Slurm again (after a change of ours).
+pub fn forget_queue() {
+    if let Ok(mut last) = LAST_QUEUE.lock() {
+        *last = None;
+    }
 }
 
 #[cfg(test)]

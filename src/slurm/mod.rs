@@ -114,6 +114,16 @@ pub fn script_for(
     queued: &[TaskInfo],
 ) -> Result<Submitted, SlurmError> {
     let (indices, skipped) = runs_to_submit(req.plan, dir, req.only, queued);
+    if indices.is_empty() {
+        let why: Vec<String> = skipped
+            .iter()
+            .map(|(i, why)| format!("run {i} left out: {why}"))
+            .collect();
+        return Err(SlurmError::Invalid(format!(
+            "no runs to submit ({}); `dreamartist status` shows the sweep",
+            why.join("; ")
+        )));
+    }
     let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
     let script = ArrayScript {
         job_name: job_name(&req.plan.concept.name, &req.plan.name),
@@ -253,12 +263,17 @@ impl SweepStatus {
 
 /// Reads the sweep's jobs from the queue and its runs from their folders.
 pub fn sweep_status(plan: &SweepPlan, dir: &SweepDir) -> SweepStatus {
+    sweep_status_within(plan, dir, Duration::ZERO)
+}
+
+/// [`sweep_status`] with a queue answer up to `max_age` old (the workbench).
+pub fn sweep_status_within(plan: &SweepPlan, dir: &SweepDir, max_age: Duration) -> SweepStatus {
     let slurm = SlurmDir::of(dir.path());
     let subs = slurm.submissions();
     let mut slurm_error = subs.as_ref().err().map(ToString::to_string);
     let subs = subs.unwrap_or_default();
     let jobs: Vec<String> = subs.iter().map(|s| s.job.clone()).collect();
-    let tasks = match commands::tasks(&jobs) {
+    let tasks = match commands::tasks(&jobs, max_age) {
         Ok(t) => t,
         Err(e) => {
             slurm_error.get_or_insert(e.to_string());
@@ -362,6 +377,18 @@ pub fn wait(
             }
         })
         .collect())
+}
+
+/// Cancels task `index` of array job `job`, if the queue still holds it
+/// (scancel itself says nothing of a task it does not know).
+pub fn cancel_task(job: &str, index: usize) -> Result<(), SlurmError> {
+    let live = commands::squeue(&[job.to_string()])?;
+    if !live.iter().any(|t| t.index == index && t.is_active()) {
+        return Err(SlurmError::Invalid(format!(
+            "Slurm task {job}_{index} is no longer in the queue: nothing to cancel"
+        )));
+    }
+    commands::scancel(job, Some(index))
 }
 
 /// Cancels the sweep's queued tasks (`index`: that run's only). Returns the

@@ -457,6 +457,19 @@ impl App {
                     return vec![Effect::Task(Task::LoadCompare { concept, runs: ids })];
                 }
             }
+            Request::CancelSlurmTask {
+                concept,
+                run,
+                job,
+                index,
+            } => {
+                return vec![Effect::Task(Task::CancelSlurmTask {
+                    concept,
+                    run,
+                    job,
+                    index,
+                })]
+            }
             Request::OpenSweepForm => {
                 self.popup = Some(Popup::Sweep(super::popups::SweepForm::default()));
             }

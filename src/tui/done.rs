@@ -125,11 +125,11 @@ impl App {
                     _ => return Vec::new(),
                 };
                 match result {
-                    Ok((runs, sweeps)) => {
+                    Ok((runs, sweeps, slurm)) => {
                         if browser.status == "reading runs…" {
                             browser.status.clear();
                         }
-                        browser.set_runs(runs, sweeps);
+                        browser.set_runs(runs, sweeps, slurm);
                     }
                     Err(e) => {
                         browser.status = e.to_string();

@@ -7,6 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::slurm::{self, SlurmDir};
 use crate::sweep::report::gather;
 use crate::sweep::spec::SweepPlan;
 use crate::sweep::state::SweepDir;
@@ -83,9 +84,28 @@ pub fn spawn(ws: &Workspace, file: &Path) -> Result<(String, usize, PathBuf), Sw
     Ok((plan.concept.name.clone(), plan.runs.len(), log_path))
 }
 
-/// One line per sweep of the concept: `sweep grid: 1 finished, 1 running,
-/// 2 pending`. A sweep whose file no longer loads says why.
-pub fn queue_lines(ws: &Workspace, concept_dir: &Path) -> Vec<String> {
+/// A run's task on Slurm, as the runs browser shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlurmCell {
+    /// The run folder the task trains in.
+    pub run: String,
+    pub sweep: String,
+    /// The array job and index (`scancel JOB_INDEX`).
+    pub job: String,
+    pub index: usize,
+    /// `RUNNING`, `PENDING (Priority)`, `ended`, …
+    pub label: String,
+    /// Still in the queue (so it can be cancelled).
+    pub queued: bool,
+}
+
+/// How long a queue answer is reused by the browser's refreshes.
+const QUEUE_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The concept's sweeps: one line each (`sweep grid (Slurm job 12: 2
+/// RUNNING, 1 PENDING): 1 finished, 2 running, 1 pending`; a sweep whose file
+/// no longer loads says why), and the Slurm task of each run that has one.
+pub fn concept_sweeps(ws: &Workspace, concept_dir: &Path) -> (Vec<String>, Vec<SlurmCell>) {
     let root = concept_dir.join("sweeps");
     let mut names: Vec<String> = std::fs::read_dir(&root)
         .into_iter()
@@ -95,14 +115,63 @@ pub fn queue_lines(ws: &Workspace, concept_dir: &Path) -> Vec<String> {
         .map(|e| e.file_name().to_string_lossy().to_string())
         .collect();
     names.sort();
-    names
-        .into_iter()
-        .map(|name| {
-            let dir = SweepDir::new(concept_dir, &name);
-            match dir.load_plan(ws) {
-                Ok(plan) => format!("sweep {name}: {}", gather(&plan, &dir).counts()),
-                Err(e) => format!("sweep {name}: {e}"),
+    let (mut lines, mut cells) = (Vec::new(), Vec::new());
+    for name in names {
+        let dir = SweepDir::new(concept_dir, &name);
+        let plan = match dir.load_plan(ws) {
+            Ok(plan) => plan,
+            Err(e) => {
+                lines.push(format!("sweep {name}: {e}"));
+                continue;
             }
-        })
-        .collect()
+        };
+        let counts = gather(&plan, &dir).counts();
+        if SlurmDir::of(dir.path()).job_ids().is_empty() {
+            lines.push(format!("sweep {name}: {counts}"));
+            continue;
+        }
+        let status = slurm::sweep_status_within(&plan, &dir, QUEUE_MAX_AGE);
+        let mut queue: Vec<(String, usize)> = Vec::new();
+        for row in status.rows.iter().filter(|r| r.queued()) {
+            let state = row
+                .slurm
+                .as_ref()
+                .map_or("?", |t| t.state.as_str())
+                .to_string();
+            match queue.iter_mut().find(|(s, _)| *s == state) {
+                Some((_, n)) => *n += 1,
+                None => queue.push((state, 1)),
+            }
+        }
+        let queue = if queue.is_empty() {
+            "nothing queued".to_string()
+        } else {
+            queue
+                .iter()
+                .map(|(s, n)| format!("{n} {s}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let problem = status
+            .slurm_error
+            .as_ref()
+            .map_or(String::new(), |e| format!(" · slurm: {e}"));
+        lines.push(format!(
+            "sweep {name} (Slurm job {}: {queue}): {counts}{problem}",
+            status.jobs.last().map_or("?", String::as_str)
+        ));
+        for row in status.rows {
+            if let (Some(run), Some(job)) = (&row.run, &row.job) {
+                cells.push(SlurmCell {
+                    run: run.clone(),
+                    sweep: name.clone(),
+                    job: job.clone(),
+                    index: row.index,
+                    label: row.slurm_label(),
+                    queued: row.queued(),
+                });
+            }
+        }
+    }
+    (lines, cells)
 }

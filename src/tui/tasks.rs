@@ -95,6 +95,13 @@ pub enum Task {
         concept: String,
         runs: Vec<String>,
     },
+    /// Cancels a run's Slurm task (`scancel JOB_INDEX`).
+    CancelSlurmTask {
+        concept: String,
+        run: String,
+        job: String,
+        index: usize,
+    },
     /// Checks a sweep file and starts it in a background process.
     StartSweep {
         typed: String,
@@ -139,7 +146,7 @@ pub enum Done {
     },
     RunsLoaded {
         concept: String,
-        result: Result<(Vec<RunSummary>, Vec<String>), TaskError>,
+        result: Result<RunsListing, TaskError>,
     },
     /// A note saved, a run promoted or exported: what to tell the user.
     RunsAction {
@@ -157,6 +164,9 @@ pub enum Done {
     /// Nothing to report (a watched prompt file that is gone).
     Nothing,
 }
+
+/// A concept's runs, its sweeps' lines and its runs' Slurm tasks.
+pub type RunsListing = (Vec<RunSummary>, Vec<String>, Vec<super::sweeps::SlurmCell>);
 
 /// Why a task failed; shown as the library's own message.
 #[derive(Debug, thiserror::Error)]
@@ -178,6 +188,8 @@ pub enum TaskError {
     Tags(#[from] crate::concept::runnotes::TagsError),
     #[error(transparent)]
     Sweep(#[from] super::sweeps::SweepStartError),
+    #[error(transparent)]
+    Slurm(#[from] crate::slurm::SlurmError),
     #[error("{path}: {error}")]
     Write {
         path: PathBuf,
@@ -258,10 +270,8 @@ impl Task {
                 let result = Concept::load(ws, &concept)
                     .map(|c| {
                         let dir = c.dir(ws);
-                        (
-                            crate::runs::list_runs(&c, &dir),
-                            super::sweeps::queue_lines(ws, &dir),
-                        )
+                        let (sweeps, slurm) = super::sweeps::concept_sweeps(ws, &dir);
+                        (crate::runs::list_runs(&c, &dir), sweeps, slurm)
                     })
                     .map_err(TaskError::from);
                 Done::RunsLoaded { concept, result }
@@ -323,6 +333,18 @@ impl Task {
                 let curves = runs.iter().map(|id| RunCurve::read(&dir, id)).collect();
                 Done::CompareLoaded { concept, curves }
             }
+            Task::CancelSlurmTask {
+                concept,
+                run,
+                job,
+                index,
+            } => Done::RunsAction {
+                concept,
+                result: crate::slurm::cancel_task(&job, index)
+                    .map(|()| format!("cancelled Slurm task {job}_{index} (run {run})"))
+                    .map_err(TaskError::from),
+                rescan: false,
+            },
             Task::StartSweep { typed } => Done::SweepStarted(
                 super::sweeps::resolve(ws, &typed)
                     .and_then(|file| super::sweeps::spawn(ws, &file))

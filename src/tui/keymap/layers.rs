@@ -184,6 +184,7 @@ layer! {
         Export = "export",
         Sweep = "sweep",
         Refresh = "refresh",
+        Cancel = "cancel",
     }
 }
 

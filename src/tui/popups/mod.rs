@@ -115,6 +115,13 @@ pub enum Request {
         runs: Vec<RunSummary>,
     },
     OpenSweepForm,
+    /// Cancel a run's Slurm task (asked first in the browser).
+    CancelSlurmTask {
+        concept: String,
+        run: String,
+        job: String,
+        index: usize,
+    },
     /// Start the sweep file typed (a path, or a name under `sweeps/`).
     StartSweep(String),
 }

@@ -17,6 +17,7 @@ use crate::runs::{sort_runs, RunColumn, RunSummary};
 use crate::tui::app::App;
 use crate::tui::keymap::{ConfirmKey, FormKey, Keymap, RunsKey};
 use crate::tui::state::clamp_sel;
+use crate::tui::sweeps::SlurmCell;
 
 /// At most this many runs are compared at once (one colour each).
 pub const MAX_COMPARE: usize = 4;
@@ -36,6 +37,8 @@ pub enum Mode {
     ConfirmPromote,
     /// Picking the export format (an index into [`EXPORT_FORMATS`]).
     Export(usize),
+    /// Asking before the selected run's Slurm task is cancelled.
+    ConfirmCancel,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -43,9 +46,11 @@ pub struct RunsBrowser {
     pub concept: String,
     /// The runs, sorted; `None` until the first listing arrives.
     pub runs: Option<Vec<RunSummary>>,
-    /// One line per sweep of the concept: its name and how many runs are in
-    /// each status (pending ones included).
+    /// One line per sweep of the concept: its name, its Slurm job's queue
+    /// and how many runs are in each status (pending ones included).
     pub sweeps: Vec<String>,
+    /// The Slurm task of each run that has one (a sweep submitted with `--slurm`).
+    pub slurm: Vec<SlurmCell>,
     /// An index into [`RunColumn::NAMES`].
     pub sort: usize,
     pub descending: bool,
@@ -67,6 +72,7 @@ impl RunsBrowser {
             concept,
             runs: None,
             sweeps: Vec::new(),
+            slurm: Vec::new(),
             sort: 0,
             descending: false,
             filter: String::new(),
@@ -84,12 +90,18 @@ impl RunsBrowser {
     }
 
     /// Takes a fresh listing, keeping the selected run where it still exists.
-    pub fn set_runs(&mut self, mut runs: Vec<RunSummary>, sweeps: Vec<String>) {
+    pub fn set_runs(
+        &mut self,
+        mut runs: Vec<RunSummary>,
+        sweeps: Vec<String>,
+        slurm: Vec<SlurmCell>,
+    ) {
         let selected = self.selected_run().map(|r| r.id.clone());
         sort_runs(&mut runs, self.column(), self.descending);
         self.marked.retain(|id| runs.iter().any(|r| &r.id == id));
         self.runs = Some(runs);
         self.sweeps = sweeps;
+        self.slurm = slurm;
         if self.status == "reading runs…" {
             self.status.clear();
         }
@@ -124,6 +136,11 @@ impl RunsBrowser {
             sort_runs(runs, column, desc);
         }
         self.reselect(selected);
+    }
+
+    /// The Slurm task of run `id`, if it has one.
+    pub fn slurm_of(&self, id: &str) -> Option<&SlurmCell> {
+        self.slurm.iter().find(|c| c.run == id)
     }
 
     /// The marked runs' summaries, in marking order.
@@ -213,6 +230,29 @@ impl RunsBrowser {
                     }
                     _ => {
                         self.status = "promote cancelled".into();
+                        Outcome::Stay
+                    }
+                }
+            }
+            Mode::ConfirmCancel => {
+                self.mode = Mode::Table;
+                let task = self
+                    .selected_run()
+                    .and_then(|r| self.slurm_of(&r.id))
+                    .filter(|c| c.queued)
+                    .cloned();
+                match (keymap.confirm.action_for(key), task) {
+                    (Some(ConfirmKey::Yes), Some(c)) => {
+                        self.status = format!("cancelling Slurm task {}_{}…", c.job, c.index);
+                        Outcome::Ask(Request::CancelSlurmTask {
+                            concept: self.concept.clone(),
+                            run: c.run,
+                            job: c.job,
+                            index: c.index,
+                        })
+                    }
+                    _ => {
+                        self.status = "cancel: nothing done".into();
                         Outcome::Stay
                     }
                 }
@@ -313,6 +353,25 @@ impl RunsBrowser {
                 }
             }
             RunsKey::Sweep => return Outcome::Ask(Request::OpenSweepForm),
+            RunsKey::Cancel => {
+                let Some(run) = self.selected_run().map(|r| r.id.clone()) else {
+                    return Outcome::Stay;
+                };
+                match self.slurm_of(&run) {
+                    Some(c) if c.queued => self.mode = Mode::ConfirmCancel,
+                    Some(c) => {
+                        self.status = format!(
+                            "run {run}'s Slurm task {}_{} is no longer queued ({})",
+                            c.job, c.index, c.label
+                        )
+                    }
+                    None => {
+                        self.status = format!(
+                            "run {run} has no Slurm task (only runs of a sweep submitted with --slurm do)"
+                        )
+                    }
+                }
+            }
             RunsKey::Refresh => {
                 return Outcome::Ask(Request::RefreshRuns(self.concept.clone()));
             }
@@ -326,7 +385,8 @@ impl RunsBrowser {
         let f = |a| keymap.form.key(a);
         match &self.mode {
             Mode::Table if !self.status.is_empty() => self.status.clone(),
-            Mode::Table => format!(
+            Mode::Table => {
+                let hints = format!(
                 "{} sort · {} order · {} filter · {} mark · {} compare · {} note · {}/{} step · {} promote · {} export · {} sweep · {} back",
                 k(RunsKey::Sort),
                 k(RunsKey::Reverse),
@@ -340,7 +400,14 @@ impl RunsBrowser {
                 k(RunsKey::Export),
                 k(RunsKey::Sweep),
                 k(RunsKey::Close),
-            ),
+            );
+                // Cancel only means something while a task of ours is queued.
+                if self.slurm.iter().any(|c| c.queued) {
+                    format!("{hints} · {} cancel Slurm task", k(RunsKey::Cancel))
+                } else {
+                    hints
+                }
+            }
             Mode::Filter => format!(
                 "filter: {}_   ({} keeps, {} clears)",
                 self.filter,
@@ -356,6 +423,16 @@ impl RunsBrowser {
                 keymap.confirm.key(ConfirmKey::Yes),
                 keymap.confirm.key(ConfirmKey::No),
             ),
+            Mode::ConfirmCancel => {
+                let c = self.selected_run().and_then(|r| self.slurm_of(&r.id));
+                format!(
+                    "Cancel Slurm task {} of run {} (scancel; it stops with a checkpoint)? {} yes / {} no",
+                    c.map_or("?".into(), |c| format!("{}_{}", c.job, c.index)),
+                    self.selected_run().map_or("?", |r| r.id.as_str()),
+                    keymap.confirm.key(ConfirmKey::Yes),
+                    keymap.confirm.key(ConfirmKey::No),
+                )
+            }
             Mode::Export(i) => format!(
                 "Export {} of run {} as: {}   ({} next format, {} writes, {} cancels)",
                 self.target_label(),
@@ -450,6 +527,7 @@ impl RunsBrowser {
     ) {
         let num = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |x| format!("{x:.4}"));
         let clip = runs.iter().any(|r| r.eval.is_some());
+        let slurm = runs.iter().any(|r| self.slurm_of(&r.id).is_some());
         let mut header = vec![
             " ",
             "run",
@@ -461,6 +539,9 @@ impl RunsBrowser {
             "smoothed",
             "status",
         ];
+        if slurm {
+            header.push("slurm");
+        }
         if clip {
             header.extend(["CLIP-I", "CLIP-T"]);
         }
@@ -488,6 +569,12 @@ impl RunsBrowser {
                     num(r.smoothed_loss),
                     r.state.label().to_string(),
                 ];
+                if slurm {
+                    cells.push(
+                        self.slurm_of(&r.id)
+                            .map_or("-".into(), |c| format!("{} {}_{}", c.label, c.job, c.index)),
+                    );
+                }
                 if clip {
                     let s =
                         |v: Option<f64>| v.map_or_else(|| "-".to_string(), |x| format!("{x:.3}"));
@@ -513,6 +600,14 @@ impl RunsBrowser {
             Constraint::Length(8),
             Constraint::Length(8),
         ];
+        if slurm {
+            let cells = runs
+                .iter()
+                .filter_map(|r| self.slurm_of(&r.id))
+                .map(|c| c.label.len() + c.job.len() + 4)
+                .collect();
+            widths.push(Constraint::Length(width(cells, 5)));
+        }
         if clip {
             widths.extend([Constraint::Length(6), Constraint::Length(6)]);
         }
