@@ -15,7 +15,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
-        std::fs::rename(&tmp, path)
+        std::fs::rename(&tmp, path)?;
+        sync_parent(path);
+        Ok(())
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
@@ -23,21 +25,52 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     result
 }
 
-/// `dir/.name.tmp-<pid>`: hidden, and unique per process.
+/// Makes a rename in `path`'s folder durable (the folder's entry, not only
+/// the file's bytes): a node that dies right after a checkpoint's rename
+/// must not come back without it. Best effort: some file systems refuse.
+fn sync_parent(path: &Path) {
+    #[cfg(unix)]
+    {
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+}
+
+/// `dir/.name.tmp-<host>-<pid>`: hidden, and unique per process even among
+/// the nodes of a cluster that share the workspace.
 pub fn temp_name(path: &Path) -> PathBuf {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_else(|| "file".into());
-    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
+    path.with_file_name(format!(
+        ".{name}.tmp-{}-{}",
+        temp_host(),
+        std::process::id()
+    ))
 }
 
-/// The process that wrote a temporary file (`.name.tmp-<pid>`), if it is one.
-fn temp_owner(name: &str) -> Option<u32> {
+/// This host's name as a temporary file carries it (no `/`).
+fn temp_host() -> String {
+    host_name().replace(['/', '\\'], "_")
+}
+
+/// The host and process that wrote a temporary file (`.name.tmp-<host>-<pid>`;
+/// `.name.tmp-<pid>` from older versions: this host), if it is one.
+fn temp_owner(name: &str) -> Option<(Option<String>, u32)> {
     if !name.starts_with('.') {
         return None;
     }
-    name.rsplit_once(".tmp-")?.1.parse().ok()
+    let owner = name.rsplit_once(".tmp-")?.1;
+    match owner.rsplit_once('-') {
+        Some((host, pid)) => Some((Some(host.to_string()), pid.parse().ok()?)),
+        None => Some((None, owner.parse().ok()?)),
+    }
 }
 
 /// Whether process `pid` still runs (a temporary file of a live process may
@@ -56,7 +89,7 @@ pub fn process_alive(pid: u32) -> bool {
     }
 }
 
-/// Removes the temporary files that killed processes left below `dir`
+/// Removes the temporary files that killed processes of this host left below `dir`
 /// (`depth` folder levels deep): a write that never reached its rename.
 /// Returns what was removed.
 pub fn remove_stale_temp_files(dir: &Path, depth: usize) -> Vec<PathBuf> {
@@ -74,8 +107,11 @@ pub fn remove_stale_temp_files(dir: &Path, depth: usize) -> Vec<PathBuf> {
             continue;
         }
         let name = e.file_name().to_string_lossy().to_string();
-        if let Some(pid) = temp_owner(&name) {
-            if pid != std::process::id()
+        // Another host's writer cannot be checked from here: left alone.
+        if let Some((host, pid)) = temp_owner(&name) {
+            let here = host.is_none_or(|h| h == temp_host());
+            if here
+                && pid != std::process::id()
                 && !process_alive(pid)
                 && std::fs::remove_file(&path).is_ok()
             {
@@ -84,6 +120,26 @@ pub fn remove_stale_temp_files(dir: &Path, depth: usize) -> Vec<PathBuf> {
         }
     }
     removed
+}
+
+/// This machine's host name (`unknown` if it has none).
+pub fn host_name() -> String {
+    #[cfg(unix)]
+    {
+        let mut buf = [0u8; 256];
+        // SAFETY: the buffer is valid for its length; gethostname writes at most that.
+        let r = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+        if r == 0 {
+            let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+            let name = String::from_utf8_lossy(&buf[..end]).to_string();
+            if !name.is_empty() {
+                return name;
+            }
+        }
+    }
+    std::env::var("COMPUTERNAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "unknown".into())
 }
 
 /// Saves tensors as safetensors atomically (temp file + rename).
@@ -117,18 +173,28 @@ mod tests {
         std::fs::create_dir_all(&deep).unwrap();
         // A pid far above any real one: its process is gone.
         let dead = deep.join(".x.safetensors.tmp-4194000");
-        let mine = tmp
-            .path()
-            .join(format!(".y.png.tmp-{}", std::process::id()));
+        let dead_here = deep.join(format!(".w.json.tmp-{}-4194001", temp_host()));
+        // Another node's writer: its pid means nothing here.
+        let elsewhere = deep.join(".v.json.tmp-node-elsewhere-4194002");
+        let mine = temp_name(&tmp.path().join("y.png"));
         let plain = tmp.path().join("z.tmp-1");
-        for p in [&dead, &mine, &plain] {
+        for p in [&dead, &dead_here, &elsewhere, &mine, &plain] {
             std::fs::write(p, b"partial").unwrap();
         }
         assert!(
             remove_stale_temp_files(tmp.path(), 0).is_empty(),
             "depth 0 stays on top"
         );
-        assert_eq!(remove_stale_temp_files(tmp.path(), 2), vec![dead.clone()]);
-        assert!(!dead.exists() && mine.exists() && plain.exists());
+        let mut removed = remove_stale_temp_files(tmp.path(), 2);
+        removed.sort();
+        let mut want = vec![dead.clone(), dead_here.clone()];
+        want.sort();
+        assert_eq!(removed, want);
+        assert!(!dead.exists() && !dead_here.exists());
+        assert!(elsewhere.exists() && mine.exists() && plain.exists());
+        assert_eq!(
+            temp_owner(".v.json.tmp-node-7.cluster-12"),
+            Some((Some("node-7.cluster".into()), 12))
+        );
     }
 }

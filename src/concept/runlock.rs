@@ -7,7 +7,11 @@
 //! (its start time, on Linux, so a reused pid does not count); on another
 //! host (a cluster node sharing the workspace), that the run's heartbeat — the
 //! newest of `metrics.jsonl` (appended every step), `lock` and `paused` — is
-//! younger than [`STALE_AFTER`].
+//! younger than [`STALE_AFTER`]. Under Slurm, a lock taken by an earlier
+//! attempt of the same job (same `SLURM_JOB_ID`: a task preempted or requeued
+//! after a hard kill, maybe on another node) is dead at once: Slurm never runs
+//! two attempts of one job together, so the requeued task need not wait out
+//! the heartbeat.
 //!
 //! `paused` exists while the workbench holds a run paused (the engine writes
 //! it; the trainer removes it when the session ends).
@@ -18,6 +22,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use super::rundir::{unix_now, RunDir};
+pub use crate::fsutil::host_name;
 use crate::fsutil::{process_alive, temp_name, write_atomic};
 
 pub const LOCK_FILE: &str = "lock";
@@ -37,6 +42,14 @@ pub struct LockInfo {
     /// a reused pid from the process that took the lock.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proc_start: Option<u64>,
+    /// The Slurm job the holder ran in (`SLURM_JOB_ID`; each array task has its own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slurm_job: Option<String>,
+}
+
+/// This process's Slurm job, if it runs in one.
+fn slurm_job_id() -> Option<String> {
+    std::env::var("SLURM_JOB_ID").ok().filter(|s| !s.is_empty())
 }
 
 impl LockInfo {
@@ -48,12 +61,28 @@ impl LockInfo {
             host: host_name(),
             started: unix_now(),
             proc_start: process_start(pid),
+            slurm_job: slurm_job_id(),
         }
     }
 
     /// Whether the holder still runs: see the module doc. `heartbeat` is the
     /// run's newest heartbeat file time, for a holder on another host.
     pub fn holder_alive(&self, heartbeat: Option<SystemTime>, now: SystemTime) -> bool {
+        self.holder_alive_in(heartbeat, now, slurm_job_id().as_deref())
+    }
+
+    /// [`Self::holder_alive`] asked from Slurm job `my_job` (if any).
+    fn holder_alive_in(
+        &self,
+        heartbeat: Option<SystemTime>,
+        now: SystemTime,
+        my_job: Option<&str>,
+    ) -> bool {
+        let this_process = self.host == host_name() && self.pid == std::process::id();
+        if !this_process && my_job.is_some() && self.slurm_job.as_deref() == my_job {
+            // An earlier attempt of this very job: Slurm has ended it.
+            return false;
+        }
         if self.host == host_name() {
             if !process_alive(self.pid) || is_zombie(self.pid) {
                 return false;
@@ -214,26 +243,6 @@ impl RunDir {
     }
 }
 
-/// This machine's host name (`unknown` if it has none).
-pub fn host_name() -> String {
-    #[cfg(unix)]
-    {
-        let mut buf = [0u8; 256];
-        // SAFETY: the buffer is valid for its length; gethostname writes at most that.
-        let r = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-        if r == 0 {
-            let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
-            let name = String::from_utf8_lossy(&buf[..end]).to_string();
-            if !name.is_empty() {
-                return name;
-            }
-        }
-    }
-    std::env::var("COMPUTERNAME")
-        .or_else(|_| std::env::var("HOSTNAME"))
-        .unwrap_or_else(|_| "unknown".into())
-}
-
 /// Fields 3 onwards of `/proc/<pid>/stat` (Linux); `None` elsewhere.
 fn proc_stat(pid: u32) -> Option<Vec<String>> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -304,6 +313,7 @@ mod tests {
                 host: host_name(),
                 started: 0,
                 proc_start: process_start(child.id()),
+                slurm_job: None,
             };
             assert!(zombie.holder_alive(None, SystemTime::now()));
             child.kill().unwrap();
@@ -343,8 +353,26 @@ mod tests {
             host: format!("{}-elsewhere", host_name()),
             ..me
         };
+
         assert!(remote.holder_alive(Some(now - Duration::from_secs(60)), now));
         assert!(!remote.holder_alive(Some(now - STALE_AFTER * 2), now));
         assert!(!remote.holder_alive(None, now));
+
+        // A requeued Slurm task (same job id) on another node: the earlier
+        // attempt's lock is dead however fresh its heartbeat; another job's is not.
+        let attempt1 = LockInfo {
+            slurm_job: Some("4242".into()),
+            ..remote
+        };
+        let fresh = Some(now - Duration::from_secs(5));
+        assert!(!attempt1.holder_alive_in(fresh, now, Some("4242")));
+        assert!(attempt1.holder_alive_in(fresh, now, Some("4243")));
+        assert!(attempt1.holder_alive_in(fresh, now, None));
+        // This very process holds it: alive.
+        let mine = LockInfo {
+            slurm_job: Some("4242".into()),
+            ..LockInfo::current()
+        };
+        assert!(mine.holder_alive_in(None, now, Some("4242")));
     }
 }
