@@ -40,7 +40,7 @@ write_conf() {
     cat > "$CONF" <<CONF
 # Written by dreamartist's scripts/slurm-local.sh: a single-node test cluster.
 ClusterName=dreamartist-local
-SlurmctldHost=$host
+SlurmctldHost=$host(127.0.0.1)
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
@@ -67,7 +67,7 @@ MinJobAge=600
 # Requeued jobs wait this long before they start again (default 120 s).
 AuthInfo=cred_expire=5
 SchedulerParameters=defer_batch=0
-NodeName=$host CPUs=$cpus RealMemory=$mem State=UNKNOWN
+NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem State=UNKNOWN
 PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP
 CONF
 }
