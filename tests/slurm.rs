@@ -145,6 +145,20 @@ fn a_two_by_two_sweep_runs_as_a_job_array() {
     }
     let md = std::fs::read_to_string(dir.join("results.md")).unwrap();
     assert_eq!(md.matches("| finished | 20/20 |").count(), 4, "{md}");
+    // Tasks finishing together took turns at the concept's pair: never torn.
+    let concept = ws.join("concepts/purple_cross");
+    let run_of_file = |p: &Path| {
+        let bytes = std::fs::read(p).unwrap();
+        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+        meta.metadata().as_ref().and_then(|m| m.get("run").cloned())
+    };
+    let pos = run_of_file(&concept.join("purple_cross.safetensors"));
+    assert!(pos.is_some());
+    let neg = concept.join("purple_cross-neg.safetensors");
+    if neg.is_file() {
+        assert_eq!(run_of_file(&neg), pos, "a torn pair");
+    }
+    assert!(!concept.join(".pair.lock").exists());
     assert!(dir.join(format!("slurm/job-{job}.sbatch")).is_file());
 
     let status: serde_json::Value = serde_json::from_str(&ok(&[

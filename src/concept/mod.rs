@@ -5,6 +5,7 @@
 pub mod create;
 pub mod embedding;
 pub mod name;
+pub mod pairlock;
 pub mod preset;
 pub mod reference;
 pub mod rundir;

@@ -158,6 +158,12 @@ pub fn promote(
     let name = &concept.name;
     let pos = dir.join(format!("{name}.safetensors"));
     let neg = dir.join(format!("{name}-neg.safetensors"));
+    // Not while a finishing run writes the pair.
+    let _pair =
+        crate::concept::pairlock::PairLock::acquire(&dir).map_err(|e| RunsError::Write {
+            path: dir.join(crate::concept::pairlock::PAIR_LOCK_FILE),
+            message: e.to_string(),
+        })?;
     write(&pos, &v.positive, &meta(name.clone()))?;
     let negative = match &v.negative {
         Some(n) => {

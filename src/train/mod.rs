@@ -48,6 +48,8 @@ pub enum TrainError {
     /// Another live process trains the run.
     #[error(transparent)]
     Locked(#[from] crate::concept::RunLockError),
+    #[error(transparent)]
+    PairLocked(#[from] crate::concept::pairlock::PairLockError),
     #[error("run `{run}` has no checkpoint to resume from")]
     NoCheckpoint { run: String },
     #[error("step {step}: the preview sample failed: {message}")]

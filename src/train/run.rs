@@ -750,6 +750,8 @@ impl<'a> Session<'a> {
         let (positive, negative) = if interrupted {
             (pos_path, neg_path)
         } else {
+            // Runs finishing together (a sweep's parallel tasks) take turns.
+            let _pair = crate::concept::pairlock::PairLock::acquire(&self.concept_dir)?;
             let cp = self.concept_dir.join(format!("{name}.safetensors"));
             let cn = self.concept_dir.join(format!("{name}-neg.safetensors"));
             let concept_lora = lora_paths(&self.concept_dir, name);

@@ -102,7 +102,7 @@ pub struct SlurmCell {
 /// How long a queue answer is reused by the browser's refreshes.
 const QUEUE_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// The concept's sweeps: one line each (`sweep grid (Slurm job 12: 2
+/// The concept's sweeps, those with queued tasks first: one line each (`sweep grid (Slurm job 12: 2
 /// RUNNING, 1 PENDING): 1 finished, 2 running, 1 pending`; a sweep whose file
 /// no longer loads says why), and the Slurm task of each run that has one.
 pub fn concept_sweeps(ws: &Workspace, concept_dir: &Path) -> (Vec<String>, Vec<SlurmCell>) {
@@ -115,19 +115,20 @@ pub fn concept_sweeps(ws: &Workspace, concept_dir: &Path) -> (Vec<String>, Vec<S
         .map(|e| e.file_name().to_string_lossy().to_string())
         .collect();
     names.sort();
-    let (mut lines, mut cells) = (Vec::new(), Vec::new());
+    // (has queued tasks, line): the browser shows a few lines, live sweeps first.
+    let (mut lines, mut cells): (Vec<(bool, String)>, _) = (Vec::new(), Vec::new());
     for name in names {
         let dir = SweepDir::new(concept_dir, &name);
         let plan = match dir.load_plan(ws) {
             Ok(plan) => plan,
             Err(e) => {
-                lines.push(format!("sweep {name}: {e}"));
+                lines.push((false, format!("sweep {name}: {e}")));
                 continue;
             }
         };
         let counts = gather(&plan, &dir).counts();
         if SlurmDir::of(dir.path()).job_ids().is_empty() {
-            lines.push(format!("sweep {name}: {counts}"));
+            lines.push((false, format!("sweep {name}: {counts}")));
             continue;
         }
         let status = slurm::sweep_status_within(&plan, &dir, QUEUE_MAX_AGE);
@@ -156,9 +157,12 @@ pub fn concept_sweeps(ws: &Workspace, concept_dir: &Path) -> (Vec<String>, Vec<S
             .slurm_error
             .as_ref()
             .map_or(String::new(), |e| format!(" · slurm: {e}"));
-        lines.push(format!(
-            "sweep {name} (Slurm job {}: {queue}): {counts}{problem}",
-            status.jobs.last().map_or("?", String::as_str)
+        lines.push((
+            status.active() > 0,
+            format!(
+                "sweep {name} (Slurm job {}: {queue}): {counts}{problem}",
+                status.jobs.last().map_or("?", String::as_str)
+            ),
         ));
         for row in status.rows {
             if let (Some(run), Some(job)) = (&row.run, &row.job) {
@@ -173,5 +177,6 @@ pub fn concept_sweeps(ws: &Workspace, concept_dir: &Path) -> (Vec<String>, Vec<S
             }
         }
     }
-    (lines, cells)
+    lines.sort_by_key(|(live, _)| !live);
+    (lines.into_iter().map(|(_, l)| l).collect(), cells)
 }
