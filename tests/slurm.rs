@@ -12,11 +12,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{bin, fixtures, ok, workspace_with_concept};
+use common::{bin, ok, sweep_workspace, GRID};
 
 /// Whether a Slurm cluster answers here; says why not.
 fn cluster() -> bool {
@@ -49,19 +49,6 @@ fn cluster() -> bool {
     false
 }
 
-fn setup(sweep: &str) -> (tempfile::TempDir, PathBuf, PathBuf) {
-    let tmp = workspace_with_concept(
-        &fixtures().join("tiny-sd1/model"),
-        "purple_cross",
-        &fixtures().join("references/chelsea.png"),
-        &["--class", "cat"],
-    );
-    let ws = tmp.path().join("ws");
-    let file = tmp.path().join("grid.toml");
-    std::fs::write(&file, sweep).unwrap();
-    (tmp, ws, file)
-}
-
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
@@ -73,6 +60,14 @@ fn dreamartist(args: &[&str]) -> std::process::Output {
         .env("DREAMARTIST_SLURM_POLL", "0.5")
         .output()
         .expect("binary runs")
+}
+
+/// The job id of `submitted job 123: …`.
+fn submitted_job(stdout: &str) -> String {
+    let rest = stdout
+        .strip_prefix("submitted job ")
+        .unwrap_or_else(|| panic!("not submitted: {stdout}"));
+    rest.split(':').next().unwrap().to_string()
 }
 
 fn text(b: &[u8]) -> String {
@@ -92,14 +87,12 @@ fn tensors(path: &Path) -> Vec<(String, Vec<u8>)> {
     out
 }
 
-const GRID: &str = "concept = \"purple_cross\"\nseeds = [0, 1]\n[grid]\ntrain_cfg = [\"1\", \"2\"]\nsteps = [20]\n";
-
 #[test]
 fn a_two_by_two_sweep_runs_as_a_job_array() {
     if !cluster() {
         return;
     }
-    let (_tmp, ws, file) = setup(GRID);
+    let (_tmp, ws, file) = sweep_workspace(GRID);
     let out = dreamartist(&[
         "sweep",
         s(&file),
@@ -117,11 +110,7 @@ fn a_two_by_two_sweep_runs_as_a_job_array() {
         stdout.contains("4 run(s) of sweep grid (concept purple_cross), array 0-3"),
         "{stdout}"
     );
-    let job = stdout["submitted job ".len()..]
-        .split(':')
-        .next()
-        .unwrap()
-        .to_string();
+    let job = submitted_job(&stdout);
     assert!(
         stderr.contains("task 3: RUNNING"),
         "the wait followed the tasks: {stderr}"
@@ -213,8 +202,9 @@ fn a_failing_task_shows_its_log() {
         return;
     }
     // Trains nothing: size 12 is refused when the run starts (on the node).
-    let (_tmp, ws, file) =
-        setup("concept = \"purple_cross\"\nname = \"bad\"\n[train]\nsteps = 5\nsize = 12\n");
+    let (_tmp, ws, file) = sweep_workspace(
+        "concept = \"purple_cross\"\nname = \"bad\"\n[train]\nsteps = 5\nsize = 12\n",
+    );
     let out = dreamartist(&["sweep", s(&file), "-w", s(&ws), "--slurm", "--wait"]);
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
@@ -250,15 +240,11 @@ fn a_requeued_task_resumes_bit_exactly() {
     }
     let steps = 400;
     let sweep = format!("concept = \"purple_cross\"\nname = \"long\"\n[train]\nsteps = {steps}\ntrain_cfg = \"2\"\nseed = 3\n");
-    let (_tmp, ws, file) = setup(&sweep);
+    let (_tmp, ws, file) = sweep_workspace(&sweep);
     let out = dreamartist(&["sweep", s(&file), "-w", s(&ws), "--slurm"]);
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
-    let job = stdout["submitted job ".len()..]
-        .split(':')
-        .next()
-        .unwrap()
-        .to_string();
+    let job = submitted_job(&stdout);
 
     // Requeue it once it has trained a while (and not finished).
     let deadline = Instant::now() + Duration::from_secs(300);
@@ -358,8 +344,9 @@ fn queued_tasks_show_in_status_and_the_workbench_and_cancel() {
     if !cluster() {
         return;
     }
-    let (_tmp, ws, file) =
-        setup("concept = \"purple_cross\"\nname = \"held\"\nseeds = [0, 1]\n[train]\nsteps = 20\n");
+    let (_tmp, ws, file) = sweep_workspace(
+        "concept = \"purple_cross\"\nname = \"held\"\nseeds = [0, 1]\n[train]\nsteps = 20\n",
+    );
     // Held: they wait in the queue until released (here: until cancelled).
     let out = dreamartist(&[
         "sweep",
@@ -371,11 +358,7 @@ fn queued_tasks_show_in_status_and_the_workbench_and_cancel() {
     ]);
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
-    let job = stdout["submitted job ".len()..]
-        .split(':')
-        .next()
-        .unwrap()
-        .to_string();
+    let job = submitted_job(&stdout);
 
     let status = ok(&["status", "held", "-w", s(&ws)]);
     assert!(

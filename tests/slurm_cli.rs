@@ -5,24 +5,9 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use common::{bin, fixtures, workspace_with_concept};
-
-const GRID: &str = "concept = \"purple_cross\"\nseeds = [0, 1]\n[grid]\ntrain_cfg = [\"1\", \"2\"]\nsteps = [20]\n";
-
-fn setup() -> (tempfile::TempDir, PathBuf, PathBuf) {
-    let tmp = workspace_with_concept(
-        &fixtures().join("tiny-sd1/model"),
-        "purple_cross",
-        &fixtures().join("references/chelsea.png"),
-        &["--class", "cat"],
-    );
-    let ws = tmp.path().join("ws");
-    let file = tmp.path().join("grid.toml");
-    std::fs::write(&file, GRID).unwrap();
-    (tmp, ws, file)
-}
+use common::{bin, sweep_workspace, GRID};
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
@@ -39,7 +24,7 @@ fn without_slurm(args: &[&str]) -> std::process::Output {
 
 #[test]
 fn dry_run_prints_the_job_array_script_and_writes_nothing() {
-    let (tmp, ws, file) = setup();
+    let (tmp, ws, file) = sweep_workspace(GRID);
     let out = without_slurm(&[
         "sweep",
         s(&file),
@@ -110,7 +95,7 @@ fn dry_run_prints_the_job_array_script_and_writes_nothing() {
 
 #[test]
 fn errors_name_the_fix() {
-    let (_tmp, ws, file) = setup();
+    let (_tmp, ws, file) = sweep_workspace(GRID);
     let out = without_slurm(&["sweep", s(&file), "-w", s(&ws), "--slurm"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
@@ -154,7 +139,7 @@ fn errors_name_the_fix() {
 
 #[test]
 fn train_dry_run_is_a_one_run_sweep_that_pins_every_option_and_leaves_nothing() {
-    let (_tmp, ws, _file) = setup();
+    let (_tmp, ws, _file) = sweep_workspace(GRID);
     let out = without_slurm(&[
         "train",
         "purple_cross",
@@ -200,7 +185,7 @@ fn train_dry_run_is_a_one_run_sweep_that_pins_every_option_and_leaves_nothing() 
 
 #[test]
 fn status_without_a_cluster_shows_the_runs() {
-    let (_tmp, ws, file) = setup();
+    let (_tmp, ws, file) = sweep_workspace(GRID);
     let out = without_slurm(&["status", "-w", s(&ws)]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("no sweeps"));
     // A local sweep's folder, then its status: the runs, no jobs.

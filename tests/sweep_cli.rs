@@ -9,24 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use common::{bin, fails, fixtures, ok, workspace_with_concept, Spawned};
-
-/// The sweep of the issue: every `[grid]` combination × every seed.
-const GRID: &str = "concept = \"purple_cross\"\nseeds = [0, 1]\n[grid]\ntrain_cfg = [\"1\", \"2\"]\nsteps = [20]\n";
-
-/// A workspace on tiny-sd1 with concept `purple_cross`; its path and the sweep file.
-fn setup(sweep: &str) -> (tempfile::TempDir, PathBuf, PathBuf) {
-    let tmp = workspace_with_concept(
-        &fixtures().join("tiny-sd1/model"),
-        "purple_cross",
-        &fixtures().join("references/chelsea.png"),
-        &["--class", "cat"],
-    );
-    let ws = tmp.path().join("ws");
-    let file = tmp.path().join("grid.toml");
-    std::fs::write(&file, sweep).unwrap();
-    (tmp, ws, file)
-}
+use common::{bin, fails, fixtures, ok, sweep_workspace, Spawned, GRID};
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
@@ -66,7 +49,7 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, (Vec<u8>, SystemTime)> {
 
 #[test]
 fn a_grid_of_two_options_and_two_seeds_is_four_runs_and_a_table() {
-    let (_tmp, ws, file) = setup(GRID);
+    let (_tmp, ws, file) = sweep_workspace(GRID);
     let list = ok(&["sweep", s(&file), "-w", s(&ws), "--list"]);
     let lines: Vec<&str> = list.lines().collect();
     assert_eq!(lines.len(), 4, "{list}");
@@ -147,7 +130,7 @@ fn a_grid_of_two_options_and_two_seeds_is_four_runs_and_a_table() {
 #[test]
 fn a_killed_sweep_finishes_only_what_is_missing() {
     let sweep = GRID.replace("[grid]", "[train]\ncheckpoint_every = 5\n[grid]");
-    let (_tmp, ws, file) = setup(&sweep);
+    let (_tmp, ws, file) = sweep_workspace(&sweep);
     let child = Spawned::start(bin().args(["sweep", s(&file), "-w", s(&ws), "--json"]));
     let first = child.wait_for_line(Duration::from_secs(120), |l| l.contains("run_ended"));
     child.signal("-KILL");
@@ -208,7 +191,7 @@ fn a_killed_sweep_finishes_only_what_is_missing() {
 /// An array job's task runs one index; the others, and `--report`, follow.
 #[test]
 fn only_runs_one_index_and_report_gathers() {
-    let (_tmp, ws, file) = setup(GRID);
+    let (_tmp, ws, file) = sweep_workspace(GRID);
     let out = ok(&["sweep", s(&file), "-w", s(&ws), "--only", "2", "--json"]);
     let started: Vec<_> = events(&out)
         .into_iter()
@@ -252,7 +235,7 @@ fn only_runs_one_index_and_report_gathers() {
 
 #[test]
 fn bad_sweep_files_name_the_file_and_the_key() {
-    let (_tmp, ws, file) = setup(GRID);
+    let (_tmp, ws, file) = sweep_workspace(GRID);
     for (body, needles) in [
         (
             GRID.replace("steps = [20]", "stpes = [20]"),
@@ -292,7 +275,7 @@ fn eval_scores_each_finished_run() {
          [eval]\nclip = \"{}\"\nsamples = 2\nsteps = 2\n",
         clip.display()
     );
-    let (_tmp, ws, file) = setup(&sweep);
+    let (_tmp, ws, file) = sweep_workspace(&sweep);
     let md = ok(&["sweep", s(&file), "-w", s(&ws)]);
     assert!(md.contains("CLIP-I") && md.contains("CLIP-T"), "{md}");
     let run = &results(&ws, "grid")["runs"][0];
@@ -308,7 +291,7 @@ fn eval_scores_each_finished_run() {
 #[test]
 fn runs_notes_tags_promote_and_export() {
     let sweep = "concept = \"purple_cross\"\n[train]\nsteps = 4\ncheckpoint_every = 2\n[grid]\nseed = [0, 1]\n";
-    let (_tmp, ws, file) = setup(sweep);
+    let (_tmp, ws, file) = sweep_workspace(sweep);
     ok(&["sweep", s(&file), "-w", s(&ws)]);
     let w = s(&ws);
     let rows: Vec<serde_json::Value> = events(&ok(&[

@@ -97,19 +97,23 @@ impl SweepDir {
             .filter(|p| p.is_dir())
             .collect();
         concepts.sort();
-        let mut out = Vec::new();
-        for concept in concepts {
-            let mut names: Vec<String> = std::fs::read_dir(concept.join("sweeps"))
-                .into_iter()
-                .flatten()
-                .flatten()
-                .filter(|e| e.path().join("sweep.toml").is_file())
-                .map(|e| e.file_name().to_string_lossy().to_string())
-                .collect();
-            names.sort();
-            out.extend(names.iter().map(|n| SweepDir::new(&concept, n)));
-        }
-        out
+        concepts.iter().flat_map(|c| Self::of_concept(c)).collect()
+    }
+
+    /// Every sweep of the concept stored in `concept_dir` that has run, by name.
+    pub fn of_concept(concept_dir: &Path) -> Vec<SweepDir> {
+        let mut names: Vec<String> = std::fs::read_dir(concept_dir.join("sweeps"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.path().join("sweep.toml").is_file())
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .collect();
+        names.sort();
+        names
+            .iter()
+            .map(|n| SweepDir::new(concept_dir, n))
+            .collect()
     }
 
     pub fn concept_dir(&self) -> &Path {

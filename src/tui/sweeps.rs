@@ -106,19 +106,10 @@ const QUEUE_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(10);
 /// RUNNING, 1 PENDING): 1 finished, 2 running, 1 pending`; a sweep whose file
 /// no longer loads says why), and the Slurm task of each run that has one.
 pub fn concept_sweeps(ws: &Workspace, concept_dir: &Path) -> (Vec<String>, Vec<SlurmCell>) {
-    let root = concept_dir.join("sweeps");
-    let mut names: Vec<String> = std::fs::read_dir(&root)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| e.path().join("sweep.toml").is_file())
-        .map(|e| e.file_name().to_string_lossy().to_string())
-        .collect();
-    names.sort();
     // (has queued tasks, line): the browser shows a few lines, live sweeps first.
     let (mut lines, mut cells): (Vec<(bool, String)>, _) = (Vec::new(), Vec::new());
-    for name in names {
-        let dir = SweepDir::new(concept_dir, &name);
+    for dir in SweepDir::of_concept(concept_dir) {
+        let name = dir.name();
         let plan = match dir.load_plan(ws) {
             Ok(plan) => plan,
             Err(e) => {

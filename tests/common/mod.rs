@@ -66,6 +66,24 @@ pub fn workspace_with_concept(
     tmp
 }
 
+/// The sweep of the sweep tests: a 2×2 grid of `train_cfg` × seeds, 20 steps.
+pub const GRID: &str = "concept = \"purple_cross\"\nseeds = [0, 1]\n[grid]\ntrain_cfg = [\"1\", \"2\"]\nsteps = [20]\n";
+
+/// A workspace on tiny-sd1 with concept `purple_cross` (from chelsea.png) and
+/// `sweep` written to `<tmp>/grid.toml`: the temp dir, the workspace, the file.
+pub fn sweep_workspace(sweep: &str) -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let tmp = workspace_with_concept(
+        &fixtures().join("tiny-sd1/model"),
+        "purple_cross",
+        &fixtures().join("references/chelsea.png"),
+        &["--class", "cat"],
+    );
+    let ws = tmp.path().join("ws");
+    let file = tmp.path().join("grid.toml");
+    std::fs::write(&file, sweep).unwrap();
+    (tmp, ws, file)
+}
+
 /// The f32 bit patterns of a tensor's values: equal patterns, equal values
 /// (NaN included), which `==` on floats does not promise.
 pub fn f32_bits(t: &Tensor) -> Vec<u32> {
