@@ -112,7 +112,7 @@ fn a_two_by_two_sweep_runs_as_a_job_array() {
     );
     let job = submitted_job(&stdout);
     assert!(
-        stderr.contains("task 3: RUNNING"),
+        stderr.contains("task 3: "),
         "the wait followed the tasks: {stderr}"
     );
 
@@ -148,7 +148,14 @@ fn a_two_by_two_sweep_runs_as_a_job_array() {
         assert_eq!(run_of_file(&neg), pos, "a torn pair");
     }
     assert!(!concept.join(".pair.lock").exists());
-    assert!(dir.join(format!("slurm/job-{job}.sbatch")).is_file());
+    let record: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join(format!("slurm/jobs/{job}.json"))).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(record["indices"], serde_json::json!([0, 1, 2, 3]));
+    let script = std::fs::read_to_string(record["script"].as_str().unwrap()).unwrap();
+    assert!(script.contains("#SBATCH --array=0-3\n"), "{script}");
+    assert!(Path::new(record["snapshot"].as_str().unwrap()).is_file());
 
     let status: serde_json::Value = serde_json::from_str(&ok(&[
         "status",
@@ -238,7 +245,7 @@ fn a_requeued_task_resumes_bit_exactly() {
     if !cluster() {
         return;
     }
-    let steps = 400;
+    let steps = 600;
     let sweep = format!("concept = \"purple_cross\"\nname = \"long\"\n[train]\nsteps = {steps}\ntrain_cfg = \"2\"\nseed = 3\n");
     let (_tmp, ws, file) = sweep_workspace(&sweep);
     let out = dreamartist(&["sweep", s(&file), "-w", s(&ws), "--slurm"]);
@@ -265,18 +272,45 @@ fn a_requeued_task_resumes_bit_exactly() {
         }
         std::thread::sleep(Duration::from_millis(100));
     };
+    // Slurm requeues it (as preemption does): the script leaves that to Slurm.
+    let first = steps_logged(&ws, &run);
     let rq = Command::new("scontrol")
         .args(["requeue", &format!("{job}_0")])
         .output()
         .unwrap();
     assert!(rq.status.success(), "{}", text(&rq.stderr));
+    let log_path = ws.join(format!(
+        "concepts/purple_cross/sweeps/long/slurm/logs/{job}_0.log"
+    ));
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
 
-    // The same run finishes, in a second attempt.
+    // Attempt 2 resumes it; then the time-limit warning's signal (to the
+    // script only): the task requeues itself.
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         assert!(
             Instant::now() < deadline,
-            "the requeued task did not finish in time"
+            "attempt 2 did not train in time: {}",
+            log()
+        );
+        if log().contains("attempt 2") && steps_logged(&ws, &run) >= first + 40 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let warn = Command::new("scancel")
+        .args(["--batch", "--signal=TERM", &format!("{job}_0")])
+        .output()
+        .unwrap();
+    assert!(warn.status.success(), "{}", text(&warn.stderr));
+
+    // The same run finishes, in a third attempt.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "the requeued task did not finish in time: {}",
+            log()
         );
         let status: serde_json::Value = serde_json::from_str(&ok(&[
             "status",
@@ -297,16 +331,17 @@ fn a_requeued_task_resumes_bit_exactly() {
         }
         std::thread::sleep(Duration::from_millis(500));
     }
-    let log = std::fs::read_to_string(ws.join(format!(
-        "concepts/purple_cross/sweeps/long/slurm/logs/{job}_0.log"
-    )))
-    .unwrap();
+    let log = log();
     assert!(
-        log.contains("saving a checkpoint") && log.contains("stopped"),
+        log.contains("saving a checkpoint") && log.contains("left to Slurm"),
         "{log}"
     );
     assert!(
-        log.contains("attempt 2") && log.contains(&format!("resuming run {run}")),
+        log.contains("requeueing task 0 to resume from its checkpoint"),
+        "the task did not requeue itself: {log}"
+    );
+    assert!(
+        log.contains("attempt 3") && log.matches(&format!("resuming run {run}")).count() == 2,
         "{log}"
     );
 
@@ -347,7 +382,7 @@ fn queued_tasks_show_in_status_and_the_workbench_and_cancel() {
     let (_tmp, ws, file) = sweep_workspace(
         "concept = \"purple_cross\"\nname = \"held\"\nseeds = [0, 1]\n[train]\nsteps = 20\n",
     );
-    // Held: they wait in the queue until released (here: until cancelled).
+    // Held: they wait in the queue until released.
     let out = dreamartist(&[
         "sweep",
         s(&file),
@@ -396,8 +431,32 @@ fn queued_tasks_show_in_status_and_the_workbench_and_cancel() {
 
     let out = ok(&["status", "held", "-w", s(&ws), "--cancel", "--only", "1"]);
     assert_eq!(out.trim(), format!("cancelled {job}_1"));
-    let out = ok(&["status", "held", "-w", s(&ws), "--cancel"]);
-    assert_eq!(out.trim(), format!("cancelled {job}_0"));
+
+    // The tasks read the sweep as it was submitted: editing (here: breaking)
+    // the file afterwards changes nothing for them.
+    std::fs::write(&file, "this is not a sweep file").unwrap();
+    let release = Command::new("scontrol")
+        .args(["release", &job])
+        .output()
+        .unwrap();
+    assert!(release.status.success(), "{}", text(&release.stderr));
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "the released task did not finish"
+        );
+        let st: serde_json::Value =
+            serde_json::from_str(&ok(&["status", "held", "-w", s(&ws), "--json"])).unwrap();
+        if st["rows"][0]["status"] == "finished" && st["rows"][0]["slurm"].is_null() {
+            assert_eq!(
+                st["rows"][1]["status"], "pending",
+                "the cancelled one stays"
+            );
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
     let out = ok(&["status", "held", "-w", s(&ws), "--cancel"]);
     assert!(out.contains("nothing to cancel"), "{out}");
     let status = ok(&["status", "held", "-w", s(&ws)]);

@@ -58,6 +58,11 @@ fn dry_run_prints_the_job_array_script_and_writes_nothing() {
         .replace(s(&std::fs::canonicalize(tmp.path()).unwrap()), "<tmp>")
         .replace(s(tmp.path()), "<tmp>")
         .replace(env!("CARGO_BIN_EXE_dreamartist"), "<dreamartist>");
+    // The snapshot's name carries the time and this process.
+    let script = regex::Regex::new(r"submit-\d{8}-\d{6}-\d+\.toml")
+        .unwrap()
+        .replace_all(&script, "submit-<time>-<pid>.toml")
+        .to_string();
     insta::assert_snapshot!("dry_run_script", script);
     assert!(
         !ws.join("concepts/purple_cross/sweeps").exists(),
@@ -164,10 +169,8 @@ fn train_dry_run_is_a_one_run_sweep_that_pins_every_option_and_leaves_nothing() 
     assert!(script.contains("#SBATCH --gres=gpu:1\n"), "{script}");
     assert!(script.contains("/sweeps/train-"), "{script}");
     assert!(
-        !ws.join("concepts/purple_cross/sweeps")
-            .read_dir()
-            .is_ok_and(|mut d| d.next().is_some()),
-        "a dry run left its sweep folder"
+        !ws.join("concepts/purple_cross/sweeps").exists(),
+        "a dry run wrote a sweep folder"
     );
 
     let out = without_slurm(&[

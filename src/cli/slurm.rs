@@ -70,7 +70,7 @@ fn poll_interval() -> Duration {
     let secs = std::env::var("DREAMARTIST_SLURM_POLL")
         .ok()
         .and_then(|s| s.parse::<f64>().ok())
-        .filter(|s| *s > 0.0)
+        .filter(|s| s.is_finite() && *s > 0.0 && *s < 3600.0)
         .unwrap_or(5.0);
     Duration::from_secs_f64(secs)
 }
@@ -100,7 +100,9 @@ pub fn submit(
             .ok()
             .and_then(|_| slurm::commands::squeue(&SlurmDir::of(dir.path()).job_ids()).ok())
             .unwrap_or_default();
-        let sub = slurm::script_for(&req, &dir, &queued)?;
+        // Where the snapshot would go: a dry run writes nothing.
+        let (_, snapshot) = SlurmDir::of(dir.path()).new_submission_paths();
+        let sub = slurm::script_for(&req, &dir, &queued, &snapshot)?;
         print!("{}", sub.script);
         for (i, why) in &sub.skipped {
             eprintln!("run {i} left out: {why}");
@@ -371,12 +373,13 @@ fn find_sweep(ws: &Workspace, typed: &str) -> Result<SweepDir> {
 
 /// `train NAME --slurm`: the run as a one-run sweep whose file pins every
 /// option (`concepts/<c>/sweeps/train-<time>/sweep.toml`), so the task and
-/// its requeued attempts resume the same run.
-pub fn train_sweep_file(
+/// its requeued attempts resume the same run. The file's path and text; the
+/// caller writes it (a dry run does not).
+pub fn train_sweep(
     ws: &Workspace,
     concept: &str,
     config: &crate::concept::TrainConfig,
-) -> Result<PathBuf> {
+) -> Result<(PathBuf, String)> {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -390,7 +393,6 @@ pub fn train_sweep_file(
         })
         .find(|n| !sweeps.join(n).exists())
         .unwrap_or_default();
-    let dir = sweeps.join(&name);
     let train = toml::Value::try_from(config).context("writing the run's options")?;
     let mut file = toml::Table::new();
     file.insert("concept".into(), concept.into());
@@ -400,9 +402,5 @@ pub fn train_sweep_file(
         "# `dreamartist train {concept} --slurm`: one run, every option pinned.\n{}",
         toml::to_string(&file)?
     );
-    std::fs::create_dir_all(&dir).with_context(|| dir.display().to_string())?;
-    let path = dir.join("sweep.toml");
-    crate::fsutil::write_atomic(&path, text.as_bytes())
-        .with_context(|| path.display().to_string())?;
-    Ok(path)
+    Ok((sweeps.join(name).join("sweep.toml"), text))
 }

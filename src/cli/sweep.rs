@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 use super::parse_device;
 use super::train::progress_line;
@@ -46,13 +46,23 @@ pub struct SweepArgs {
     /// Leave the results to the caller (the --jobs parent gathers them once).
     #[arg(long, hide = true)]
     pub no_results: bool,
+    /// Read the sweep from this copy of FILE (a Slurm task: the file as it was submitted).
+    #[arg(long, hide = true)]
+    pub snapshot: Option<PathBuf>,
     #[command(flatten)]
     pub slurm: super::slurm::SlurmArgs,
 }
 
 pub fn run(args: SweepArgs) -> Result<ExitCode> {
     let ws = Workspace::open(&args.workspace)?;
-    let plan = SweepPlan::load(&args.file, &ws)?;
+    let plan = match &args.snapshot {
+        Some(snap) => {
+            let text = std::fs::read_to_string(snap)
+                .with_context(|| format!("{}: the sweep's snapshot", snap.display()))?;
+            SweepPlan::from_text(&args.file, text, &ws)?
+        }
+        None => SweepPlan::load(&args.file, &ws)?,
+    };
     let dir = SweepDir::of(&ws, &plan);
     dir.check(&plan)?;
     let count = plan.runs.len();
@@ -99,10 +109,16 @@ pub fn run(args: SweepArgs) -> Result<ExitCode> {
     if !args.no_results {
         finish(&gather(&plan, &dir), &dir, args.json)?;
     }
+    let under_slurm = std::env::var_os("SLURM_JOB_ID").is_some();
     if stop.load(Ordering::SeqCst) {
-        if std::env::var_os("SLURM_JOB_ID").is_some() {
+        let unfinished = indices
+            .iter()
+            .any(|&i| matches!(dir.next(i), Next::Start | Next::Resume(_)));
+        if under_slurm && unfinished {
             eprintln!("stopped with a checkpoint: the task's next attempt resumes it");
-        } else {
+            // The batch script requeues on this status (see slurm::script).
+            return Ok(ExitCode::from(crate::slurm::script::STOPPED_EXIT));
+        } else if !under_slurm {
             eprintln!(
                 "sweep interrupted; run `dreamartist sweep {}` again to continue where it stopped",
                 args.file.display()

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use super::TrainArgs;
 use crate::concept::Concept;
@@ -54,19 +54,22 @@ fn on_slurm(
              to continue a stopped run, train it here or resubmit its sweep (`dreamartist status` names it)"
         );
     }
-    let file = super::slurm::train_sweep_file(ws, &concept.name, cfg)?;
-    let result = crate::sweep::SweepPlan::load(&file, ws)
-        .map_err(anyhow::Error::from)
-        .and_then(|plan| super::slurm::submit(&args.slurm, ws, &plan, &[], args.json));
-    // A dry run leaves nothing behind; a refused submission neither.
-    let keep = !args.slurm.dry_run
-        && crate::slurm::SlurmDir::of(file.parent().unwrap_or(&file))
-            .submissions()
-            .is_ok_and(|s| !s.is_empty());
-    if !keep {
-        if let Some(dir) = file.parent() {
-            let _ = std::fs::remove_dir_all(dir);
-        }
+    let (file, text) = super::slurm::train_sweep(ws, &concept.name, cfg)?;
+    let plan = crate::sweep::SweepPlan::from_text(&file, text.clone(), ws)?;
+    if args.slurm.dry_run {
+        return super::slurm::submit(&args.slurm, ws, &plan, &[], args.json);
+    }
+    let dir = file.parent().unwrap_or(&file).to_path_buf();
+    std::fs::create_dir_all(&dir).with_context(|| dir.display().to_string())?;
+    crate::fsutil::write_atomic(&file, text.as_bytes())
+        .with_context(|| file.display().to_string())?;
+    let result = super::slurm::submit(&args.slurm, ws, &plan, &[], args.json);
+    // A refused submission leaves nothing behind.
+    let submitted = crate::slurm::SlurmDir::of(&dir)
+        .submissions()
+        .is_ok_and(|s| !s.is_empty());
+    if !submitted {
+        let _ = std::fs::remove_dir_all(&dir);
     }
     result
 }

@@ -7,11 +7,13 @@
 //! (its start time, on Linux, so a reused pid does not count); on another
 //! host (a cluster node sharing the workspace), that the run's heartbeat — the
 //! newest of `metrics.jsonl` (appended every step), `lock` and `paused` — is
-//! younger than [`STALE_AFTER`]. Under Slurm, a lock taken by an earlier
-//! attempt of the same job (same `SLURM_JOB_ID`: a task preempted or requeued
-//! after a hard kill, maybe on another node) is dead at once: Slurm never runs
-//! two attempts of one job together, so the requeued task need not wait out
-//! the heartbeat.
+//! younger than [`STALE_AFTER`]. Under Slurm, a lock taken by an *earlier
+//! attempt* of the same job (same `SLURM_JOB_ID`, lower `SLURM_RESTART_COUNT`:
+//! a task preempted or requeued after a hard kill, maybe on another node) is
+//! dead at once: Slurm never runs two attempts of one job together, so the
+//! requeued task need not wait out the heartbeat. Processes of the same
+//! attempt (job steps, `--jobs` children) share the job id and are told apart
+//! the usual way.
 //!
 //! `paused` exists while the workbench holds a run paused (the engine writes
 //! it; the trainer removes it when the session ends).
@@ -42,14 +44,29 @@ pub struct LockInfo {
     /// a reused pid from the process that took the lock.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proc_start: Option<u64>,
-    /// The Slurm job the holder ran in (`SLURM_JOB_ID`; each array task has its own).
+    /// The Slurm job the holder ran in (`SLURM_JOB_ID`; each array task has
+    /// its own) and which attempt of it (`SLURM_RESTART_COUNT`, 0 at first).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub slurm_job: Option<String>,
+    pub slurm_job: Option<SlurmAttempt>,
 }
 
-/// This process's Slurm job, if it runs in one.
-fn slurm_job_id() -> Option<String> {
-    std::env::var("SLURM_JOB_ID").ok().filter(|s| !s.is_empty())
+/// One attempt of one Slurm job.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SlurmAttempt {
+    pub job: String,
+    pub restart: u32,
+}
+
+/// This process's Slurm job and attempt, if it runs in one.
+fn slurm_attempt() -> Option<SlurmAttempt> {
+    let job = std::env::var("SLURM_JOB_ID")
+        .ok()
+        .filter(|s| !s.is_empty())?;
+    let restart = std::env::var("SLURM_RESTART_COUNT")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    Some(SlurmAttempt { job, restart })
 }
 
 impl LockInfo {
@@ -61,27 +78,28 @@ impl LockInfo {
             host: host_name(),
             started: unix_now(),
             proc_start: process_start(pid),
-            slurm_job: slurm_job_id(),
+            slurm_job: slurm_attempt(),
         }
     }
 
     /// Whether the holder still runs: see the module doc. `heartbeat` is the
     /// run's newest heartbeat file time, for a holder on another host.
     pub fn holder_alive(&self, heartbeat: Option<SystemTime>, now: SystemTime) -> bool {
-        self.holder_alive_in(heartbeat, now, slurm_job_id().as_deref())
+        self.holder_alive_in(heartbeat, now, slurm_attempt().as_ref())
     }
 
-    /// [`Self::holder_alive`] asked from Slurm job `my_job` (if any).
+    /// [`Self::holder_alive`] asked from Slurm attempt `mine` (if any).
     fn holder_alive_in(
         &self,
         heartbeat: Option<SystemTime>,
         now: SystemTime,
-        my_job: Option<&str>,
+        mine: Option<&SlurmAttempt>,
     ) -> bool {
-        let this_process = self.host == host_name() && self.pid == std::process::id();
-        if !this_process && my_job.is_some() && self.slurm_job.as_deref() == my_job {
-            // An earlier attempt of this very job: Slurm has ended it.
-            return false;
+        if let (Some(held), Some(mine)) = (&self.slurm_job, mine) {
+            if held.job == mine.job && held.restart < mine.restart {
+                // An earlier attempt of this very job: Slurm has ended it.
+                return false;
+            }
         }
         if self.host == host_name() {
             if !process_alive(self.pid) || is_zombie(self.pid) {
@@ -360,19 +378,19 @@ mod tests {
 
         // A requeued Slurm task (same job id) on another node: the earlier
         // attempt's lock is dead however fresh its heartbeat; another job's is not.
-        let attempt1 = LockInfo {
-            slurm_job: Some("4242".into()),
+        let attempt = |job: &str, restart| SlurmAttempt {
+            job: job.into(),
+            restart,
+        };
+        let first = LockInfo {
+            slurm_job: Some(attempt("4242", 0)),
             ..remote
         };
         let fresh = Some(now - Duration::from_secs(5));
-        assert!(!attempt1.holder_alive_in(fresh, now, Some("4242")));
-        assert!(attempt1.holder_alive_in(fresh, now, Some("4243")));
-        assert!(attempt1.holder_alive_in(fresh, now, None));
-        // This very process holds it: alive.
-        let mine = LockInfo {
-            slurm_job: Some("4242".into()),
-            ..LockInfo::current()
-        };
-        assert!(mine.holder_alive_in(None, now, Some("4242")));
+        assert!(!first.holder_alive_in(fresh, now, Some(&attempt("4242", 1))));
+        // The same attempt (a job step, a --jobs child) or another job: alive.
+        assert!(first.holder_alive_in(fresh, now, Some(&attempt("4242", 0))));
+        assert!(first.holder_alive_in(fresh, now, Some(&attempt("4243", 1))));
+        assert!(first.holder_alive_in(fresh, now, None));
     }
 }

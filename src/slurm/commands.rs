@@ -238,7 +238,9 @@ pub fn parse_sacct(out: &str) -> Vec<TaskInfo> {
 }
 
 /// The tasks of these array jobs: live ones from the queue (an answer up to
-/// `max_age` old will do), ended ones from accounting where it answers.
+/// `max_age` old will do), ended ones from accounting where it answers —
+/// asked only for a fresh answer (`max_age` zero): the workbench's frequent
+/// refreshes leave the accounting daemon alone and show `ended`.
 pub fn tasks(array_jobs: &[String], max_age: Duration) -> Result<Vec<TaskInfo>, SlurmError> {
     let live = squeue_within(array_jobs, max_age)?;
     // Accounting only for what the queue no longer holds.
@@ -247,7 +249,7 @@ pub fn tasks(array_jobs: &[String], max_age: Duration) -> Result<Vec<TaskInfo>, 
         .filter(|j| !live.iter().any(|t| &t.array_job == *j && t.is_active()))
         .cloned()
         .collect();
-    let mut all = if ended.is_empty() {
+    let mut all = if ended.is_empty() || !max_age.is_zero() {
         Vec::new()
     } else {
         sacct(&ended).unwrap_or_default()

@@ -3,10 +3,14 @@
 //!
 //! ```text
 //! concepts/<c>/sweeps/<name>/slurm/
-//!   job-<id>.sbatch   the script as submitted
-//!   jobs.json         every submission: job id, time, array indices, script
-//!   logs/<job>_<index>.log   each task's output, all its attempts appended
+//!   submit-<time>-<pid>.sbatch  the script as submitted
+//!   submit-<time>-<pid>.toml    the sweep file as it was then (what the tasks read)
+//!   jobs/<job>.json             one per submission: job id, time, indices, script
+//!   logs/<job>_<index>.log      each task's output, all its attempts appended
 //! ```
+//!
+//! One file per submission: two submissions at once never lose each other's
+//! record, and a damaged record loses only itself.
 
 use std::path::{Path, PathBuf};
 
@@ -25,6 +29,9 @@ pub struct Submission {
     /// The sweep's run indices in this array.
     pub indices: Vec<usize>,
     pub script: PathBuf,
+    /// The sweep file's snapshot the tasks read.
+    #[serde(default)]
+    pub snapshot: Option<PathBuf>,
 }
 
 /// `sweeps/<name>/slurm/`.
@@ -49,8 +56,8 @@ impl SlurmDir {
         self.path.join("logs")
     }
 
-    fn jobs_file(&self) -> PathBuf {
-        self.path.join("jobs.json")
+    fn jobs_dir(&self) -> PathBuf {
+        self.path.join("jobs")
     }
 
     /// The log of task `index` of array job `job`.
@@ -58,9 +65,21 @@ impl SlurmDir {
         self.log_dir().join(format!("{job}_{index}.log"))
     }
 
-    /// Where a script is kept before it is submitted (renamed after its job id).
-    pub fn pending_script(&self) -> PathBuf {
-        self.path.join("job.sbatch")
+    /// Names for a new submission's script and sweep snapshot, unique per
+    /// process and second: `(submit-<time>-<pid>.sbatch, ….toml)`.
+    pub fn new_submission_paths(&self) -> (PathBuf, PathBuf) {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let stem = format!(
+            "submit-{}-{}",
+            crate::concept::rundir::format_utc_id(secs),
+            std::process::id()
+        );
+        (
+            self.path.join(format!("{stem}.sbatch")),
+            self.path.join(format!("{stem}.toml")),
+        )
     }
 
     fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SlurmError + '_ {
@@ -70,34 +89,47 @@ impl SlurmDir {
         }
     }
 
-    /// Makes the folder and its `logs/` (Slurm does not create the log's folder).
+    /// Makes the folder, its `jobs/` and `logs/` (Slurm does not create the log's folder).
     pub fn prepare(&self) -> Result<(), SlurmError> {
-        let logs = self.log_dir();
-        std::fs::create_dir_all(&logs).map_err(Self::io(&logs))
+        for dir in [self.log_dir(), self.jobs_dir()] {
+            std::fs::create_dir_all(&dir).map_err(Self::io(&dir))?;
+        }
+        Ok(())
     }
 
-    /// Every submission, oldest first. A damaged file reads as none, with
-    /// the reason (so `status` can say it and go on).
+    /// Every submission, oldest first. A damaged record is an error naming
+    /// it (so `status` can say so and go on).
     pub fn submissions(&self) -> Result<Vec<Submission>, SlurmError> {
-        let path = self.jobs_file();
-        match std::fs::read_to_string(&path) {
-            Ok(text) => serde_json::from_str(&text).map_err(|e| SlurmError::Io {
+        let dir = self.jobs_dir();
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Self::io(&dir)(e)),
+        };
+        let mut all = Vec::new();
+        for e in entries.flatten() {
+            let path = e.path();
+            if path.extension().is_none_or(|x| x != "json") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).map_err(Self::io(&path))?;
+            let sub: Submission = serde_json::from_str(&text).map_err(|e| SlurmError::Io {
                 path: path.clone(),
                 message: format!(
-                    "{e}; it lists the sweep's Slurm jobs: fix it or delete it (the runs are not affected)"
+                    "{e}; it records one Slurm job of the sweep: fix it or delete it (the runs are not affected)"
                 ),
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-            Err(e) => Err(Self::io(&path)(e)),
+            })?;
+            all.push(sub);
         }
+        // Job ids grow with time on one cluster.
+        all.sort_by_key(|s| (s.submitted, s.job.parse::<u64>().unwrap_or(0)));
+        Ok(all)
     }
 
-    /// Adds a submission (written to a temp name, then renamed).
-    pub fn record(&self, sub: Submission) -> Result<(), SlurmError> {
-        let mut all = self.submissions().unwrap_or_default();
-        all.push(sub);
-        let path = self.jobs_file();
-        let text = serde_json::to_string_pretty(&all).map_err(|e| SlurmError::Io {
+    /// Records a submission (`jobs/<job>.json`, written to a temp name, then renamed).
+    pub fn record(&self, sub: &Submission) -> Result<(), SlurmError> {
+        let path = self.jobs_dir().join(format!("{}.json", sub.job));
+        let text = serde_json::to_string_pretty(sub).map_err(|e| SlurmError::Io {
             path: path.clone(),
             message: e.to_string(),
         })?;
@@ -147,25 +179,28 @@ mod tests {
         let dir = SlurmDir::of(tmp.path());
         assert!(dir.submissions().unwrap().is_empty());
         dir.prepare().unwrap();
-        for (job, indices) in [("10", vec![0, 1, 2]), ("11", vec![1])] {
-            dir.record(Submission {
+        for (job, at, indices) in [("11", 6, vec![1]), ("10", 5, vec![0, 1, 2])] {
+            dir.record(&Submission {
                 job: job.into(),
-                submitted: 5,
+                submitted: at,
                 indices,
                 script: dir.path().join(format!("job-{job}.sbatch")),
+                snapshot: None,
             })
             .unwrap();
         }
-        assert_eq!(dir.job_ids(), vec!["10", "11"]);
+        assert_eq!(dir.job_ids(), vec!["10", "11"], "oldest first");
         assert_eq!(dir.latest_for(1).unwrap().job, "11");
         assert_eq!(dir.latest_for(2).unwrap().job, "10");
         assert!(dir.latest_for(3).is_none());
         assert!(dir.log("11", 1).ends_with("logs/11_1.log"));
+        let (script, snapshot) = dir.new_submission_paths();
+        assert_eq!(script.with_extension("toml"), snapshot);
 
-        std::fs::write(dir.path().join("jobs.json"), "{not json").unwrap();
+        std::fs::write(dir.path().join("jobs/12.json"), "{not json").unwrap();
         let err = dir.submissions().unwrap_err().to_string();
         assert!(
-            err.contains("jobs.json") && err.contains("delete it"),
+            err.contains("12.json") && err.contains("delete it"),
             "{err}"
         );
     }

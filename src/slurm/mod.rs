@@ -112,6 +112,7 @@ pub fn script_for(
     req: &SubmitRequest,
     dir: &SweepDir,
     queued: &[TaskInfo],
+    snapshot: &Path,
 ) -> Result<Submitted, SlurmError> {
     let (indices, skipped) = runs_to_submit(req.plan, dir, req.only, queued);
     if indices.is_empty() {
@@ -133,6 +134,7 @@ pub fn script_for(
         command: TaskCommand {
             binary: abs(&req.binary),
             sweep_file: abs(&req.plan.file),
+            snapshot: abs(snapshot),
             workspace: abs(&req.ws.root),
         },
     }
@@ -160,36 +162,44 @@ fn job_name(concept: &str, sweep: &str) -> String {
         .collect()
 }
 
-/// Writes the script into the sweep's folder and submits it; records the job.
+/// Writes the script and a snapshot of the sweep file into the sweep's
+/// folder, submits the script, records the job.
 pub fn submit(req: &SubmitRequest) -> Result<Submitted, SlurmError> {
     let dir = SweepDir::of(req.ws, req.plan);
     dir.check(req.plan)?;
     let slurm = SlurmDir::of(dir.path());
-    // Fail on a missing sbatch before anything is written.
+    // Fail on a missing sbatch, or a damaged record, before anything is written.
     commands::program_on_path("sbatch")?;
-    let queued = commands::squeue(&slurm.job_ids())?;
-    let mut sub = script_for(req, &dir, &queued)?;
+    let queued = commands::squeue(
+        &slurm
+            .submissions()?
+            .into_iter()
+            .map(|s| s.job)
+            .collect::<Vec<_>>(),
+    )?;
+    let (script_path, snapshot) = slurm.new_submission_paths();
+    let mut sub = script_for(req, &dir, &queued, &snapshot)?;
     dir.prepare(req.plan)?;
     slurm.prepare()?;
-    let pending = slurm.pending_script();
-    crate::fsutil::write_atomic(&pending, sub.script.as_bytes()).map_err(|e| SlurmError::Io {
-        path: pending.clone(),
-        message: e.to_string(),
-    })?;
-    let job = commands::sbatch(&pending)?;
-    let kept = slurm.path().join(format!("job-{job}.sbatch"));
-    std::fs::rename(&pending, &kept).map_err(|e| SlurmError::Io {
-        path: kept.clone(),
-        message: e.to_string(),
-    })?;
-    slurm.record(Submission {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |e: std::io::Error| SlurmError::Io {
+            path,
+            message: e.to_string(),
+        }
+    };
+    crate::fsutil::write_atomic(&snapshot, req.plan.text.as_bytes()).map_err(io(&snapshot))?;
+    crate::fsutil::write_atomic(&script_path, sub.script.as_bytes()).map_err(io(&script_path))?;
+    let job = commands::sbatch(&script_path)?;
+    slurm.record(&Submission {
         job: job.clone(),
         submitted: now(),
         indices: sub.indices.clone(),
-        script: kept.clone(),
+        script: script_path.clone(),
+        snapshot: Some(snapshot),
     })?;
     sub.job = Some(job);
-    sub.script_path = Some(kept);
+    sub.script_path = Some(script_path);
     Ok(sub)
 }
 
@@ -218,14 +228,18 @@ pub struct TaskRow {
     pub loss: Option<f64>,
     /// The task's log.
     pub log: Option<PathBuf>,
+    /// The queue could not be read: a missing task may still be running.
+    #[serde(skip)]
+    pub queue_unknown: bool,
 }
 
 impl TaskRow {
     /// `RUNNING`, `PENDING (Priority)`, `COMPLETED`; `ended` when the queue
-    /// has forgotten the task and no accounting says more; `-` when never
-    /// submitted.
+    /// has forgotten the task and no accounting says more; `?` when the queue
+    /// could not be read; `-` when never submitted.
     pub fn slurm_label(&self) -> String {
         match &self.slurm {
+            None if self.job.is_some() && self.queue_unknown => "?".into(),
             None if self.job.is_some() => "ended".into(),
             Some(t)
                 if t.live && t.state == "PENDING" && !t.reason.is_empty() && t.reason != "None" =>
@@ -273,11 +287,11 @@ pub fn sweep_status_within(plan: &SweepPlan, dir: &SweepDir, max_age: Duration) 
     let mut slurm_error = subs.as_ref().err().map(ToString::to_string);
     let subs = subs.unwrap_or_default();
     let jobs: Vec<String> = subs.iter().map(|s| s.job.clone()).collect();
-    let tasks = match commands::tasks(&jobs, max_age) {
-        Ok(t) => t,
+    let (tasks, queue_unknown) = match commands::tasks(&jobs, max_age) {
+        Ok(t) => (t, false),
         Err(e) => {
             slurm_error.get_or_insert(e.to_string());
-            Vec::new()
+            (Vec::new(), true)
         }
     };
     let results = gather(plan, dir);
@@ -309,6 +323,7 @@ pub fn sweep_status_within(plan: &SweepPlan, dir: &SweepDir, max_age: Duration) 
                 step: summary.map_or(0, |s| s.step),
                 total_steps: summary.map_or(planned.config.steps, |s| s.total_steps),
                 loss: summary.and_then(|s| s.loss),
+                queue_unknown,
             }
         })
         .collect();
@@ -350,8 +365,26 @@ pub fn wait(
     mut on_poll: impl FnMut(&SweepStatus),
 ) -> Result<Vec<TaskEnd>, SlurmError> {
     let jobs = [job.to_string()];
+    // A busy controller times out now and then: give up only after several
+    // failures in a row, waiting longer after each.
+    const TRIES: u32 = 6;
+    let mut failures = 0u32;
     loop {
-        let live = commands::squeue(&jobs)?;
+        let live = match commands::squeue(&jobs) {
+            Ok(live) => {
+                failures = 0;
+                live
+            }
+            Err(e @ SlurmError::NotInstalled(_)) => return Err(e),
+            Err(e) => {
+                failures += 1;
+                if failures >= TRIES {
+                    return Err(e);
+                }
+                std::thread::sleep(poll * 2u32.pow(failures));
+                continue;
+            }
+        };
         let status = sweep_status(plan, dir);
         on_poll(&status);
         if live.iter().all(|t| !t.is_active()) {
@@ -391,15 +424,30 @@ pub fn cancel_task(job: &str, index: usize) -> Result<(), SlurmError> {
     commands::scancel(job, Some(index))
 }
 
-/// Cancels the sweep's queued tasks (`index`: that run's only). Returns the
-/// tasks cancelled as `job_index`.
+/// Cancels the sweep's queued tasks (`index`: that run's only), each array
+/// job at once. Returns what was cancelled (`job` or `job_index`); a task
+/// that ended meanwhile is no error.
 pub fn cancel(dir: &SweepDir, index: Option<usize>) -> Result<Vec<String>, SlurmError> {
     let slurm = SlurmDir::of(dir.path());
-    let live = commands::squeue(&slurm.job_ids())?;
+    let live: Vec<TaskInfo> = commands::squeue(
+        &slurm
+            .submissions()?
+            .into_iter()
+            .map(|s| s.job)
+            .collect::<Vec<_>>(),
+    )?
+    .into_iter()
+    .filter(|t| t.is_active() && index.is_none_or(|i| i == t.index))
+    .collect();
+    let mut jobs: Vec<&str> = live.iter().map(|t| t.array_job.as_str()).collect();
+    jobs.dedup();
     let mut done = Vec::new();
-    for t in live.iter().filter(|t| index.is_none_or(|i| i == t.index)) {
-        commands::scancel(&t.array_job, Some(t.index))?;
-        done.push(format!("{}_{}", t.array_job, t.index));
+    for job in jobs {
+        commands::scancel(job, index)?;
+        done.push(match index {
+            Some(i) => format!("{job}_{i}"),
+            None => job.to_string(),
+        });
     }
     Ok(done)
 }

@@ -47,6 +47,9 @@ pub struct SbatchOptions {
 pub struct TaskCommand {
     pub binary: PathBuf,
     pub sweep_file: PathBuf,
+    /// The sweep file's text as submitted, which the task reads instead of
+    /// the file (edited or deleted since, maybe).
+    pub snapshot: PathBuf,
     pub workspace: PathBuf,
 }
 
@@ -83,7 +86,6 @@ impl ArrayScript {
             }
             write!(array, "%{n}").ok();
         }
-        let log = self.log_dir.join("%A_%a.log");
         let mut s = String::from("#!/bin/bash\n");
         s.push_str("# Written by `dreamartist`: one task per planned run of the sweep.\n");
         s.push_str("# Resubmit as it is with `sbatch` (finished runs are skipped by the tasks).\n");
@@ -98,7 +100,9 @@ impl ArrayScript {
         };
         directive("--job-name", &self.job_name)?;
         directive("--array", &array)?;
-        directive("--output", &path_text(&log)?)?;
+        // `%` starts one of Slurm's filename patterns: a literal one is `%%`.
+        let log_text = path_text(&self.log_dir)?.replace('%', "%%");
+        directive("--output", &format!("{log_text}/%A_%a.log"))?;
         directive("--open-mode", "append")?;
         directive("--requeue", "")?;
         let signal = o.signal_seconds.unwrap_or(DEFAULT_SIGNAL_SECONDS);
@@ -127,25 +131,60 @@ impl ArrayScript {
         }
         for extra in &o.extra {
             let extra = extra.trim();
-            if !extra.starts_with('-') {
+            if !extra.starts_with('-') || extra.contains(char::is_whitespace) {
                 return Err(SlurmError::Invalid(format!(
-                    "--sbatch-arg `{extra}`: give one whole sbatch option, e.g. --sbatch-arg=--account=lab"
+                    "--sbatch-arg `{extra}`: give one whole sbatch option with `=`, e.g. \
+                     --sbatch-arg=--account=lab"
                 )));
             }
             let (flag, value) = extra.split_once('=').unwrap_or((extra, ""));
+            if let Some(own) = OWN_FLAGS.iter().find(|f| flag == f.0 || flag == f.1) {
+                return Err(SlurmError::Invalid(format!(
+                    "--sbatch-arg `{extra}`: the script sets {} itself{}",
+                    own.0, own.2
+                )));
+            }
             directive(flag, value)?;
         }
         let c = &self.command;
         let task = format!(
-            "{} sweep {} -w {} --only \"$SLURM_ARRAY_TASK_ID\" --no-results",
+            "{} sweep {} --snapshot {} -w {} --only \"$SLURM_ARRAY_TASK_ID\" --no-results",
             sh_quote(&path_text(&c.binary)?),
             sh_quote(&path_text(&c.sweep_file)?),
+            sh_quote(&path_text(&c.snapshot)?),
             sh_quote(&path_text(&c.workspace)?),
         );
-        write!(s, "{}", BODY.replace("{TASK}", &task)).ok();
+        let body = BODY
+            .replace("{TASK}", &task)
+            .replace("{STOPPED}", &STOPPED_EXIT.to_string());
+        write!(s, "{body}").ok();
         Ok(s)
     }
 }
+
+/// The options the script sets itself (long, short, what to use instead):
+/// a second one from `--sbatch-arg` would fight it.
+const OWN_FLAGS: [(&str, &str, &str); 7] = [
+    ("--array", "-a", " (one index per run; --only picks runs)"),
+    (
+        "--output",
+        "-o",
+        " (one log per task in the sweep's folder)",
+    ),
+    ("--error", "-e", " (stderr goes to the task's log)"),
+    ("--open-mode", "--open-mode", ""),
+    ("--signal", "--signal", " (use --signal-seconds)"),
+    ("--job-name", "-J", ""),
+    (
+        "--no-requeue",
+        "--no-requeue",
+        " (tasks must requeue to survive preemption)",
+    ),
+];
+
+/// A task's exit status when its trainer stopped on a signal and saved a
+/// checkpoint (EX_TEMPFAIL): the run wants another attempt.
+pub const STOPPED_EXIT: u8 = 75;
 
 /// The script after its `#SBATCH` lines. `{TASK}` is the task's command.
 const BODY: &str = r#"
@@ -153,30 +192,35 @@ set -u
 attempt=$(( ${SLURM_RESTART_COUNT:-0} + 1 ))
 echo "dreamartist: task ${SLURM_ARRAY_TASK_ID} (job ${SLURM_JOB_ID}), attempt ${attempt}, on $(hostname) at $(date -Is)"
 
-# The trainer runs in the background so that this shell can take the signal.
-{TASK} &
-child=$!
+# The trainer runs in the background so that this shell can take Slurm's
+# signal and pass it on (the trap is set first: no signal is lost).
+child=""
 signalled=0
 on_signal() {
     signalled=1
     echo "dreamartist: signal at $(date -Is): saving a checkpoint"
-    kill -TERM "$child" 2>/dev/null
+    if [ -n "$child" ]; then kill -TERM "$child" 2>/dev/null; fi
 }
 trap on_signal TERM INT USR1
-status=0
-while :; do
+{TASK} &
+child=$!
+if [ "$signalled" = 1 ]; then kill -TERM "$child" 2>/dev/null; fi
+wait "$child"
+status=$?
+# A trapped signal ends `wait` early: wait again while the trainer runs.
+while [ -n "$(jobs -pr)" ]; do
     wait "$child"
     status=$?
-    # A trapped signal ends `wait` early: wait again until the trainer is gone.
-    kill -0 "$child" 2>/dev/null || break
 done
-if [ "$signalled" = 1 ]; then
+if [ "$status" = {STOPPED} ]; then
     state=$(squeue -h -j "$SLURM_JOB_ID" -o %T 2>/dev/null || true)
     if [ "$state" = RUNNING ]; then
-        # The time-limit warning: nobody else requeues this task.
+        # The time-limit warning (or scancel --batch --signal=TERM): nobody
+        # else requeues this task.
         echo "dreamartist: requeueing task ${SLURM_ARRAY_TASK_ID} to resume from its checkpoint"
-        scontrol requeue "$SLURM_JOB_ID" || echo "dreamartist: could not requeue; resubmit the sweep to resume"
+        scontrol requeue "$SLURM_JOB_ID" || echo "dreamartist: could not requeue; submit the sweep again to resume"
     else
+        # Cancelled, preempted or requeued by Slurm: its decision stands.
         echo "dreamartist: job is ${state:-gone}; left to Slurm (a requeued task resumes from its checkpoint)"
     fi
 fi
@@ -223,8 +267,8 @@ fn check_directive(flag: &str, value: &str) -> Result<(), SlurmError> {
     let bad = |c: char| c.is_whitespace() || c == '"' || c == '\'' || c == '#';
     if flag.chars().any(bad) || value.chars().any(bad) {
         return Err(SlurmError::Invalid(format!(
-            "`{flag}={value}` has a space or quote, which an #SBATCH line cannot carry; \
-             use a path without spaces (move the workspace) or a simpler value"
+            "`{flag}={value}` has a space or quote, which an #SBATCH line cannot carry: \
+             for a path, move the workspace to one without spaces; for a value, drop them"
         )));
     }
     Ok(())
@@ -294,6 +338,44 @@ mod tests {
     }
 
     #[test]
+    fn own_options_are_not_given_twice_and_percent_signs_stay_literal() {
+        let mut script = ArrayScript {
+            job_name: "x".into(),
+            indices: vec![0, 1],
+            log_dir: "/ws/100%/logs".into(),
+            options: SbatchOptions::default(),
+            command: TaskCommand {
+                binary: "/bin/dreamartist".into(),
+                sweep_file: "/ws/s.toml".into(),
+                snapshot: "/ws/snap.toml".into(),
+                workspace: "/ws".into(),
+            },
+        };
+        let text = script.render().unwrap();
+        assert!(
+            text.contains("#SBATCH --output=/ws/100%%/logs/%A_%a.log\n"),
+            "{text}"
+        );
+        for bad in ["--array=0-9", "-o=x", "--signal=USR1@60", "--no-requeue"] {
+            script.options.extra = vec![bad.into()];
+            let err = script.render().unwrap_err().to_string();
+            assert!(err.contains("the script sets"), "{bad}: {err}");
+        }
+        script.options.extra = vec!["-A lab".into()];
+        assert!(script
+            .render()
+            .unwrap_err()
+            .to_string()
+            .contains("with `=`"));
+        script.options.extra = vec!["--exclusive".into(), "--account=lab".into()];
+        let text = script.render().unwrap();
+        assert!(
+            text.contains("#SBATCH --exclusive\n#SBATCH --account=lab\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn directives_cannot_carry_spaces() {
         let script = ArrayScript {
             job_name: "x".into(),
@@ -303,6 +385,7 @@ mod tests {
             command: TaskCommand {
                 binary: "/bin/dreamartist".into(),
                 sweep_file: "/ws/s.toml".into(),
+                snapshot: "/ws/snap.toml".into(),
                 workspace: "/ws".into(),
             },
         };

@@ -148,6 +148,8 @@ pub struct SweepPlan {
     /// Option keys that take more than one value across the runs (the
     /// results table's columns), in file order.
     pub varying: Vec<String>,
+    /// The file's text as it was read (what the sweep's folder keeps).
+    pub text: String,
 }
 
 impl SweepPlan {
@@ -157,6 +159,13 @@ impl SweepPlan {
             path: file.to_path_buf(),
             source,
         })?;
+        Self::from_text(file, text, ws)
+    }
+
+    /// Expands `text` as if it were the sweep file `file` (its name and the
+    /// folder its relative paths start from): a Slurm task reads the snapshot
+    /// taken when it was submitted, not the file as it is now.
+    pub fn from_text(file: &Path, text: String, ws: &Workspace) -> Result<Self, SweepError> {
         let invalid = |message: String| SweepError::Invalid {
             path: file.to_path_buf(),
             message,
@@ -185,6 +194,7 @@ impl SweepPlan {
             runs,
             eval: f.eval,
             varying,
+            text,
         })
     }
 }

@@ -143,9 +143,8 @@ impl SweepDir {
     pub fn prepare(&self, plan: &SweepPlan) -> Result<(), SweepError> {
         let runs = self.path.join("runs");
         std::fs::create_dir_all(&runs).map_err(Self::io(&runs))?;
-        let text = std::fs::read(&plan.file).map_err(Self::io(&plan.file))?;
         let copy = self.path.join("sweep.toml");
-        write_atomic(&copy, &text).map_err(Self::io(&copy))
+        write_atomic(&copy, plan.text.as_bytes()).map_err(Self::io(&copy))
     }
 
     /// The record of run `index`, if it started.
