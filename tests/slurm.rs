@@ -62,6 +62,28 @@ fn dreamartist(args: &[&str]) -> std::process::Output {
         .expect("binary runs")
 }
 
+/// Polls `done` every `every` until it returns `Some`; panics with `what()`
+/// after five minutes (a cluster under load is slow, never stuck).
+fn poll_until<T>(
+    every: Duration,
+    what: impl Fn() -> String,
+    mut done: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        if let Some(v) = done() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{}", what());
+        std::thread::sleep(every);
+    }
+}
+
+/// `status SWEEP --json` of the workspace.
+fn status_json(ws: &Path, sweep: &str) -> serde_json::Value {
+    serde_json::from_str(&ok(&["status", sweep, "-w", s(ws), "--json"])).unwrap()
+}
+
 /// The job id of `submitted job 123: …`.
 fn submitted_job(stdout: &str) -> String {
     let rest = stdout
@@ -157,14 +179,7 @@ fn a_two_by_two_sweep_runs_as_a_job_array() {
     assert!(script.contains("#SBATCH --array=0-3\n"), "{script}");
     assert!(Path::new(record["snapshot"].as_str().unwrap()).is_file());
 
-    let status: serde_json::Value = serde_json::from_str(&ok(&[
-        "status",
-        "purple_cross/grid",
-        "-w",
-        s(&ws),
-        "--json",
-    ]))
-    .unwrap();
+    let status = status_json(&ws, "purple_cross/grid");
     assert_eq!(status["jobs"], serde_json::json!([job]));
     for row in status["rows"].as_array().unwrap() {
         assert_eq!(row["status"], "finished");
@@ -254,24 +269,19 @@ fn a_requeued_task_resumes_bit_exactly() {
     let job = submitted_job(&stdout);
 
     // Requeue it once it has trained a while (and not finished).
-    let deadline = Instant::now() + Duration::from_secs(300);
-    let run = loop {
-        assert!(
-            Instant::now() < deadline,
-            "the task did not start training in time"
-        );
-        if let Some(run) = run_of(&ws, "long") {
+    let run = poll_until(
+        Duration::from_millis(100),
+        || "the task did not start training in time".into(),
+        || {
+            let run = run_of(&ws, "long")?;
             let n = steps_logged(&ws, &run);
-            if n >= 40 {
-                assert!(
-                    n < steps,
-                    "finished before it could be requeued ({n} steps)"
-                );
-                break run;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+            assert!(
+                n < steps,
+                "finished before it could be requeued ({n} steps)"
+            );
+            (n >= 40).then_some(run)
+        },
+    );
     // Slurm requeues it (as preemption does): the script leaves that to Slurm.
     let first = steps_logged(&ws, &run);
     let rq = Command::new("scontrol")
@@ -286,18 +296,11 @@ fn a_requeued_task_resumes_bit_exactly() {
 
     // Attempt 2 resumes it; then the time-limit warning's signal (to the
     // script only): the task requeues itself.
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        assert!(
-            Instant::now() < deadline,
-            "attempt 2 did not train in time: {}",
-            log()
-        );
-        if log().contains("attempt 2") && steps_logged(&ws, &run) >= first + 40 {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    poll_until(
+        Duration::from_millis(100),
+        || format!("attempt 2 did not train in time: {}", log()),
+        || (log().contains("attempt 2") && steps_logged(&ws, &run) >= first + 40).then_some(()),
+    );
     let warn = Command::new("scancel")
         .args(["--batch", "--signal=TERM", &format!("{job}_0")])
         .output()
@@ -305,32 +308,20 @@ fn a_requeued_task_resumes_bit_exactly() {
     assert!(warn.status.success(), "{}", text(&warn.stderr));
 
     // The same run finishes, in a third attempt.
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        assert!(
-            Instant::now() < deadline,
-            "the requeued task did not finish in time: {}",
-            log()
-        );
-        let status: serde_json::Value = serde_json::from_str(&ok(&[
-            "status",
-            "purple_cross/long",
-            "-w",
-            s(&ws),
-            "--json",
-        ]))
-        .unwrap();
-        let row = &status["rows"][0];
-        if row["status"] == "finished" && !row["slurm"]["live"].as_bool().unwrap_or(false) {
-            assert_eq!(
-                row["run"],
-                run.as_str(),
-                "the requeued task started another run"
-            );
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    let row = poll_until(
+        Duration::from_millis(500),
+        || format!("the requeued task did not finish in time: {}", log()),
+        || {
+            let row = status_json(&ws, "purple_cross/long")["rows"][0].clone();
+            let live = row["slurm"]["live"].as_bool().unwrap_or(false);
+            (row["status"] == "finished" && !live).then_some(row)
+        },
+    );
+    assert_eq!(
+        row["run"],
+        run.as_str(),
+        "the requeued task started another run"
+    );
     let log = log();
     assert!(
         log.contains("saving a checkpoint") && log.contains("left to Slurm"),
@@ -440,23 +431,15 @@ fn queued_tasks_show_in_status_and_the_workbench_and_cancel() {
         .output()
         .unwrap();
     assert!(release.status.success(), "{}", text(&release.stderr));
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        assert!(
-            Instant::now() < deadline,
-            "the released task did not finish"
-        );
-        let st: serde_json::Value =
-            serde_json::from_str(&ok(&["status", "held", "-w", s(&ws), "--json"])).unwrap();
-        if st["rows"][0]["status"] == "finished" && st["rows"][0]["slurm"].is_null() {
-            assert_eq!(
-                st["rows"][1]["status"], "pending",
-                "the cancelled one stays"
-            );
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    let rows = poll_until(
+        Duration::from_millis(500),
+        || "the released task did not finish".into(),
+        || {
+            let rows = status_json(&ws, "held")["rows"].clone();
+            (rows[0]["status"] == "finished" && rows[0]["slurm"].is_null()).then_some(rows)
+        },
+    );
+    assert_eq!(rows[1]["status"], "pending", "the cancelled one stays");
     let out = ok(&["status", "held", "-w", s(&ws), "--cancel"]);
     assert!(out.contains("nothing to cancel"), "{out}");
     let status = ok(&["status", "held", "-w", s(&ws)]);
