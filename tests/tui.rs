@@ -1266,7 +1266,6 @@ fn runs_browser_shows_slurm_tasks_and_cancels_with_confirmation() {
     );
     let cell = |run: &str, index: usize, label: &str, queued: bool| SlurmCell {
         run: run.into(),
-        sweep: "grid".into(),
         job: "999999".into(),
         index,
         label: label.into(),

@@ -98,7 +98,8 @@ pub fn submit(
         // The queue only when Slurm is here: a dry run works anywhere.
         let queued = slurm::commands::program_on_path("squeue")
             .ok()
-            .and_then(|_| slurm::commands::squeue(&SlurmDir::of(dir.path()).job_ids()).ok())
+            .and_then(|_| SlurmDir::of(dir.path()).job_ids().ok())
+            .and_then(|jobs| slurm::commands::squeue(&jobs).ok())
             .unwrap_or_default();
         // Where the snapshot would go: a dry run writes nothing.
         let (_, snapshot) = SlurmDir::of(dir.path()).new_submission_paths();
@@ -246,21 +247,14 @@ pub fn status(args: StatusArgs) -> Result<ExitCode> {
     }
     if args.cancel {
         let dir = &dirs[0];
-        if SlurmDir::of(dir.path()).job_ids().is_empty() {
+        if SlurmDir::of(dir.path()).job_ids()?.is_empty() {
             println!(
                 "nothing to cancel: sweep {} was never submitted to Slurm",
                 dir.name()
             );
             return Ok(ExitCode::SUCCESS);
         }
-        let mut cancelled = Vec::new();
-        if args.only.is_empty() {
-            cancelled = slurm::cancel(dir, None)?;
-        } else {
-            for i in &args.only {
-                cancelled.extend(slurm::cancel(dir, Some(*i))?);
-            }
-        }
+        let cancelled = slurm::cancel(dir, &args.only)?;
         if cancelled.is_empty() {
             println!(
                 "nothing to cancel: no task of sweep {} is queued",
@@ -287,21 +281,21 @@ pub fn status(args: StatusArgs) -> Result<ExitCode> {
         if n > 0 {
             println!();
         }
-        print!("{}", status_text(&status, &gather(&plan, dir).counts()));
+        print!("{}", status_text(&status));
     }
     Ok(ExitCode::SUCCESS)
 }
 
 /// A sweep's status as text: a heading, the table, the queue's problem.
-pub fn status_text(status: &SweepStatus, counts: &str) -> String {
+pub fn status_text(status: &SweepStatus) -> String {
     let jobs = if status.jobs.is_empty() {
         "not submitted to Slurm".to_string()
     } else {
         format!("job {}", status.jobs.join(", "))
     };
     let mut s = format!(
-        "sweep {}/{} ({jobs}): {counts}\n",
-        status.concept, status.sweep
+        "sweep {}/{} ({jobs}): {}\n",
+        status.concept, status.sweep, status.counts
     );
     let rows: Vec<Vec<String>> = status
         .rows
@@ -380,11 +374,8 @@ pub fn train_sweep(
     concept: &str,
     config: &crate::concept::TrainConfig,
 ) -> Result<(PathBuf, String)> {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
     let sweeps = ws.concept_dir(concept).join("sweeps");
-    let stamp = crate::concept::rundir::format_utc_id(secs);
+    let stamp = crate::concept::rundir::format_utc_id(crate::concept::rundir::unix_now());
     // Two submissions in one second get their own folders.
     let name = (0..)
         .map(|n| match n {

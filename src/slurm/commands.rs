@@ -1,6 +1,7 @@
 //! Slurm's own commands (`sbatch`, `squeue`, `sacct`, `scancel`), run as
-//! processes and their output parsed. Nothing here keeps state: the queue is
-//! asked again each time.
+//! processes and their output parsed. The one state kept is the last
+//! `squeue` answer, which callers may reuse for a while ([`squeue_within`]);
+//! our own `sbatch` and `scancel` forget it.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

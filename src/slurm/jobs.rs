@@ -68,12 +68,9 @@ impl SlurmDir {
     /// Names for a new submission's script and sweep snapshot, unique per
     /// process and second: `(submit-<time>-<pid>.sbatch, ….toml)`.
     pub fn new_submission_paths(&self) -> (PathBuf, PathBuf) {
-        let secs = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
         let stem = format!(
             "submit-{}-{}",
-            crate::concept::rundir::format_utc_id(secs),
+            crate::concept::rundir::format_utc_id(crate::concept::rundir::unix_now()),
             std::process::id()
         );
         (
@@ -146,12 +143,8 @@ impl SlurmDir {
     }
 
     /// All the array jobs' ids, oldest first.
-    pub fn job_ids(&self) -> Vec<String> {
-        self.submissions()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|s| s.job)
-            .collect()
+    pub fn job_ids(&self) -> Result<Vec<String>, SlurmError> {
+        Ok(self.submissions()?.into_iter().map(|s| s.job).collect())
     }
 }
 
@@ -189,7 +182,7 @@ mod tests {
             })
             .unwrap();
         }
-        assert_eq!(dir.job_ids(), vec!["10", "11"], "oldest first");
+        assert_eq!(dir.job_ids().unwrap(), vec!["10", "11"], "oldest first");
         assert_eq!(dir.latest_for(1).unwrap().job, "11");
         assert_eq!(dir.latest_for(2).unwrap().job, "10");
         assert!(dir.latest_for(3).is_none());

@@ -17,7 +17,7 @@ pub mod jobs;
 pub mod script;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -170,13 +170,7 @@ pub fn submit(req: &SubmitRequest) -> Result<Submitted, SlurmError> {
     let slurm = SlurmDir::of(dir.path());
     // Fail on a missing sbatch, or a damaged record, before anything is written.
     commands::program_on_path("sbatch")?;
-    let queued = commands::squeue(
-        &slurm
-            .submissions()?
-            .into_iter()
-            .map(|s| s.job)
-            .collect::<Vec<_>>(),
-    )?;
+    let queued = commands::squeue(&slurm.job_ids()?)?;
     let (script_path, snapshot) = slurm.new_submission_paths();
     let mut sub = script_for(req, &dir, &queued, &snapshot)?;
     dir.prepare(req.plan)?;
@@ -193,7 +187,7 @@ pub fn submit(req: &SubmitRequest) -> Result<Submitted, SlurmError> {
     let job = commands::sbatch(&script_path)?;
     slurm.record(&Submission {
         job: job.clone(),
-        submitted: now(),
+        submitted: crate::concept::rundir::unix_now(),
         indices: sub.indices.clone(),
         script: script_path.clone(),
         snapshot: Some(snapshot),
@@ -201,12 +195,6 @@ pub fn submit(req: &SubmitRequest) -> Result<Submitted, SlurmError> {
     sub.job = Some(job);
     sub.script_path = Some(script_path);
     Ok(sub)
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// One planned run: the scheduler's view and the run's own.
@@ -264,6 +252,8 @@ pub struct SweepStatus {
     pub sweep: String,
     pub jobs: Vec<String>,
     pub rows: Vec<TaskRow>,
+    /// How many runs are in each status (`2 finished, 1 pending`).
+    pub counts: String,
     /// Why the queue could not be read (the rows then show the runs only).
     pub slurm_error: Option<String>,
 }
@@ -282,12 +272,24 @@ pub fn sweep_status(plan: &SweepPlan, dir: &SweepDir) -> SweepStatus {
 
 /// [`sweep_status`] with a queue answer up to `max_age` old (the workbench).
 pub fn sweep_status_within(plan: &SweepPlan, dir: &SweepDir, max_age: Duration) -> SweepStatus {
+    let subs = SlurmDir::of(dir.path()).submissions();
+    let jobs: Vec<String> = subs.iter().flatten().map(|s| s.job.clone()).collect();
+    let tasks = commands::tasks(&jobs, max_age);
+    status_of(plan, dir, subs, tasks)
+}
+
+/// The sweep's rows from its submissions and what Slurm said of their tasks.
+fn status_of(
+    plan: &SweepPlan,
+    dir: &SweepDir,
+    subs: Result<Vec<Submission>, SlurmError>,
+    tasks: Result<Vec<TaskInfo>, SlurmError>,
+) -> SweepStatus {
     let slurm = SlurmDir::of(dir.path());
-    let subs = slurm.submissions();
     let mut slurm_error = subs.as_ref().err().map(ToString::to_string);
     let subs = subs.unwrap_or_default();
     let jobs: Vec<String> = subs.iter().map(|s| s.job.clone()).collect();
-    let (tasks, queue_unknown) = match commands::tasks(&jobs, max_age) {
+    let (tasks, queue_unknown) = match tasks {
         Ok(t) => (t, false),
         Err(e) => {
             slurm_error.get_or_insert(e.to_string());
@@ -295,6 +297,7 @@ pub fn sweep_status_within(plan: &SweepPlan, dir: &SweepDir, max_age: Duration) 
         }
     };
     let results = gather(plan, dir);
+    let counts = results.counts();
     let rows = plan
         .runs
         .iter()
@@ -332,6 +335,7 @@ pub fn sweep_status_within(plan: &SweepPlan, dir: &SweepDir, max_age: Duration) 
         sweep: plan.name.clone(),
         jobs,
         rows,
+        counts,
         slurm_error,
     }
 }
@@ -365,15 +369,17 @@ pub fn wait(
     mut on_poll: impl FnMut(&SweepStatus),
 ) -> Result<Vec<TaskEnd>, SlurmError> {
     let jobs = [job.to_string()];
+    let slurm = SlurmDir::of(dir.path());
     // A busy controller times out now and then: give up only after several
     // failures in a row, waiting longer after each.
     const TRIES: u32 = 6;
     let mut failures = 0u32;
     loop {
-        let live = match commands::squeue(&jobs) {
-            Ok(live) => {
+        // One look at the queue per poll, for the loop and the status alike.
+        let tasks = match commands::tasks(&jobs, Duration::ZERO) {
+            Ok(tasks) => {
                 failures = 0;
-                live
+                tasks
             }
             Err(e @ SlurmError::NotInstalled(_)) => return Err(e),
             Err(e) => {
@@ -385,14 +391,13 @@ pub fn wait(
                 continue;
             }
         };
-        let status = sweep_status(plan, dir);
-        on_poll(&status);
-        if live.iter().all(|t| !t.is_active()) {
+        let queued = tasks.iter().any(|t| t.live);
+        on_poll(&status_of(plan, dir, slurm.submissions(), Ok(tasks)));
+        if !queued {
             break;
         }
         std::thread::sleep(poll);
     }
-    let slurm = SlurmDir::of(dir.path());
     Ok(indices
         .iter()
         .map(|&index| {
@@ -424,29 +429,25 @@ pub fn cancel_task(job: &str, index: usize) -> Result<(), SlurmError> {
     commands::scancel(job, Some(index))
 }
 
-/// Cancels the sweep's queued tasks (`index`: that run's only), each array
-/// job at once. Returns what was cancelled (`job` or `job_index`); a task
-/// that ended meanwhile is no error.
-pub fn cancel(dir: &SweepDir, index: Option<usize>) -> Result<Vec<String>, SlurmError> {
-    let slurm = SlurmDir::of(dir.path());
-    let live: Vec<TaskInfo> = commands::squeue(
-        &slurm
-            .submissions()?
-            .into_iter()
-            .map(|s| s.job)
-            .collect::<Vec<_>>(),
-    )?
-    .into_iter()
-    .filter(|t| t.is_active() && index.is_none_or(|i| i == t.index))
-    .collect();
-    let mut jobs: Vec<&str> = live.iter().map(|t| t.array_job.as_str()).collect();
-    jobs.dedup();
+/// Cancels the sweep's queued tasks (`only`: those runs'; empty: all of
+/// them, each array job at once). Returns what was cancelled (`job` or
+/// `job_index`); a task that ended meanwhile is no error.
+pub fn cancel(dir: &SweepDir, only: &[usize]) -> Result<Vec<String>, SlurmError> {
+    let live = commands::squeue(&SlurmDir::of(dir.path()).job_ids()?)?;
+    let mut targets: Vec<(String, Option<usize>)> = live
+        .iter()
+        .filter(|t| t.is_active() && (only.is_empty() || only.contains(&t.index)))
+        .map(|t| (t.array_job.clone(), (!only.is_empty()).then_some(t.index)))
+        .collect();
+    // squeue lists a job's tasks in its own order, not side by side.
+    targets.sort();
+    targets.dedup();
     let mut done = Vec::new();
-    for job in jobs {
-        commands::scancel(job, index)?;
+    for (job, index) in targets {
+        commands::scancel(&job, index)?;
         done.push(match index {
             Some(i) => format!("{job}_{i}"),
-            None => job.to_string(),
+            None => job,
         });
     }
     Ok(done)

@@ -89,7 +89,6 @@ pub fn spawn(ws: &Workspace, file: &Path) -> Result<(String, usize, PathBuf), Sw
 pub struct SlurmCell {
     /// The run folder the task trains in.
     pub run: String,
-    pub sweep: String,
     /// The array job and index (`scancel JOB_INDEX`).
     pub job: String,
     pub index: usize,
@@ -117,9 +116,13 @@ pub fn concept_sweeps(ws: &Workspace, concept_dir: &Path) -> (Vec<String>, Vec<S
                 continue;
             }
         };
-        let counts = gather(&plan, &dir).counts();
-        if SlurmDir::of(dir.path()).job_ids().is_empty() {
-            lines.push((false, format!("sweep {name}: {counts}")));
+        // Never submitted: no queue to ask. (A damaged record goes on to the
+        // status, which says so.)
+        if matches!(SlurmDir::of(dir.path()).job_ids(), Ok(jobs) if jobs.is_empty()) {
+            lines.push((
+                false,
+                format!("sweep {name}: {}", gather(&plan, &dir).counts()),
+            ));
             continue;
         }
         let status = slurm::sweep_status_within(&plan, &dir, QUEUE_MAX_AGE);
@@ -151,15 +154,15 @@ pub fn concept_sweeps(ws: &Workspace, concept_dir: &Path) -> (Vec<String>, Vec<S
         lines.push((
             status.active() > 0,
             format!(
-                "sweep {name} (Slurm job {}: {queue}): {counts}{problem}",
-                status.jobs.last().map_or("?", String::as_str)
+                "sweep {name} (Slurm job {}: {queue}): {}{problem}",
+                status.jobs.last().map_or("?", String::as_str),
+                status.counts
             ),
         ));
         for row in status.rows {
             if let (Some(run), Some(job)) = (&row.run, &row.job) {
                 cells.push(SlurmCell {
                     run: run.clone(),
-                    sweep: name.clone(),
                     job: job.clone(),
                     index: row.index,
                     label: row.slurm_label(),
