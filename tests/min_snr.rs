@@ -60,14 +60,7 @@ fn min_snr_gamma_weights_each_sample_by_its_snr() {
     let (plain, gp) = run(None);
     let (huge, gh) = run(Some(1e12));
     assert!((plain - huge).abs() <= 1e-6 * plain, "{plain} vs {huge}");
-    let d = (&gp - &gh)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let d = common::max_abs(&(&gp - &gh).unwrap());
     assert!(d < 1e-6, "gradients differ by {d}");
     // The per-sample losses, recovered from two weightings, recombine into γ = 5's loss.
     let (weighted, _) = run(Some(5.0));

@@ -5,6 +5,8 @@
 //! the trained vectors draw the concept's shape and colour far more often than
 //! the untrained init vectors they started from.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use dreamartist::sd::{LoadOptions, StableDiffusion};
@@ -56,14 +58,7 @@ fn dreamartist_learns_the_held_out_concept_from_one_image() {
     assert_eq!(trained.pos.dims(), &[3, 64]);
     assert_eq!(neg.dims(), &[6, 64]);
     let (pos0, neg0) = oneshot::untrained_vectors(&sd, &concept).unwrap();
-    let moved = (&trained.pos - &pos0)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let moved = common::max_abs(&(&trained.pos - &pos0).unwrap());
     assert!(moved > 0.05, "the positive vectors barely moved ({moved})");
 
     let settings = SampleSettings {

@@ -86,14 +86,7 @@ fn train_writes_the_pair_metrics_and_finished_event() {
     let init = init.last().unwrap();
     for (key, after) in [("positive", &trained[0]), ("negative", &trained[1])] {
         let before = emb(Path::new(init[key].as_str().unwrap()));
-        let moved = (after - before)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let moved = common::max_abs(&(after - before).unwrap());
         assert!(moved > 1e-3, "{key} moved only {moved}");
     }
 }
@@ -962,21 +955,8 @@ fn recompute_trains_the_same_vectors() {
     for key in ["positive", "negative"] {
         let x = emb(Path::new(plain.last().unwrap()[key].as_str().unwrap()));
         let y = emb(Path::new(recomputed.last().unwrap()[key].as_str().unwrap()));
-        let scale = x
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        let diff = (&x - &y)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let scale = common::max_abs(&x);
+        let diff = common::max_abs(&(&x - &y).unwrap());
         eprintln!("{key}: vectors differ by at most {diff:e} (max |v| {scale:e})");
         assert!(
             diff <= 1e-4 * scale,

@@ -84,6 +84,18 @@ pub fn sweep_workspace(sweep: &str) -> (tempfile::TempDir, PathBuf, PathBuf) {
     (tmp, ws, file)
 }
 
+/// The largest |value| of a tensor (of a difference: how far two tensors are apart).
+pub fn max_abs(t: &Tensor) -> f32 {
+    t.abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_dtype(DType::F32)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
 /// The f32 bit patterns of a tensor's values: equal patterns, equal values
 /// (NaN included), which `==` on floats does not promise.
 pub fn f32_bits(t: &Tensor) -> Vec<u32> {
